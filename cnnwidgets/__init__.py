@@ -1,0 +1,15 @@
+"""cnnwidgets: interactive Jupyter widgets for looking inside convolutional neural networks.
+
+>>> import cnnwidgets
+>>> d = cnnwidgets.demo.mnist()
+>>> cnnwidgets.FilterGrid(d.model)            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from . import core, demo
+from .widgets import FilterGrid
+
+__version__ = "0.1.0"
+
+__all__ = ["FilterGrid", "core", "demo", "__version__"]

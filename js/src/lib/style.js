@@ -1,0 +1,21 @@
+// One stylesheet for all cnnwidgets views, injected once per document.
+const CSS = `
+.cnnw-root { font: 12px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; }
+.cnnw-toolbar { display: flex; flex-wrap: wrap; gap: 8px 14px; align-items: center; margin-bottom: 6px; }
+.cnnw-field { display: inline-flex; gap: 4px; align-items: center; }
+.cnnw-field select, .cnnw-field input { font: inherit; }
+.cnnw-info { color: #555; margin: 2px 0 4px; }
+.cnnw-scroll { position: relative; overflow: auto; scroll-behavior: auto; border: 1px solid #ddd; background: #fff; max-width: 100%; }
+.cnnw-spacer { position: relative; }
+.cnnw-scroll canvas { position: absolute; image-rendering: pixelated; display: block; }
+.cnnw-tip { position: absolute; pointer-events: none; background: rgba(20,20,20,.88); color: #fff;
+  padding: 3px 6px; border-radius: 3px; white-space: nowrap; z-index: 10; display: none; }
+`;
+
+export function ensureStyle() {
+  if (typeof document === "undefined" || document.getElementById("cnnw-style")) return;
+  const s = document.createElement("style");
+  s.id = "cnnw-style";
+  s.textContent = CSS;
+  document.head.append(s);
+}

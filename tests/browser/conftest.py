@@ -1,0 +1,227 @@
+"""Real-browser fixtures: a JupyterLab server on 127.0.0.1 and headless Chromium (Playwright).
+
+The recipe follows shared/BROWSER_TESTING.md. Tests write a notebook into the server's root,
+open it, run it, then drive the page and talk to the kernel through JupyterLab's own API
+(``window.jupyterapp``, exposed with ``--LabApp.expose_app_in_browser``).
+
+Under ``CI=true`` a missing browser is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import nbformat
+import pytest
+
+CHROMIUM = os.environ.get("CNNW_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "_artifacts"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _need(what: str, ok: bool) -> None:
+    if ok:
+        return
+    if IN_CI:
+        pytest.fail(f"browser tests need {what}, and CI=true forbids skipping them")
+    pytest.skip(f"browser tests need {what}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    """A running JupyterLab: yields dict(url, token, root)."""
+    _need("jupyterlab", shutil.which("jupyter") is not None or True)
+    root = tmp_path_factory.mktemp("lab")
+    port = _free_port()
+    token = uuid.uuid4().hex
+    log = open(root / "server.log", "w")
+    env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+            "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--allow-root",
+            "--LabApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api?token={token}", timeout=2).read()
+            break
+        except Exception:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                log.close()
+                raise RuntimeError("JupyterLab did not start:\n" + (root / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+    try:
+        yield {"url": url, "token": token, "root": root}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    _need(f"Chromium at {CHROMIUM}", os.path.exists(CHROMIUM))
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--disable-quic", "--enable-unsafe-swiftshader",
+            ],
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def write_notebook(root: Path, name: str, cells: list[str]) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    path = root / name
+    nbformat.write(nb, path)
+    return path
+
+
+class Notebook:
+    """An open notebook page: run it, run code in its kernel, read canvases."""
+
+    def __init__(self, page, lab, name):
+        self.page = page
+        self.lab = lab
+        self.name = name
+
+    def run_all(self, timeout: float = 120) -> None:
+        page = self.page
+        page.wait_for_selector(".jp-Notebook", timeout=60_000)
+        page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', state="attached", timeout=90_000)
+        page.wait_for_function("() => !!window.jupyterapp", timeout=30_000)
+        page.wait_for_function(
+            "() => { const w = window.jupyterapp.shell.currentWidget;"
+            " return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
+            " && w.sessionContext.session.kernel.connectionStatus === 'connected'); }",
+            timeout=90_000,
+        )
+        started = "() => [...document.querySelectorAll('.jp-InputArea-prompt')].some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"
+        for _attempt in range(4):
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            try:
+                page.wait_for_function(started, timeout=10_000)
+                break
+            except Exception:
+                continue
+        else:
+            raise AssertionError(f"{self.name}: Run All did not start any cell")
+
+    def kernel(self, code: str, timeout: float = 60) -> str:
+        """Execute ``code`` in the notebook's kernel; return what it printed (stdout)."""
+        js = """
+        async ([code, timeout]) => {
+          const app = window.jupyterapp;
+          const panel = app.shell.currentWidget;
+          const kernel = panel.sessionContext.session.kernel;
+          const future = kernel.requestExecute({ code, store_history: false });
+          let out = ""; let err = null;
+          future.onIOPub = (msg) => {
+            const t = msg.header.msg_type;
+            if (t === "stream") out += msg.content.text;
+            if (t === "error") err = msg.content.ename + ": " + msg.content.evalue;
+          };
+          const timer = new Promise((_, rej) => setTimeout(() => rej(new Error("kernel timeout")), timeout * 1000));
+          await Promise.race([future.done, timer]);
+          return { out, err };
+        }
+        """
+        res = self.page.evaluate(js, [code, timeout])
+        if res["err"]:
+            raise AssertionError(f"kernel error: {res['err']}\n{res['out']}")
+        return res["out"]
+
+    def kernel_json(self, expr: str):
+        out = self.kernel(f"import json as _j; print(_j.dumps({expr}))")
+        return json.loads(out.strip().splitlines()[-1])
+
+    def wait_kernel(self, expr: str, expected, timeout: float = 20):
+        deadline = time.time() + timeout
+        value = None
+        while time.time() < deadline:
+            value = self.kernel_json(expr)
+            if value == expected:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"{expr} stayed {value!r}, expected {expected!r}")
+
+    def canvas_pixels(self, selector: str):
+        """RGBA pixels of the canvas as a numpy array (H, W, 4)."""
+        import numpy as np
+
+        data = self.page.evaluate(
+            """(sel) => {
+              const c = document.querySelector(sel);
+              const d = c.getContext('2d').getImageData(0, 0, c.width, c.height);
+              return { w: c.width, h: c.height, px: Array.from(d.data) };
+            }""",
+            selector,
+        )
+        return np.asarray(data["px"], np.uint8).reshape(data["h"], data["w"], 4)
+
+
+@pytest.fixture
+def open_notebook(lab, browser):
+    """open_notebook(name, cells) -> Notebook, already running all cells."""
+    pages = []
+
+    def _open(name: str, cells: list[str], viewport=(1400, 1000)) -> Notebook:
+        write_notebook(lab["root"], name, cells)
+        ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+        page = ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}", timeout=90_000)
+        nb = Notebook(page, lab, name)
+        nb.errors = errors
+        nb.run_all()
+        pages.append((ctx, page, name))
+        return nb
+
+    yield _open
+    ARTIFACTS.mkdir(exist_ok=True)
+    for ctx, page, name in pages:
+        try:
+            page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"))
+            # shut the kernel down so sessions do not pile up
+            page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+        except Exception:
+            pass
+        ctx.close()
