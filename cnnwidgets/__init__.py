@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 from . import core, demo
-from .widgets import FilterGrid
+from .widgets import ActivationExplorer, FilterGrid, Selection
 
 __version__ = "0.1.0"
 
-__all__ = ["FilterGrid", "core", "demo", "__version__"]
+__all__ = ["ActivationExplorer", "FilterGrid", "Selection", "core", "demo", "__version__"]

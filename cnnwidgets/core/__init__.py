@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from .activations import map_stats, maps_codes, order_channels, top_channels, top_images
 from .colormaps import lut
+from .deconv import reconstruct
+from .relu_rules import relu_rule
 from .filters import FilterTiles, conv_weight, first_conv_layer, grid_shape, kernel_tiles, render_grid
 from .inputs import as_batch, to_display
 from .model import (
@@ -28,6 +31,13 @@ __all__ = [
     "grid_shape",
     "kernel_tiles",
     "lut",
+    "map_stats",
+    "maps_codes",
+    "order_channels",
+    "reconstruct",
+    "relu_rule",
+    "top_channels",
+    "top_images",
     "model_device",
     "named_layers",
     "preserved_state",

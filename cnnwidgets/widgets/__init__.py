@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .activation_explorer import ActivationExplorer
 from .filter_grid import FilterGrid
+from .selection import Selection
 
-__all__ = ["FilterGrid"]
+__all__ = ["ActivationExplorer", "FilterGrid", "Selection"]

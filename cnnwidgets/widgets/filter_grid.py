@@ -13,11 +13,12 @@ from ..core.colormaps import lut as make_lut
 from ..core.filters import FilterTiles, conv_weight, first_conv_layer, grid_shape, kernel_tiles, render_grid
 from ..core.model import CONV_TYPES, check_model, conv_layers, get_layer
 from ._base import BaseWidget, checked
+from .selection import SelectionMixin
 
 __all__ = ["FilterGrid"]
 
 
-class FilterGrid(BaseWidget):
+class FilterGrid(SelectionMixin, BaseWidget):
     """The weights of a convolution layer as a grid of image tiles, in the notebook.
 
     Parameters
@@ -27,7 +28,8 @@ class FilterGrid(BaseWidget):
     layer : str, optional
         Qualified name of the conv layer (``"features.0"``); the first conv layer when None.
     selection : cnnwidgets.Selection, optional
-        Shared state with other views: the clicked filter becomes ``selection.channel``.
+        Shared state with other views: the clicked filter becomes ``selection.channel`` and
+        the layer follows ``selection.layer`` whenever that is a conv layer.
     mode : {"kernel", "rgb"}
         One gray tile per (filter, input channel) kernel (``out x in`` tiles), or one colour
         tile per filter for layers that read 3 channels. Default: ``"rgb"`` for such layers.
@@ -58,6 +60,7 @@ class FilterGrid(BaseWidget):
     """
 
     _bundle = "filter_grid"
+    _shared = ("layer", "channel")
 
     # --- what the user chooses
     layer = t.Unicode("").tag(sync=True)
@@ -113,9 +116,7 @@ class FilterGrid(BaseWidget):
             self.layer = layer
             self.mode = mode if mode is not None else self._default_mode(layer)
         self._compute()
-        self.selection = None
-        if selection is not None:
-            self.link(selection)
+        self._join(selection)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -156,11 +157,6 @@ class FilterGrid(BaseWidget):
         if tiles.mode == "rgb":
             return int(out_channel)
         return int(out_channel) * tiles.in_channels + int(in_channel)
-
-    def link(self, selection: Any) -> None:
-        """Share ``channel`` with a :class:`cnnwidgets.Selection` (both ways)."""
-        self.selection = selection
-        self._links = [t.link((self, "channel"), (selection, "channel"))]
 
     # ------------------------------------------------------------------ validation
     @t.validate("layer")

@@ -19,3 +19,25 @@ export function ensureStyle() {
   s.textContent = CSS;
   document.head.append(s);
 }
+
+const CSS_EXPLORER = `
+.cnnw-panels { display: flex; flex-wrap: wrap; gap: 14px; margin: 6px 0; align-items: flex-start; }
+.cnnw-panel { display: flex; flex-direction: column; gap: 3px; }
+.cnnw-panel canvas { image-rendering: pixelated; border: 1px solid #ddd; align-self: flex-start; }
+.cnnw-caption { color: #444; max-width: 260px; }
+.cnnw-wrong { color: #b00020; font-weight: 600; }
+.cnnw-progress { width: 160px; height: 8px; }
+.cnnw-thumbs { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 4px; }
+.cnnw-thumb { display: flex; flex-direction: column; align-items: center; cursor: pointer; font-size: 11px; }
+.cnnw-thumb canvas { image-rendering: pixelated; border: 1px solid #ccc; }
+.cnnw-root button { font: inherit; padding: 1px 8px; }
+`;
+
+export function ensureExplorerStyle() {
+  ensureStyle();
+  if (document.getElementById("cnnw-style-explorer")) return;
+  const s = document.createElement("style");
+  s.id = "cnnw-style-explorer";
+  s.textContent = CSS_EXPLORER;
+  document.head.append(s);
+}

@@ -38,9 +38,9 @@ export function tileOrigin(grid, zoom, padding, t) {
 /**
  * Rasterize the part of the grid whose top-left grid pixel is (x0, y0) into `image`
  * (an ImageData). Only visible pixels are touched, so the cost is the viewport's size,
- * not the number of tiles.
+ * not the number of tiles. With `order`, grid cell t shows tile order[t].
  */
-export function renderTiles(image, { codes, lut, grid, zoom, padding, x0, y0, background }) {
+export function renderTiles(image, { codes, lut, grid, zoom, padding, x0, y0, background, order = null }) {
   const W = image.width;
   const H = image.height;
   const data = image.data;
@@ -70,12 +70,16 @@ export function renderTiles(image, { codes, lut, grid, zoom, padding, x0, y0, ba
     let idx = y * W * 4;
     for (let x = 0; x < W; x++, idx += 4) {
       const c = colTile[x];
-      const t = r * cols + c;
-      if (!rowOk || c < 0 || t >= n) {
+      const cell = r * cols + c;
+      if (!rowOk || c < 0 || cell >= n) {
         data[idx] = bgR;
         data[idx + 1] = bgG;
         data[idx + 2] = bgB;
-      } else if (!rgb) {
+        data[idx + 3] = 255;
+        continue;
+      }
+      const t = order ? order[cell] : cell;
+      if (!rgb) {
         const k = codes[(t * th + py) * tw + colPx[x]] * 3;
         data[idx] = lut[k];
         data[idx + 1] = lut[k + 1];

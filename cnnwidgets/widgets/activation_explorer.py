@@ -1,0 +1,589 @@
+"""ActivationExplorer: every feature map of a layer for an image, and what made it fire."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import traitlets as t
+from torch import nn
+
+from ..core.activations import map_stats, maps_codes, order_channels, top_channels, top_images
+from ..core.colormaps import lut as make_lut
+from ..core.deconv import reconstruct as deconv_reconstruct
+from ..core.filters import grid_shape, render_grid
+from ..core.inputs import as_batch, check_stats, to_display
+from ..core.model import capture_activations, check_model, model_device
+from ._base import BaseWidget, checked
+from ._worker import LatestWorker, model_lock
+from .selection import SelectionMixin
+
+__all__ = ["ActivationExplorer", "blend_overlay"]
+
+#: Colours of the enlarged map drawn over the input image.
+OVERLAY_CMAP = "inferno"
+
+
+def blend_overlay(image: np.ndarray, codes: np.ndarray, lut: np.ndarray, opacity: float) -> np.ndarray:
+    """Draw a feature map over an image, as the page does (integer arithmetic, exact).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        uint8 (H, W, 3) input image.
+    codes : numpy.ndarray
+        uint8 (h, w) map codes, upsampled to H x W by nearest neighbour
+        (source row ``y * h // H``).
+    lut : numpy.ndarray
+        uint8 (256, 3) colours of the map.
+    opacity : float
+        0 shows the image only, 1 the map only.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (H, W, 3): ``(image * (255 - a) + colour * a + 127) // 255`` with
+        ``a = floor(opacity * 255 + 0.5)``.
+    """
+    H, W = image.shape[:2]
+    h, w = codes.shape
+    ys = (np.arange(H) * h) // H
+    xs = (np.arange(W) * w) // W
+    colour = lut[codes[ys][:, xs]].astype(np.int32)
+    a = int(np.floor(float(opacity) * 255 + 0.5))
+    out = (image.astype(np.int32) * (255 - a) + colour * a + 127) // 255
+    return out.astype(np.uint8)
+
+
+def _rgb(img: np.ndarray) -> np.ndarray:
+    return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img[..., :3]
+
+
+def _norm_uint8(x: torch.Tensor) -> np.ndarray:
+    """Projection (C, H, W) -> uint8 (H, W, C) min-max scaled, as the deconvnet papers show it."""
+    x = x.detach().float().cpu()
+    lo, hi = float(x.min()), float(x.max())
+    y = (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
+    return (y.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+class ActivationExplorer(SelectionMixin, BaseWidget):
+    """Every feature map of a layer for one image, with the strongest one projected back.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A PyTorch CNN.
+    images : torch.Tensor or numpy.ndarray
+        N x C x H x W float tensor the model takes as is, or uint8 N x H x W x C
+        (normalized with ``mean``/``std`` when given).
+    labels : sequence of int, optional
+        True class of each image (length N).
+    classes : sequence of str, optional
+        Class names, at least as many as the model's outputs.
+    layer : str, optional
+        Qualified name of a layer with 4-D output; default: the first one.
+    selection : cnnwidgets.Selection, optional
+        Shares image index, layer and channel with other views.
+    mean, std : float or sequence, optional
+        The model's input normalization, used to show images as they were.
+
+    Examples
+    --------
+    >>> from cnnwidgets import ActivationExplorer, demo
+    >>> d = demo.mnist("val")
+    >>> ex = ActivationExplorer(d.model, d.images, d.labels, d.classes, mean=d.mean, std=d.std)
+    >>> ex.activations(0, "features.0").shape      # 32 maps of 26 x 26
+    (32, 26, 26)
+    """
+
+    _bundle = "activation_explorer"
+    _shared = ("index", "layer", "channel")
+
+    # --- what the user chooses
+    index = t.Int(0).tag(sync=True)
+    n_images = t.Int(0, read_only=True).tag(sync=True)
+    layer = t.Unicode("").tag(sync=True)
+    layers = t.List(t.Unicode(), read_only=True).tag(sync=True)
+    channel = t.Int(-1).tag(sync=True)
+    sort = t.Unicode("index").tag(sync=True)  # "index" | "mean" | "max"
+    scale = t.Unicode("shared").tag(sync=True)  # "shared" | "per_map"
+    opacity = t.Float(0.6).tag(sync=True)
+    zoom = t.Int(0).tag(sync=True)  # 0 = automatic
+    k = t.Int(9).tag(sync=True)
+
+    # --- status for the page
+    busy = t.Bool(False).tag(sync=True)
+    progress = t.Float(-1.0).tag(sync=True)  # -1: no dataset pass running
+    status = t.Unicode("").tag(sync=True)
+
+    # --- data sent to the page (binary)
+    _image = t.Bytes(b"").tag(sync=True)
+    _image_meta = t.Dict().tag(sync=True)
+    _maps = t.Bytes(b"").tag(sync=True)
+    _map_stats = t.Bytes(b"").tag(sync=True)
+    _order = t.Bytes(b"").tag(sync=True)
+    _maps_meta = t.Dict().tag(sync=True)
+    _lut = t.Bytes(b"").tag(sync=True)
+    _overlay_lut = t.Bytes(b"").tag(sync=True)
+    _recon = t.Bytes(b"").tag(sync=True)
+    _recon_meta = t.Dict().tag(sync=True)
+    _top = t.Bytes(b"").tag(sync=True)
+    _top_meta = t.Dict().tag(sync=True)
+
+    CACHE_IMAGES = 4
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: Any,
+        labels: Sequence[int] | torch.Tensor | None = None,
+        classes: Sequence[str] | None = None,
+        *,
+        layer: str | None = None,
+        selection: Any = None,
+        mean: Sequence[float] | float | None = None,
+        std: Sequence[float] | float | None = None,
+    ) -> None:
+        self._model = check_model(model)
+        self._device = model_device(model)
+        x = as_batch(images, mean=mean, std=std)
+        self._x = x
+        self._mean, self._std = check_stats(mean, std, x.shape[1])
+        n = x.shape[0]
+        self._labels = self._check_labels(labels, n)
+        self._cache: OrderedDict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._thumbs: dict[int, np.ndarray] = {}
+        logits, acts = self._forward(0)
+        n_out = int(logits.shape[-1]) if logits.dim() >= 1 else 1
+        self._classes = self._check_classes(classes, n_out)
+        modules = dict(self._model.named_modules())
+        # layers with a 4-D output (C, H, W per image); plain containers repeat their last child
+        names = [k for k, v in acts.items()
+                 if v.dim() == 3 and not isinstance(modules[k], (nn.Sequential, nn.ModuleList, nn.ModuleDict))]
+        if not names:
+            raise ValueError("no layer of the model has a 4-D (N x C x H x W) output for these images")
+        self._layer_names = names
+        self._closed = False
+        self._from_page = False
+        self._worker = LatestWorker("cnnwidgets-activations")
+        self._recon_worker = LatestWorker("cnnwidgets-deconvnet")
+        self._dataset_worker = LatestWorker("cnnwidgets-top-images")
+        self._stop_dataset = threading.Event()
+        super().__init__()
+        self.set_trait("n_images", n)
+        self.set_trait("layers", names)
+        self._lut = make_lut("gray").tobytes()
+        self._overlay_lut = make_lut(OVERLAY_CMAP).tobytes()
+        self._ready = False
+        with self.hold_trait_notifications():
+            self.layer = layer if layer is not None else names[0]
+        self._ready = True
+        self._join(selection)
+        self._update_image()
+        self._recon_worker.wait()
+        self.on_msg(self._on_page_message)
+
+    # ------------------------------------------------------------------ validation helpers
+    @staticmethod
+    def _check_labels(labels: Any, n: int) -> np.ndarray | None:
+        if labels is None:
+            return None
+        arr = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
+        if arr.shape[0] != n:
+            raise ValueError(f"labels has {arr.shape[0]} entries but there are {n} images; give one label per image")
+        return arr.astype(np.int64)
+
+    @staticmethod
+    def _check_classes(classes: Any, n_out: int) -> list[str] | None:
+        if classes is None:
+            return None
+        names = [str(c) for c in classes]
+        if len(names) < n_out:
+            raise ValueError(
+                f"classes names {len(names)} classes but the model has {n_out} outputs; give at least {n_out} names"
+            )
+        return names
+
+    # ------------------------------------------------------------------ compute (cached)
+    def _forward(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and every layer's output for image ``index``: one forward pass, cached."""
+        with self._cache_lock:
+            hit = self._cache.get(index)
+            if hit is not None:
+                self._cache.move_to_end(index)
+                return hit
+        xi = self._x[index : index + 1].to(self._device)
+        with model_lock(self._model):
+            try:
+                logits, acts = capture_activations(self._model, xi)
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"the model rejects images of shape {tuple(self._x.shape[1:])} (C, H, W): {exc}. "
+                    f"{self._expected_hint()}"
+                ) from None
+        entry = (logits[0].float().cpu(), {k: v[0].cpu() for k, v in acts.items() if v.dim() >= 2})
+        with self._cache_lock:
+            self._cache[index] = entry
+            while len(self._cache) > self.CACHE_IMAGES:
+                self._cache.popitem(last=False)
+        return entry
+
+    def _expected_hint(self) -> str:
+        from ..core.model import conv_layers, get_layer
+
+        convs = conv_layers(self._model)
+        if convs:
+            first = get_layer(self._model, convs[0])
+            return f"Its first conv layer {convs[0]!r} expects {first.in_channels} channel(s)."
+        return ""
+
+    def _check_index(self, index: int) -> int:
+        n = self._x.shape[0]
+        if not isinstance(index, (int, np.integer)) or not 0 <= int(index) < n:
+            raise ValueError(f"index must be an int in 0..{n - 1}, got {index!r}")
+        return int(index)
+
+    def _check_layer_name(self, layer: str) -> str:
+        if layer not in self._layer_names:
+            raise ValueError(
+                f"layer {layer!r} has no 4-D output here. Layers with feature maps: "
+                f"{', '.join(repr(n) for n in self._layer_names)}"
+            )
+        return layer
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def model(self) -> nn.Module:
+        return self._model
+
+    def activations(self, index: int | None = None, layer: str | None = None) -> np.ndarray:
+        """Feature maps of ``layer`` for image ``index`` (defaults: the current ones).
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 (C, H, W).
+        """
+        index = self.index if index is None else self._check_index(index)
+        layer = self.layer if layer is None else self._check_layer_name(layer)
+        return self._forward(index)[1][layer].numpy()
+
+    def predict(self, index: int | None = None) -> tuple[int, float]:
+        """Predicted class of image ``index`` and its softmax probability."""
+        index = self.index if index is None else self._check_index(index)
+        logits = self._forward(index)[0]
+        p = torch.softmax(logits.reshape(-1), 0)
+        c = int(p.argmax())
+        return c, float(p[c])
+
+    def top_channels(self, k: int = 5, index: int | None = None, layer: str | None = None) -> np.ndarray:
+        """Indices of the ``k`` maps with the largest maximum activation, strongest first."""
+        acts = torch.from_numpy(self.activations(index, layer))
+        return top_channels(acts, k)
+
+    def reconstruct(self, index: int | None = None, layer: str | None = None, channel: int | None = None) -> np.ndarray:
+        """Deconvnet projection of one map of ``layer`` back to pixel space.
+
+        Keeps the strongest map (or ``channel``), zeroes all others, and runs the deconvnet
+        (transposed convolutions, ReLU on the way back, unpooling with the forward pass's
+        switches) down to the input.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 (C, H, W), shaped like the input image.
+        """
+        proj, _ = self._reconstruct(index, layer, channel)
+        return proj[0].numpy()
+
+    def _reconstruct(self, index, layer, channel):
+        index = self.index if index is None else self._check_index(index)
+        layer = self.layer if layer is None else self._check_layer_name(layer)
+        xi = self._x[index : index + 1].to(self._device)
+        with model_lock(self._model):
+            proj, chans = deconv_reconstruct(self._model, xi, layer, channel)
+        return proj.cpu(), chans.cpu()
+
+    def reconstruct_batch(self, indices: Sequence[int], layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Strongest-map projections for many images at once.
+
+        Returns
+        -------
+        projections : numpy.ndarray
+            float32 (N, C, H, W).
+        channels : numpy.ndarray
+            int64 (N,), the strongest channel of each image.
+        """
+        idx = [self._check_index(i) for i in indices]
+        layer = self.layer if layer is None else self._check_layer_name(layer)
+        xb = self._x[idx].to(self._device)
+        with model_lock(self._model):
+            proj, chans = deconv_reconstruct(self._model, xb, layer, None)
+        return proj.cpu().numpy(), chans.cpu().numpy()
+
+    def top_images(self, layer: str | None = None, channel: int | None = None, k: int = 9, *, progress=None) -> np.ndarray:
+        """Indices of the ``k`` images of the set whose ``channel`` map fires most (by max)."""
+        layer = self.layer if layer is None else self._check_layer_name(layer)
+        channel = self.channel if channel is None else channel
+        if channel < 0:
+            raise ValueError("choose a channel first (channel=...), or click a map")
+        with model_lock(self._model):
+            idx, _ = top_images(self._model, self._x, layer, channel, k, progress=progress)
+        return idx
+
+    def display_image(self, index: int | None = None) -> np.ndarray:
+        """Image ``index`` as shown (normalization undone), uint8 (H, W, C)."""
+        index = self.index if index is None else self._check_index(index)
+        img = self._thumbs.get(index)
+        if img is None:
+            img = to_display(self._x[index], mean=self._mean, std=self._std)
+            if len(self._thumbs) > 4096:
+                self._thumbs.clear()
+            self._thumbs[index] = img
+        return img
+
+    def maps_image(self) -> np.ndarray:
+        """The grid of maps as the page draws it, uint8 (H, W, 3)."""
+        meta = self._maps_meta
+        codes = np.frombuffer(self._maps, np.uint8).reshape(meta["n"], meta["h"], meta["w"])
+        order = np.frombuffer(self._order, np.int32)
+        return render_grid(codes[order], make_lut("gray"), columns=meta["columns"], zoom=meta["zoom"], padding=1)
+
+    def overlay_image(self, channel: int | None = None, opacity: float | None = None) -> np.ndarray:
+        """Map ``channel`` over the input image, as the enlarged view draws it, uint8 (H, W, 3)."""
+        channel = self.channel if channel is None else channel
+        meta = self._maps_meta
+        codes = np.frombuffer(self._maps, np.uint8).reshape(meta["n"], meta["h"], meta["w"])[channel]
+        img = _rgb(self.display_image())
+        return blend_overlay(img, codes, make_lut(OVERLAY_CMAP), self.opacity if opacity is None else opacity)
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Block until background updates (page requests, dataset passes) are done."""
+        return all(w.wait(timeout) for w in (self._worker, self._recon_worker, self._dataset_worker))
+
+    def close(self) -> None:
+        """Stop the background threads and close the widget."""
+        self._closed = True
+        for name in ("_stop_dataset",):
+            if hasattr(self, name):
+                getattr(self, name).set()
+        for name in ("_worker", "_recon_worker", "_dataset_worker"):
+            if hasattr(self, name):
+                getattr(self, name).close()
+        self._leave()
+        super().close()
+
+    # ------------------------------------------------------------------ trait validation
+    @t.validate("index")
+    @checked
+    def _v_index(self, proposal):
+        return self._check_index(proposal["value"])
+
+    @t.validate("layer")
+    @checked
+    def _v_layer(self, proposal):
+        return self._check_layer_name(proposal["value"])
+
+    @t.validate("channel")
+    @checked
+    def _v_channel(self, proposal):
+        c = proposal["value"]
+        if self.layer:
+            n = self._forward(self.index)[1][self.layer].shape[0]
+            if not -1 <= c < n:
+                raise ValueError(f"channel must be -1 (none) or in 0..{n - 1} for layer {self.layer!r}, got {c}")
+        return c
+
+    @t.validate("sort")
+    @checked
+    def _v_sort(self, proposal):
+        if proposal["value"] not in ("index", "mean", "max"):
+            raise ValueError(f"sort must be 'index', 'mean' or 'max', got {proposal['value']!r}")
+        return proposal["value"]
+
+    @t.validate("scale")
+    @checked
+    def _v_scale(self, proposal):
+        if proposal["value"] not in ("shared", "per_map"):
+            raise ValueError(f"scale must be 'shared' or 'per_map', got {proposal['value']!r}")
+        return proposal["value"]
+
+    @t.validate("opacity")
+    @checked
+    def _v_opacity(self, proposal):
+        v = float(proposal["value"])
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"opacity must be between 0 and 1, got {v}")
+        return v
+
+    @t.validate("zoom")
+    @checked
+    def _v_zoom(self, proposal):
+        if not 0 <= proposal["value"] <= 64:
+            raise ValueError(f"zoom must be 0 (automatic) to 64, got {proposal['value']}")
+        return proposal["value"]
+
+    @t.validate("k")
+    @checked
+    def _v_k(self, proposal):
+        if not 1 <= proposal["value"] <= 100:
+            raise ValueError(f"k must be 1..100, got {proposal['value']}")
+        return proposal["value"]
+
+    # ------------------------------------------------------------------ page events
+    def set_state(self, sync_data):
+        self._from_page = True
+        try:
+            super().set_state(sync_data)
+        finally:
+            self._from_page = False
+
+    def _schedule(self, fn) -> None:
+        """From the page: in the background, latest request wins. From Python: right away."""
+        if self._from_page:
+            self.busy = True
+            self._worker.submit(fn)
+        else:
+            fn()
+
+    @t.observe("index")
+    def _on_index(self, change):
+        if self._ready:
+            self._schedule(self._update_image)
+
+    @t.observe("layer", "sort", "scale", "zoom")
+    def _on_view(self, change):
+        if self._ready:
+            if change["name"] == "layer" and self.channel >= 0:
+                n = self._forward(self.index)[1][change["new"]].shape[0]
+                if self.channel >= n:
+                    self.channel = -1
+            self._schedule(self._update_maps_and_recon)
+
+    @t.observe("channel")
+    def _on_channel(self, change):
+        if self._ready:
+            self._recon_worker.submit(self._update_recon)
+
+    def _on_page_message(self, _widget, content, _buffers):
+        try:
+            kind = content.get("type") if isinstance(content, dict) else None
+            if kind == "top_images":
+                self.request_top_images()
+            elif kind == "stop":
+                self._stop_dataset.set()
+        except Exception as exc:  # noqa: BLE001 - never a traceback from the page
+            self.last_error = f"{type(exc).__name__}: {exc}"
+
+    def request_top_images(self) -> None:
+        """Find the dataset's top images for the selected channel in the background."""
+        if self.channel < 0:
+            self.status = "click a map first: top images are found for the selected channel"
+            return
+        self._stop_dataset.clear()
+        layer, channel, k = self.layer, self.channel, self.k
+        self._dataset_worker.submit(lambda: self._find_top(layer, channel, k))
+
+    # ------------------------------------------------------------------ updates
+    def _update_image(self) -> None:
+        index = self.index
+        logits, _ = self._forward(index)
+        img = self.display_image(index)
+        p = torch.softmax(logits.reshape(-1), 0)
+        pred = int(p.argmax())
+        label = None if self._labels is None else int(self._labels[index])
+        name = (lambda c: self._classes[c] if self._classes and c is not None and 0 <= c < len(self._classes) else c)
+        with self.hold_sync():
+            self._image = img.tobytes()
+            self._image_meta = {
+                "index": index,
+                "h": img.shape[0],
+                "w": img.shape[1],
+                "c": img.shape[2],
+                "label": name(label) if label is not None else None,
+                "predicted": name(pred),
+                "probability": float(p[pred]),
+                "correct": None if label is None else label == pred,
+            }
+            self._update_maps()
+        self._recon_worker.submit(self._update_recon)
+
+    def _update_maps_and_recon(self) -> None:
+        self._update_maps()
+        self._recon_worker.submit(self._update_recon)
+
+    def _update_maps(self) -> None:
+        acts = self._forward(self.index)[1][self.layer]
+        if acts.dim() != 3:
+            return
+        tiles = maps_codes(acts, self.scale)
+        stats = map_stats(acts)
+        order = order_channels(stats, self.sort).astype(np.int32)
+        c, h, w = acts.shape
+        zoom = self.zoom or max(1, min(16, round(48 / max(h, w))))
+        rows, cols = grid_shape(c, None)
+        with self.hold_sync():
+            self._maps = tiles.codes.tobytes()
+            self._map_stats = stats.astype(np.float32).tobytes()
+            self._order = order.tobytes()
+            self._maps_meta = {"n": c, "h": h, "w": w, "rows": rows, "columns": cols, "zoom": zoom,
+                               "layer": self.layer, "index": self.index}
+        if self.busy and not self._from_page:
+            self.busy = False
+
+    def _update_recon(self) -> None:
+        if self._closed:
+            return
+        try:
+            ch = self.channel if self.channel >= 0 else None
+            proj, chans = self._reconstruct(self.index, self.layer, ch)
+        except ValueError as exc:
+            self.status = str(exc)
+            return
+        img = _norm_uint8(proj[0])
+        with self.hold_sync():
+            self._recon = img.tobytes()
+            self._recon_meta = {"h": img.shape[0], "w": img.shape[1], "c": img.shape[2],
+                                "channel": int(chans[0]), "strongest": ch is None, "layer": self.layer,
+                                "index": self.index}
+
+    def _find_top(self, layer: str, channel: int, k: int) -> None:
+        total = self._x.shape[0]
+
+        def progress(done, total_=total):
+            if self._stop_dataset.is_set() or self._closed:
+                raise _Stopped
+            self.progress = done / max(1, total_)
+
+        self.progress = 0.0
+        self.status = f"finding the top {k} images for channel {channel} of {layer} ..."
+        try:
+            with model_lock(self._model):
+                idx, scores = top_images(self._model, self._x, layer, channel, k, progress=progress)
+        except _Stopped:
+            self.status = "stopped"
+            self.progress = -1.0
+            return
+        thumbs = np.stack([self.display_image(int(i)) for i in idx])
+        with self.hold_sync():
+            self._top = thumbs.tobytes()
+            self._top_meta = {"indices": [int(i) for i in idx], "scores": [float(s) for s in scores],
+                              "layer": layer, "channel": channel, "h": thumbs.shape[1], "w": thumbs.shape[2],
+                              "c": thumbs.shape[3]}
+            self.progress = -1.0
+            self.status = f"top {len(idx)} images for channel {channel} of {layer}"
+
+    def __repr__(self) -> str:
+        return f"ActivationExplorer(n_images={self._x.shape[0]}, layer={self.layer!r}, index={self.index})"
+
+
+class _Stopped(Exception):
+    pass
+
+

@@ -1,0 +1,137 @@
+"""Selection: the shared state of an exploration, linking every view that holds it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import traitlets as t
+
+from ._base import BaseWidget, checked
+
+__all__ = ["Selection", "SelectionMixin"]
+
+#: The state a Selection shares, and the trait of that name on each view.
+SHARED = ("index", "layer", "channel", "target")
+
+
+class Selection(BaseWidget):
+    """What is selected right now: image index, layer, channel and target class.
+
+    Pass one Selection to several views (``selection=sel``): a click in one view sets it,
+    and every other view follows, in the page and in Python. Displaying it shows a one-line
+    summary.
+
+    Parameters
+    ----------
+    index : int
+        Index of the selected image in the views' image set.
+    layer : str
+        Qualified layer name (``"features.3"``); ``""`` for none.
+    channel : int
+        Selected channel (feature map / filter) of that layer; -1 for none.
+    target : int
+        Target class index (for attribution and class objectives); -1 for "predicted".
+
+    Examples
+    --------
+    >>> from cnnwidgets import Selection
+    >>> sel = Selection()
+    >>> sel.channel = 5
+    >>> sel.channel
+    5
+    """
+
+    _bundle = "selection"
+
+    index = t.Int(0).tag(sync=True)
+    layer = t.Unicode("").tag(sync=True)
+    channel = t.Int(-1).tag(sync=True)
+    target = t.Int(-1).tag(sync=True)
+
+    def __init__(self, *, index: int = 0, layer: str = "", channel: int = -1, target: int = -1) -> None:
+        super().__init__()
+        self.index, self.layer, self.channel, self.target = index, layer, channel, target
+
+    @t.validate("index")
+    @checked
+    def _check_index(self, proposal):
+        if proposal["value"] < 0:
+            raise ValueError(f"index must be >= 0, got {proposal['value']}")
+        return proposal["value"]
+
+    @t.validate("channel", "target")
+    @checked
+    def _check_minus_one(self, proposal):
+        if proposal["value"] < -1:
+            raise ValueError(f"{proposal['trait'].name} must be >= -1 (-1 = none), got {proposal['value']}")
+        return proposal["value"]
+
+    def __repr__(self) -> str:
+        return f"Selection(index={self.index}, layer={self.layer!r}, channel={self.channel}, target={self.target})"
+
+
+class SelectionMixin:
+    """Two-way link between a view's traits and a :class:`Selection`.
+
+    A value the view cannot show (a channel beyond its layer's width, a layer it does not
+    have) is ignored by that view instead of raising, so views with different layers can
+    share one Selection.
+    """
+
+    selection: Selection | None = None
+    #: Which of SHARED this view takes part in.
+    _shared: tuple[str, ...] = ()
+
+    def _join(self, selection: Selection | None) -> None:
+        if selection is None:
+            self.selection = None
+            return
+        if not isinstance(selection, Selection):
+            raise TypeError(
+                f"selection must be a cnnwidgets.Selection, got {type(selection).__name__}. "
+                "Hint: sel = cnnwidgets.Selection(); pass selection=sel to every view."
+            )
+        self.selection = selection
+        self._sel_handlers: list[tuple[Any, Any, str]] = []
+        for name in self._shared:
+            sel_value = getattr(selection, name)
+            own_default = name == "layer" and not sel_value or name in ("channel", "target") and sel_value == -1
+            if own_default:
+                self._push(name, getattr(self, name))  # the Selection is empty: this view fills it
+            else:
+                self._pull(name, sel_value)
+
+            def push(change, name=name):
+                self._push(name, change["new"])
+
+            def pull(change, name=name):
+                self._pull(name, change["new"])
+
+            self.observe(push, names=name)
+            selection.observe(pull, names=name)
+            self._sel_handlers.append((self, push, name))
+            self._sel_handlers.append((selection, pull, name))
+
+    def _leave(self) -> None:
+        for obj, handler, name in getattr(self, "_sel_handlers", []):
+            try:
+                obj.unobserve(handler, names=name)
+            except ValueError:
+                pass
+        self._sel_handlers = []
+
+    def _push(self, name: str, value: Any) -> None:
+        sel = self.selection
+        if sel is not None and getattr(sel, name) != value:
+            try:
+                setattr(sel, name, value)
+            except (ValueError, t.TraitError):
+                pass
+
+    def _pull(self, name: str, value: Any) -> None:
+        if getattr(self, name) == value:
+            return
+        try:
+            setattr(self, name, value)
+        except (ValueError, t.TraitError):
+            pass  # this view cannot show that value; it keeps its own
