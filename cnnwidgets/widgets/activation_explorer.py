@@ -134,6 +134,8 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
     _recon_meta = t.Dict().tag(sync=True)
     _top = t.Bytes(b"").tag(sync=True)
     _top_meta = t.Dict().tag(sync=True)
+    _batch = t.Bytes(b"").tag(sync=True)
+    _batch_meta = t.Dict().tag(sync=True)
 
     CACHE_IMAGES = 4
 
@@ -476,6 +478,8 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
             kind = content.get("type") if isinstance(content, dict) else None
             if kind == "top_images":
                 self.request_top_images()
+            elif kind == "batch":
+                self.request_batch_view()
             elif kind == "stop":
                 self._stop_dataset.set()
         except Exception as exc:  # noqa: BLE001 - never a traceback from the page
@@ -489,6 +493,28 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
         self._stop_dataset.clear()
         layer, channel, k = self.layer, self.channel, self.k
         self._dataset_worker.submit(lambda: self._find_top(layer, channel, k))
+
+    def request_batch_view(self, n: int = 12) -> None:
+        """Project the strongest map of the current layer for ``n`` images from the current
+        one on (in the background), for the batch view."""
+        start = self.index
+        idx = list(range(start, min(self._x.shape[0], start + n)))
+        layer = self.layer
+        self._dataset_worker.submit(lambda: self._make_batch(idx, layer))
+
+    def _make_batch(self, idx: list[int], layer: str) -> None:
+        self.status = f"projecting the strongest maps of {layer} for {len(idx)} images ..."
+        proj, chans = self.reconstruct_batch(idx, layer)
+        pairs = []
+        for i, p in zip(idx, proj):
+            pairs.append(_rgb(self.display_image(i)))
+            pairs.append(_rgb(_norm_uint8(torch.from_numpy(p))))
+        arr = np.stack(pairs)
+        with self.hold_sync():
+            self._batch = arr.tobytes()
+            self._batch_meta = {"indices": idx, "channels": [int(c) for c in chans], "layer": layer,
+                                "h": arr.shape[1], "w": arr.shape[2], "c": 3}
+            self.status = f"strongest map of {layer} projected to pixels for images {idx[0]}..{idx[-1]}"
 
     # ------------------------------------------------------------------ updates
     def _update_image(self) -> None:

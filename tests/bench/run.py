@@ -1,8 +1,9 @@
 """Side-by-side speed ratios: cnnwidgets vs the straightforward way, same data, same run.
 
 Not a test: nothing fails on time. It prints one table with, for each row, our median time,
-the baseline's median time, the ratio (baseline / ours = "x faster"), the target and whether
-the target is met.
+the baseline's median time, the ratio, the target and whether the target is met. The target
+says which way the ratio goes: "x faster" = baseline / ours (higher is better), "x baseline"
+= ours / baseline and "x pixels" = bytes sent / pixels shown (lower is better).
 
     cd /work/main && python tests/bench/run.py [--quick] [--only NAME]
 
@@ -13,11 +14,14 @@ with ``@benchmark("x")``; it is then run in registration order (``--only x`` run
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import math
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +55,7 @@ class Row:
     target: str
     met: bool | None
     runs: str = ""  # e.g. "7/2": repeats of ours / of the baseline
+    unit: str = "s"  # "s": ours/baseline are seconds; "B": bytes (ours) and pixels (baseline)
 
 
 @dataclass
@@ -130,6 +135,25 @@ def absolute_row(name: str, ours: Timing, max_s: float) -> Row:
         ours.median < max_s,
         f"{ours.repeats}/-",
     )
+
+
+def overhead_row(name: str, ours: Timing, base: Timing, max_ratio: float) -> Row:
+    """ours / baseline: how much more time than the bare computation (lower is better)."""
+    r = ours.median / base.median if base.median > 0 else math.inf
+    return Row(
+        name,
+        ours.median,
+        base.median,
+        r,
+        f"<= {max_ratio:g}x baseline",
+        r <= max_ratio,
+        f"{ours.repeats}/{base.repeats}",
+    )
+
+
+def info_row(name: str, ours: Timing) -> Row:
+    """An absolute time shown for information, without a target."""
+    return Row(name, ours.median, None, None, "-", None, f"{ours.repeats}/-")
 
 
 # ---------------------------------------------------------------------------- FilterGrid
@@ -237,10 +261,287 @@ def bench_filter_grid(quick: bool) -> list[Row]:
     return rows
 
 
+# ---------------------------------------------------------------------------- ActivationExplorer
+class VGG16Shaped(nn.Module):
+    """VGG16's layout (as torchvision builds it) with random weights: 13 conv3 layers in
+    ``features`` (ReLU(inplace=True), 5 max-pools), adaptive avgpool to 7x7, 3 linear layers.
+    ``features.15`` is the ReLU after conv3_3, ``features.29`` the ReLU after conv5_3."""
+
+    CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        layers: list[nn.Module] = []
+        c = 3
+        for v in self.CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers += [nn.Conv2d(c, int(v), kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                c = int(v)
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(),
+            nn.Linear(4096, 1000),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def sequential_prefix(model: nn.Module, layer: str) -> nn.Sequential:
+    """The layers of ``model`` up to and including ``layer`` ("features.k" -> features[:k+1])."""
+    container, k = layer.rsplit(".", 1)
+    return model.get_submodule(container)[: int(k) + 1]
+
+
+def bare_frame(prefix: nn.Sequential, x: torch.Tensor) -> bytes:
+    """Baseline for an image change: forward to the layer, min-max its maps to uint8 bytes."""
+    with torch.no_grad():
+        a = prefix(x)[0]
+        lo, hi = a.min(), a.max()
+        y = (a - lo) * (255.0 / float(max(hi - lo, 1e-12)))
+        return y.to(torch.uint8).numpy().tobytes()
+
+
+class SentCounter:
+    """Records the comm messages a widget sends from the calling (main) thread.
+
+    Only references are kept while timing; sizes are computed afterwards by ``total()``:
+    JSON of each message's data (binary buffers removed, as ipywidgets sends it) + buffers.
+    """
+
+    def __init__(self, widget) -> None:
+        self.messages: list[tuple[object, list]] = []
+        self._main = threading.get_ident()
+        send = widget.comm.send
+
+        def counting_send(data=None, metadata=None, buffers=None):
+            if threading.get_ident() == self._main:
+                self.messages.append((data, list(buffers or [])))
+            return send(data=data, metadata=metadata, buffers=buffers)
+
+        widget.comm.send = counting_send
+
+    def reset(self) -> None:
+        self.messages.clear()
+
+    def keys(self) -> list[str]:
+        """Names of the traits in the recorded messages, binary ones included."""
+        out: list[str] = []
+        for d, _ in self.messages:
+            if isinstance(d, dict):
+                names = list(d.get("state", {})) + [path[0] for path in d.get("buffer_paths", [])]
+                out += [k for k in names if k not in out]
+        return out
+
+    def total(self) -> tuple[int, int]:
+        """(JSON bytes, binary buffer bytes) of the recorded messages."""
+        js = sum(len(json.dumps(d)) for d, _ in self.messages)
+        bb = sum(memoryview(b).nbytes for _, bufs in self.messages for b in bufs)
+        return js, bb
+
+
+def pixels_shown(ex) -> int:
+    """uint8 values the page shows for the frame: the image (H*W*C) and the maps (C*h*w)."""
+    im, mm = ex._image_meta, ex._maps_meta
+    return im["h"] * im["w"] * im["c"] + mm["n"] * mm["h"] * mm["w"]
+
+
+def bytes_row(name: str, ex, counter: SentCounter) -> tuple[Row, str]:
+    """Bytes the last image change sent vs the pixels it shows; and a breakdown for the notes."""
+    js, bb = counter.total()
+    keys = counter.keys()
+    binary = [k for k in ("_image", "_maps", "_map_stats", "_order") if k in keys]
+    # the buffers are exactly these binary traits (a trait whose value did not change, e.g.
+    # the order of the maps under sort="index", is not sent again)
+    assert {"_image", "_maps", "_map_stats"} <= set(binary), keys
+    assert bb == sum(len(getattr(ex, k)) for k in binary), (bb, binary)
+    px = pixels_shown(ex)
+    sent = js + bb
+    row = Row(name, sent, px, sent / px, "<= 1.1x pixels", sent / px <= 1.1, "1/-", "B")
+    parts = " + ".join(f"{k} {len(getattr(ex, k)):,}" for k in binary)
+    note = (
+        f"{name.split(':')[0]} (sort={ex.sort!r}): pixels shown {px:,}; sent {parts} B "
+        f"+ JSON {js:,} B in {len(counter.messages)} messages"
+    )
+    return row, note
+
+
+def _resetting(indices, counter: SentCounter):
+    """``indices``, resetting ``counter`` as each one is taken (in the untimed setup), so the
+    counter holds only the messages of the latest image change."""
+    for i in indices:
+        counter.reset()
+        yield i
+
+
+def image_change_timing(ex, indices, *, warmup: int, repeats: int, budget_s: float | None = None) -> Timing:
+    """Median time of ``ex.index = i`` for fresh images (the per-image cache never hits).
+
+    The deconvnet projection that the change starts in the background is waited for in the
+    untimed setup, so it never overlaps a timed run.
+    """
+    nxt = [0]
+
+    def setup():
+        ex.wait()  # the previous change's background projection, untimed
+        i = next(indices)
+        assert i != ex.index and i not in ex._cache, i  # a cache miss: the forward pass runs
+        ex._thumbs.pop(i, None)  # and the displayed image is built anew
+        nxt[0] = i
+
+    def change():
+        ex.index = nxt[0]
+
+    return measure(change, setup=setup, warmup=warmup, repeats=repeats, budget_s=budget_s)
+
+
+def baseline_timing(model, x, layer, indices, *, warmup: int, repeats: int) -> Timing:
+    prefix = sequential_prefix(model, layer)
+    nxt = [0]
+
+    def setup():
+        nxt[0] = next(indices)
+
+    return measure(lambda: bare_frame(prefix, x[nxt[0] : nxt[0] + 1]), setup=setup, warmup=warmup, repeats=repeats)
+
+
+@benchmark(
+    "activation_explorer",
+    notes=(
+        "image change = `ex.index = i` from Python for an image not in the widget's cache (4\n"
+        "    images): one forward pass capturing every layer, then the `_image` and `_maps`\n"
+        "    bytes (+ per-map stats and order) of the current layer, ready to send. The deconvnet\n"
+        "    projection is computed after the frame, in a background thread; it is waited for\n"
+        "    outside the timed region, so it is not in these times\n"
+        "baseline = the bare forward pass to that layer (a Sequential prefix, torch.no_grad, the\n"
+        "    same single image) + min-max of that layer's maps to uint8 bytes\n"
+        "image change + projection = the same change until the background projection is done\n"
+        "    (for information: what the page waits for the projected image)\n"
+        "layer / channel change = `ex.layer = ...` (alternating) or `ex.channel = c` for the\n"
+        "    current, cached image; the projection again runs after, in the background\n"
+        "bytes = everything one image change sends from Python's thread: JSON of the update\n"
+        "    messages (metadata dicts, index, ...) + binary buffers (_image, _maps, _map_stats,\n"
+        "    _order); pixels = uint8 values shown (image H*W*C + maps C*h*w). The projection\n"
+        "    is sent later, in its own message, and is not counted\n"
+        "VGG16-shaped = VGG16 layout, random weights (seed 0), 8 random 3x224x224 images"
+    ),
+)
+def bench_activation_explorer(quick: bool) -> list[Row]:
+    from cnnwidgets import ActivationExplorer, demo
+
+    rows: list[Row] = []
+    notes: list[str] = []
+
+    # --- demo CNN (28x28 MNIST)
+    d = demo.mnist("val")
+    model, x = d.model.eval(), d.images
+    n = x.shape[0]
+    ex = ActivationExplorer(d.model, d.images, d.labels, d.classes, mean=d.mean, std=d.std, layer="features.3")
+    counter = SentCounter(ex)
+    fresh = iter(range(1, n))  # every image change below gets an image not seen before
+    n_ours, n_base = (21, 21) if quick else (61, 61)
+    for layer in ("features.3", "features.6"):
+        ex.layer = layer
+        ex.wait()
+        base = baseline_timing(model, x, layer, iter(range(1, n)), warmup=5, repeats=n_base)
+        ours = image_change_timing(ex, _resetting(fresh, counter), warmup=5, repeats=n_ours)
+        ex.wait()
+        rows.append(overhead_row(f"ActivationExplorer demo CNN {layer}: image change", ours, base, 1.3))
+        row, note = bytes_row(f"ActivationExplorer demo CNN {layer}: bytes per image change", ex, counter)
+        rows.append(row)
+        notes.append(note)
+
+    # bytes again with the maps sorted by strength: the order then changes with the image
+    ex.sort = "max"
+    for layer in ("features.3", "features.6"):
+        ex.layer = layer
+        ex.wait()
+        image_change_timing(ex, _resetting(fresh, counter), warmup=0, repeats=1)
+        ex.wait()
+        row, note = bytes_row(f"ActivationExplorer demo CNN {layer}: bytes per image change, sort=max", ex, counter)
+        rows.append(row)
+        notes.append(note)
+    ex.sort = "index"
+
+    def change_with_projection():
+        ex.index = next(fresh)
+        ex.wait()
+
+    ex.layer = "features.3"
+    rows.append(
+        info_row(
+            "ActivationExplorer demo CNN features.3: image change + projection",
+            measure(change_with_projection, setup=ex.wait, warmup=2, repeats=n_ours),
+        )
+    )
+
+    # layer and channel changes for the current (cached) image
+    ex.wait()
+    other = {"features.3": "features.6", "features.6": "features.3"}
+
+    def flip_layer():
+        ex.layer = other[ex.layer]
+
+    lay = measure(flip_layer, setup=ex.wait, warmup=3, repeats=n_ours * 2)
+    ex.layer = "features.3"
+    ex.wait()
+    channels = iter(range(10**6))
+
+    def next_channel():
+        ex.channel = next(channels) % 32
+
+    ch = measure(next_channel, setup=ex.wait, warmup=3, repeats=n_ours * 2)
+    ex.wait()
+    rows.append(absolute_row("ActivationExplorer demo CNN features.3<->features.6: layer change", lay, 0.010))
+    rows.append(absolute_row("ActivationExplorer demo CNN features.3: channel change", ch, 0.010))
+    ex.close()
+
+    # --- VGG16-shaped network at 224x224
+    vgg = VGG16Shaped().eval()
+    torch.manual_seed(0)
+    xv = torch.randn(8, 3, 224, 224)
+    cycle = itertools.cycle(range(8))  # 8 images, 4 cached: the next one is never in the cache
+    next(cycle)  # image 0 is shown (and cached) after construction
+    exv = ActivationExplorer(vgg, xv, layer="features.15")
+    counter_v = SentCounter(exv)
+    cases = [("features.15", (1, 3) if quick else (1, 5))]
+    if not quick:
+        cases.append(("features.29", (1, 3)))
+    for layer, (warm, reps) in cases:
+        exv.layer = layer
+        exv.wait()
+        base = baseline_timing(vgg, xv, layer, itertools.cycle(range(8)), warmup=warm, repeats=reps)
+        ours = image_change_timing(exv, _resetting(cycle, counter_v), warmup=warm, repeats=reps)
+        exv.wait()
+        label = f"ActivationExplorer VGG16-shaped 224x224 {layer}"
+        rows.append(overhead_row(f"{label}: image change", ours, base, 1.3))
+        row, note = bytes_row(f"{label}: bytes per image change", exv, counter_v)
+        rows.append(row)
+        notes.append(note)
+    exv.close()
+
+    NOTES["activation_explorer"] = _AE_NOTES + "\nmeasured bytes:\n" + "\n".join(f"    {s}" for s in notes)
+    return rows
+
+
+_AE_NOTES = NOTES["activation_explorer"]
+
+
 # ---------------------------------------------------------------------------- output
-def _fmt_time(s: float | None) -> str:
+def _fmt_time(s: float | None, unit: str = "s") -> str:
     if s is None:
         return "-"
+    if unit == "B":
+        return f"{s:,.0f} B"
     if s >= 1.0:
         return f"{s:.2f} s"
     return f"{s * 1e3:.1f} ms"
@@ -259,7 +560,15 @@ def _fmt_met(m: bool | None) -> str:
 def print_table(rows: list[Row]) -> None:
     header = ("benchmark", "ours", "baseline", "ratio", "target", "met", "runs")
     body = [
-        (r.name, _fmt_time(r.ours_s), _fmt_time(r.baseline_s), _fmt_ratio(r.ratio), r.target, _fmt_met(r.met), r.runs)
+        (
+            r.name,
+            _fmt_time(r.ours_s, r.unit),
+            _fmt_time(r.baseline_s, r.unit),
+            _fmt_ratio(r.ratio),
+            r.target,
+            _fmt_met(r.met),
+            r.runs,
+        )
         for r in rows
     ]
     widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
@@ -284,7 +593,7 @@ def machine_info() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats (about 30 s)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats (under a minute)")
     p.add_argument("--only", metavar="NAME", action="append", help="run only this benchmark (repeatable)")
     args = p.parse_args(argv)
 
@@ -297,7 +606,11 @@ def main(argv: list[str] | None = None) -> int:
         selected = [(n, f) for n, f in BENCHMARKS if n in args.only]
 
     print(machine_info())
-    print(f"mode: {'quick' if args.quick else 'full'}; times are medians; ratio = baseline / ours", flush=True)
+    print(
+        f"mode: {'quick' if args.quick else 'full'}; times are medians; ratio = baseline / ours for "
+        "'x faster' targets, ours / baseline for 'x baseline' and 'x pixels' targets",
+        flush=True,
+    )
     t0 = time.perf_counter()
     rows: list[Row] = []
     for name, fn in selected:

@@ -208,7 +208,9 @@ def open_notebook(lab, browser):
         page = ctx.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}", timeout=90_000)
+        # a workspace of its own, reset: no notebooks restored from earlier tests
+        workspace = f"t{uuid.uuid4().hex[:10]}"
+        page.goto(f"{lab['url']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab['token']}", timeout=90_000)
         nb = Notebook(page, lab, name)
         nb.errors = errors
         nb.run_all()

@@ -140,6 +140,16 @@ def test_explorer_linked_with_filter_grid(open_notebook):
     page.click(f"{EX} .cnnw-thumb[data-index='{shown[0]}']")
     _wait_attr(nb, EX, "mapsIndex", str(shown[0]))
     assert nb.kernel_json("sel.index") == shown[0]
+
+    # batch view: the strongest map of 12 images from the current one, projected to pixels
+    page.click(f"{EX} button.cnnw-batch-button")
+    page.wait_for_function(f"() => document.querySelectorAll('{EX} .cnnw-batch-item').length === 12", timeout=60_000)
+    items = page.query_selector_all(f"{EX} .cnnw-batch-item")
+    got = [[int(e.get_attribute("data-index")), int(e.get_attribute("data-channel"))] for e in items]
+    want = nb.kernel_json(
+        f"[[i, int(c)] for i, c in zip(range({shown[0]}, {shown[0]} + 12), ex.reconstruct_batch(range({shown[0]}, {shown[0]} + 12))[1])]"
+    )
+    assert got == want
     DOCS.mkdir(exist_ok=True)
     page.locator(EX).screenshot(path=str(DOCS / "activation_explorer.png"))
     assert nb.kernel_json("ex.last_error") is None

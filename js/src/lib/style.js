@@ -5,7 +5,7 @@ const CSS = `
 .cnnw-field { display: inline-flex; gap: 4px; align-items: center; }
 .cnnw-field select, .cnnw-field input { font: inherit; }
 .cnnw-info { color: #555; margin: 2px 0 4px; }
-.cnnw-scroll { position: relative; overflow: auto; scroll-behavior: auto; border: 1px solid #ddd; background: #fff; max-width: 100%; }
+.cnnw-scroll { position: relative; overflow: auto; scroll-behavior: auto; width: fit-content; border: 1px solid #ddd; background: #fff; max-width: 100%; }
 .cnnw-spacer { position: relative; }
 .cnnw-scroll canvas { position: absolute; image-rendering: pixelated; display: block; }
 .cnnw-tip { position: absolute; pointer-events: none; background: rgba(20,20,20,.88); color: #fff;

@@ -98,9 +98,12 @@ function render({ model, el }) {
   const progress = h("progress", { class: "cnnw-progress", max: "1", value: "0" });
   const status = h("span", { class: "cnnw-status" });
   const thumbs = h("div", { class: "cnnw-thumbs" });
+  const batchBtn = h("button", { class: "cnnw-batch-button" }, ["batch view: strongest map of 12 images"]);
+  const batch = h("div", { class: "cnnw-thumbs cnnw-batch" });
   topBtn.addEventListener("click", () => model.send({ type: "top_images" }));
   stopBtn.addEventListener("click", () => model.send({ type: "stop" }));
-  root.append(h("div", { class: "cnnw-toolbar" }, [topBtn, stopBtn, progress, status]), thumbs);
+  batchBtn.addEventListener("click", () => model.send({ type: "batch" }));
+  root.append(h("div", { class: "cnnw-toolbar" }, [topBtn, batchBtn, stopBtn, progress, status]), thumbs, batch);
 
   const imageScale = () => {
     const m = model.get("_image_meta") || {};
@@ -170,6 +173,22 @@ function render({ model, el }) {
     );
   }
 
+  function drawBatch() {
+    const m = model.get("_batch_meta") || {};
+    if (!m.indices) return;
+    const bytes = bytesView(model.get("_batch"));
+    const size = m.h * m.w * m.c;
+    const sc = fitScale(m.h, m.w, 56);
+    batch.replaceChildren(
+      ...m.indices.map((idx, i) => {
+        const a = drawImage(h("canvas"), bytes.subarray(2 * i * size, (2 * i + 1) * size), m.h, m.w, m.c, sc);
+        const b = drawImage(h("canvas"), bytes.subarray((2 * i + 1) * size, (2 * i + 2) * size), m.h, m.w, m.c, sc);
+        return h("div", { class: "cnnw-thumb cnnw-batch-item", "data-index": String(idx), "data-channel": String(m.channels[i]), onclick: () => set("index", idx) },
+          [h("div", {}, [a, b]), `#${idx} · channel ${m.channels[i]}`]);
+      }),
+    );
+  }
+
   function syncControls() {
     const n = model.get("n_images");
     slider.max = String(Math.max(0, n - 1));
@@ -193,6 +212,7 @@ function render({ model, el }) {
     [["opacity"], () => { syncControls(); drawOverlay(); }],
     [["_recon", "_recon_meta"], drawRecon],
     [["_top", "_top_meta"], drawTop],
+    [["_batch", "_batch_meta"], drawBatch],
     [["index", "n_images", "layers", "progress", "status", "busy"], syncControls],
   ];
   const bound = [];

@@ -1,0 +1,782 @@
+"""Tests for the ActivationExplorer widget, in plain Python (no browser, no kernel).
+
+Known answers come from running the demo model directly (``model.features[:k + 1](x)``),
+from :mod:`cnnwidgets.core` functions called on their own, or from values computed by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import cnnwidgets
+from cnnwidgets import ActivationExplorer
+from cnnwidgets.core.activations import map_stats, maps_codes
+from cnnwidgets.core.colormaps import gray_lut, lut
+from cnnwidgets.core.filters import render_grid
+from cnnwidgets.widgets._worker import model_lock
+from cnnwidgets.widgets.activation_explorer import OVERLAY_CMAP, blend_overlay
+
+DEMO_LAYERS = [f"features.{i}" for i in range(8)]
+#: (channels, height, width) of each demo layer's output for a 28 x 28 digit
+DEMO_SHAPES = {
+    "features.0": (32, 26, 26), "features.1": (32, 26, 26), "features.2": (32, 13, 13),
+    "features.3": (64, 11, 11), "features.4": (64, 11, 11), "features.5": (64, 5, 5),
+    "features.6": (128, 3, 3), "features.7": (128, 3, 3),
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+@pytest.fixture(scope="module")
+def demo():
+    return cnnwidgets.demo.mnist("val")
+
+
+@pytest.fixture(scope="module")
+def predictions(demo):
+    with torch.no_grad():
+        return demo.model(demo.images).argmax(1).numpy()
+
+
+@pytest.fixture
+def ex(demo):
+    """A fresh explorer on the whole validation set (2000 digits)."""
+    w = ActivationExplorer(demo.model, demo.images, demo.labels, demo.classes, mean=demo.mean, std=demo.std)
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def ex300(demo):
+    """An explorer on the first 300 digits, for passes over the whole set."""
+    w = ActivationExplorer(demo.model, demo.images[:300], demo.labels[:300], demo.classes, mean=demo.mean, std=demo.std)
+    yield w
+    w.close()
+
+
+def layer_output(demo, index: int, layer: str) -> torch.Tensor:
+    """The output of demo layer ``features.k`` for image ``index``, computed directly."""
+    k = int(layer.split(".")[1])
+    # under the model's lock: a background deconvnet pass puts hooks on the shared model
+    with model_lock(demo.model), torch.no_grad():
+        return demo.model.features[: k + 1](demo.images[index : index + 1])[0]
+
+
+@contextlib.contextmanager
+def forward_calls(model: nn.Module):
+    """Record every call of ``model`` (pre-hook on the root, so passes stopped early count too)
+    as (grad enabled, thread name). Grad-disabled passes are activation passes; the deconvnet
+    runs with grad enabled. The hook is removed afterwards."""
+    calls: list[tuple[bool, str]] = []
+
+    def pre(_m, _inp):
+        calls.append((torch.is_grad_enabled(), threading.current_thread().name))
+
+    handle = model.register_forward_pre_hook(pre)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def activation_passes(calls) -> list[tuple[bool, str]]:
+    return [c for c in calls if not c[0]]
+
+
+def decoded_maps(ex: ActivationExplorer) -> tuple[np.ndarray, np.ndarray, dict]:
+    meta = ex._maps_meta
+    codes = np.frombuffer(ex._maps, np.uint8).reshape(meta["n"], meta["h"], meta["w"])
+    order = np.frombuffer(ex._order, np.int32)
+    return codes, order, meta
+
+
+def worker_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("cnnwidgets-") and t.is_alive()}
+
+
+def requires_grad_flags(model: nn.Module) -> dict[str, bool]:
+    return {name: p.requires_grad for name, p in model.named_parameters()}
+
+
+# ---------------------------------------------------------------- activations
+@pytest.mark.parametrize("layer", ["features.0", "features.3", "features.4", "features.7"])
+def test_activations_equal_layer_output(ex, demo, layer):
+    for i in (0, 17):
+        got = ex.activations(i, layer)
+        want = layer_output(demo, i, layer).numpy()
+        assert got.shape == DEMO_SHAPES[layer]
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_activations_default_to_current_index_and_layer(ex, demo):
+    ex.index = 3
+    ex.layer = "features.2"
+    np.testing.assert_allclose(ex.activations(), layer_output(demo, 3, "features.2").numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_layers_are_the_4d_outputs_of_the_demo(ex):
+    assert list(ex.layers) == DEMO_LAYERS  # not "features" (a Sequential), not classifier.*
+    assert ex.layer == "features.0"
+    assert ex.n_images == 2000
+
+
+def test_layer_argument(demo):
+    w = ActivationExplorer(demo.model, demo.images[:10], layer="features.5")
+    try:
+        assert w.layer == "features.5"
+        assert w._maps_meta["layer"] == "features.5"
+        assert (w._maps_meta["n"], w._maps_meta["h"], w._maps_meta["w"]) == DEMO_SHAPES["features.5"]
+    finally:
+        w.close()
+
+
+def test_layers_of_a_resnet_exclude_containers(tiny_resnet):
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    w = ActivationExplorer(tiny_resnet, x)
+    try:
+        leaves = [
+            "conv1", "bn1", "relu", "maxpool",
+            "layer1.0.conv1", "layer1.0.bn1", "layer1.0.relu", "layer1.0.conv2", "layer1.0.bn2",
+            "layer2.0.conv1", "layer2.0.bn1", "layer2.0.relu", "layer2.0.conv2", "layer2.0.bn2",
+            "layer2.0.downsample.0", "layer2.0.downsample.1", "avgpool",
+        ]  # fmt: skip
+        blocks = ["layer1.0", "layer2.0"]  # BasicBlocks: not plain containers, 4-D outputs
+        assert sorted(w.layers) == sorted(leaves + blocks)
+        assert [n for n in w.layers if n in leaves] == leaves  # execution order
+        assert w.layer == "conv1"
+    finally:
+        w.close()
+
+
+class Swapped(nn.Module):
+    """Registers its layers in another order than it runs them: b, a, r vs a -> r -> b."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.b = nn.Conv2d(4, 6, 3)
+        self.a = nn.Conv2d(1, 4, 3)
+        self.r = nn.ReLU()
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x):
+        return self.head(self.b(self.r(self.a(x))))
+
+
+def test_layers_are_in_execution_order_not_registration_order():
+    w = ActivationExplorer(Swapped(), torch.randn(2, 1, 10, 10, generator=torch.Generator().manual_seed(5)))
+    try:
+        assert list(w.layers) == ["a", "r", "b", "head.0"]
+        assert w.layer == "a"  # the default layer is the first one that runs
+    finally:
+        w.close()
+
+
+# ---------------------------------------------------------------- one forward pass per image
+def test_view_changes_run_no_activation_pass(ex, demo):
+    ex.wait()
+    for name, value in [("layer", "features.3"), ("channel", 7), ("sort", "max"), ("scale", "per_map"),
+                        ("layer", "features.6"), ("sort", "mean"), ("channel", 100), ("scale", "shared")]:
+        with forward_calls(demo.model) as calls:
+            setattr(ex, name, value)
+            ex.wait()
+        assert activation_passes(calls) == [], (name, value)
+        assert ex._maps_meta["layer"] == ex.layer
+    # the same through the page
+    for name, value in [("layer", "features.4"), ("channel", 3), ("sort", "index"), ("scale", "per_map")]:
+        with forward_calls(demo.model) as calls:
+            ex.set_state({name: value})
+            ex.wait()
+        assert activation_passes(calls) == [], (name, value)
+        assert getattr(ex, name) == value
+
+
+def test_layer_and_channel_changes_run_only_the_deconvnet_pass(ex, demo):
+    ex.wait()
+    for name, value in [("layer", "features.3"), ("channel", 7)]:
+        with forward_calls(demo.model) as calls:
+            setattr(ex, name, value)
+            ex.wait()
+        # one pass with grad enabled: the projection of the new layer / channel
+        assert calls == [(True, "cnnwidgets-deconvnet")], (name, value)
+
+
+def test_sort_and_scale_changes_run_no_forward_pass_at_all(ex, demo):
+    """Sorting and rescaling the maps changes neither the maps nor the projection."""
+    ex.wait()
+    for name, value in [("sort", "max"), ("scale", "per_map"), ("sort", "mean"), ("scale", "shared")]:
+        with forward_calls(demo.model) as calls:
+            setattr(ex, name, value)
+            ex.wait()
+        assert calls == [], (name, value)
+
+
+def test_new_index_runs_exactly_one_activation_pass(ex, demo):
+    ex.wait()
+    for i in (11, 12, 13):
+        with forward_calls(demo.model) as calls:
+            ex.index = i
+            ex.wait()
+        assert len(activation_passes(calls)) == 1
+        assert ex._maps_meta["index"] == i and ex._image_meta["index"] == i
+        # everything about this image now comes from the cache
+        with forward_calls(demo.model) as calls:
+            for layer in DEMO_LAYERS:
+                ex.activations(i, layer)
+            ex.predict(i)
+            ex.top_channels(3, i, "features.6")
+        assert calls == []
+
+
+def test_cache_keeps_the_last_images(ex, demo):
+    ex.wait()
+    n = ActivationExplorer.CACHE_IMAGES
+    for i in range(1, n + 1):  # image 0 (shown at start) is now the oldest and evicted
+        ex.activations(i)
+    with forward_calls(demo.model) as calls:
+        for i in range(1, n + 1):
+            ex.activations(i, "features.3")
+    assert calls == []
+    with forward_calls(demo.model) as calls:
+        ex.activations(0)
+    assert len(activation_passes(calls)) == 1
+
+
+def test_page_channel_click_during_forward_pass_does_not_run_it_twice(ex, demo):
+    """The user clicks a map while the worker is still running the image's forward pass."""
+    ex.wait()
+    started = threading.Event()
+
+    def slow(_m, _inp):
+        if not torch.is_grad_enabled() and threading.current_thread().name == "cnnwidgets-activations":
+            started.set()
+            time.sleep(0.3)
+
+    handle = demo.model.register_forward_pre_hook(slow)
+    try:
+        with forward_calls(demo.model) as calls:
+            ex.set_state({"index": 20})
+            assert started.wait(5)
+            ex.set_state({"channel": 5})
+            ex.wait()
+    finally:
+        handle.remove()
+    assert ex.index == 20 and ex.channel == 5 and ex.last_error is None
+    assert len(activation_passes(calls)) == 1, calls
+
+
+# ---------------------------------------------------------------- channels and projections
+@pytest.mark.parametrize("layer", ["features.3", "features.6"])
+def test_top_channels_is_argsort_of_map_max(ex, demo, layer):
+    acts = layer_output(demo, 5, layer).numpy()
+    want = np.argsort(-acts.reshape(acts.shape[0], -1).max(1), kind="stable")
+    np.testing.assert_array_equal(ex.top_channels(5, 5, layer), want[:5])
+    assert ex.top_channels(1000, 5, layer).tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("layer", ["features.0", "features.4", "features.7"])
+def test_reconstruct_equals_core_reconstruct(ex, demo, layer):
+    got = ex.reconstruct(9, layer)
+    assert got.shape == (1, 28, 28) and got.dtype == np.float32
+    proj, chans = cnnwidgets.core.reconstruct(demo.model, demo.images[9:10], layer)
+    np.testing.assert_allclose(got, proj[0].numpy(), rtol=1e-5, atol=1e-6)
+    assert np.abs(got).max() > 0
+    # the strongest map is the projected one
+    acts = layer_output(demo, 9, layer)
+    assert int(chans[0]) == int(acts.flatten(1).amax(1).argmax())
+
+
+def test_reconstruct_with_channel(ex, demo):
+    for c in (0, 17):
+        got = ex.reconstruct(4, "features.3", channel=c)
+        proj, chans = cnnwidgets.core.reconstruct(demo.model, demo.images[4:5], "features.3", c)
+        assert int(chans[0]) == c
+        np.testing.assert_allclose(got, proj[0].numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ex.reconstruct(4, "features.3", 0), ex.reconstruct(4, "features.3", 17))
+    with pytest.raises(ValueError, match="0..63"):
+        ex.reconstruct(4, "features.3", channel=64)
+
+
+def test_reconstruct_batch_uses_each_images_strongest_channel(ex, demo):
+    idx = [0, 3, 8, 15, 42]
+    proj, chans = ex.reconstruct_batch(idx, "features.6")
+    assert proj.shape == (5, 1, 28, 28) and chans.shape == (5,)
+    for j, i in enumerate(idx):
+        acts = layer_output(demo, i, "features.6")
+        assert chans[j] == int(acts.flatten(1).amax(1).argmax())
+        np.testing.assert_allclose(proj[j], ex.reconstruct(i, "features.6"), rtol=1e-4, atol=1e-5)
+    assert len(set(chans.tolist())) > 1  # a real test: not the same channel for all
+
+
+@pytest.mark.parametrize(("layer", "channel"), [("features.3", 5), ("features.6", 40), ("features.1", 2)])
+def test_top_images_equal_brute_force(ex300, demo, layer, channel):
+    k = int(layer.split(".")[1])
+    with model_lock(demo.model), torch.no_grad():
+        maps = demo.model.features[: k + 1](demo.images[:300])[:, channel]
+    scores = maps.flatten(1).amax(1).numpy()
+    want = np.argsort(-scores.astype(np.float64), kind="stable")[:7]
+    got = ex300.top_images(layer, channel, 7)
+    assert got.tolist() == want.tolist()
+
+
+def test_top_images_needs_a_channel(ex300):
+    assert ex300.channel == -1
+    with pytest.raises(ValueError, match="channel"):
+        ex300.top_images("features.3")
+
+
+# ---------------------------------------------------------------- what is sent to the page
+@pytest.mark.parametrize("sort", ["index", "mean", "max"])
+@pytest.mark.parametrize("scale", ["shared", "per_map"])
+def test_maps_bytes_and_order(ex, demo, sort, scale):
+    ex.index = 6
+    ex.layer = "features.3"
+    ex.sort = sort
+    ex.scale = scale
+    codes, order, meta = decoded_maps(ex)
+    acts = layer_output(demo, 6, "features.3")
+    assert (meta["n"], meta["h"], meta["w"]) == (64, 11, 11)
+    assert meta["index"] == 6 and meta["layer"] == "features.3"
+    np.testing.assert_array_equal(codes, maps_codes(acts, scale).codes)
+    a = acts.numpy().astype(np.float64)
+    if scale == "shared":  # one range for all maps: min -> 0, max -> 254
+        want = np.floor((a - a.min()) / (a.max() - a.min()) * 254 + 0.5)
+    else:
+        lo = a.min(axis=(1, 2), keepdims=True)
+        hi = a.max(axis=(1, 2), keepdims=True)
+        want = np.floor((a - lo) / (hi - lo) * 254 + 0.5)
+    assert np.abs(codes.astype(np.float64) - want).max() <= 1
+    assert codes.max() == 254 and codes.min() == 0
+    flat = a.reshape(64, -1)
+    expected_order = {
+        "index": np.arange(64),
+        "mean": np.argsort(-flat.mean(1), kind="stable"),
+        "max": np.argsort(-flat.max(1), kind="stable"),
+    }[sort]
+    assert order.tolist() == expected_order.tolist()
+    stats = np.frombuffer(ex._map_stats, np.float32).reshape(64, 3)
+    np.testing.assert_allclose(stats, map_stats(acts), rtol=1e-6)
+
+
+@pytest.mark.parametrize("layer", DEMO_LAYERS)
+def test_bytes_per_update_are_the_pixels_shown(ex, layer):
+    ex.layer = layer
+    c, h, w = DEMO_SHAPES[layer]
+    assert len(ex._maps) == c * h * w
+    assert len(ex._order) == 4 * c
+    assert len(ex._map_stats) == 4 * 3 * c
+    assert len(ex._image) == 28 * 28 * 1
+    ex.wait()
+    assert len(ex._recon) == 28 * 28 * 1
+
+
+def test_image_bytes_are_the_displayed_digit(ex, demo):
+    ex.index = 2
+    img = np.frombuffer(ex._image, np.uint8).reshape(28, 28, 1)
+    raw = cnnwidgets.demo.load_mnist_arrays()[0][8000 + 2]  # the val split starts at 8000
+    np.testing.assert_array_equal(img[..., 0], raw)
+
+
+def test_maps_image_equals_reference_render(ex, reference_render):
+    ex.layer = "features.5"
+    ex.sort = "max"
+    ex.zoom = 1
+    codes, order, meta = decoded_maps(ex)
+    assert meta["zoom"] == 1 and meta["columns"] == 8
+    got = ex.maps_image()
+    want = reference_render(codes[order], gray_lut(), columns=meta["columns"], zoom=1, padding=1)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, render_grid(codes[order], gray_lut(), columns=8, zoom=1, padding=1))
+    assert got.shape == (8 * 6 - 1, 8 * 6 - 1, 3)
+
+
+def test_automatic_zoom(ex):
+    for layer, zoom in [("features.0", 2), ("features.3", 4), ("features.5", 10), ("features.6", 16)]:
+        ex.layer = layer
+        assert ex._maps_meta["zoom"] == zoom  # round(48 / size), 1..16
+
+
+def test_overlay_image_equals_blend_overlay(ex, demo):
+    ex.index = 1
+    ex.layer = "features.2"
+    ex.channel = 4
+    codes, _, _ = decoded_maps(ex)
+    img = np.repeat(np.frombuffer(ex._image, np.uint8).reshape(28, 28, 1), 3, axis=-1)
+    table = lut(OVERLAY_CMAP)
+    np.testing.assert_array_equal(ex.overlay_image(), blend_overlay(img, codes[4], table, ex.opacity))
+    np.testing.assert_array_equal(ex.overlay_image(9, 0.25), blend_overlay(img, codes[9], table, 0.25))
+    np.testing.assert_array_equal(ex.overlay_image(9, 0.0), img)  # opacity 0: the digit only
+
+
+def test_blend_overlay_by_hand():
+    image = np.array([[[100, 0, 255], [10, 20, 30]], [[255, 255, 255], [0, 0, 0]]], np.uint8)  # 2 x 2 x 3
+    table = np.zeros((256, 3), np.uint8)
+    table[7] = [200, 255, 0]
+    codes = np.array([[7]], np.uint8)  # one value, enlarged to the whole 2 x 2 image
+    np.testing.assert_array_equal(blend_overlay(image, codes, table, 0.0), image)
+    np.testing.assert_array_equal(blend_overlay(image, codes, table, 1.0), np.broadcast_to(table[7], (2, 2, 3)))
+    # a = floor(0.5 * 255 + 0.5) = 128: (p * 127 + c * 128 + 127) // 255
+    half = blend_overlay(image, codes, table, 0.5)
+    assert half[0, 0].tolist() == [150, 128, 127]  # (12700+25600+127)//255, (0+32640+127)//255, (32385+0+127)//255
+    assert half[0, 1].tolist() == [105, 138, 15]  # (1270+25600+127)//255, (2540+32640+127)//255, (3810+127)//255
+    assert half[1, 1].tolist() == [100, 128, 0]
+    assert half.dtype == np.uint8
+
+
+def test_blend_overlay_upsamples_by_nearest_neighbour():
+    image = np.zeros((4, 4, 3), np.uint8)
+    table = np.zeros((256, 3), np.uint8)
+    table[:4, 0] = [10, 20, 30, 40]
+    codes = np.array([[0, 1], [2, 3]], np.uint8)
+    out = blend_overlay(image, codes, table, 1.0)[..., 0]
+    assert out.tolist() == [[10, 10, 20, 20], [10, 10, 20, 20], [30, 30, 40, 40], [30, 30, 40, 40]]
+
+
+def test_image_meta_label_predicted_correct(ex, demo, predictions):
+    labels = demo.labels.numpy()
+    wrong = np.flatnonzero(predictions != labels)
+    right = np.flatnonzero(predictions == labels)
+    assert len(wrong) > 0 and len(right) > 0
+    for i in (int(right[0]), int(wrong[0])):
+        ex.index = i
+        meta = ex._image_meta
+        assert meta["index"] == i
+        assert meta["label"] == str(labels[i])
+        assert meta["predicted"] == str(predictions[i])
+        assert meta["correct"] is bool(labels[i] == predictions[i])
+        assert (meta["h"], meta["w"], meta["c"]) == (28, 28, 1)
+        assert ex.predict()[0] == predictions[i]
+
+
+def test_image_meta_without_labels_and_classes(demo, predictions):
+    w = ActivationExplorer(demo.model, demo.images[:5])
+    try:
+        meta = w._image_meta
+        assert meta["label"] is None and meta["correct"] is None
+        assert meta["predicted"] == int(predictions[0])
+    finally:
+        w.close()
+
+
+def test_predict(ex, demo):
+    for i in (0, 33):
+        with model_lock(demo.model), torch.no_grad():
+            p = torch.softmax(demo.model(demo.images[i : i + 1])[0], 0)
+        c, prob = ex.predict(i)
+        assert c == int(p.argmax())
+        assert prob == pytest.approx(float(p.max()), rel=1e-5)
+    ex.index = 33
+    assert ex.predict() == ex.predict(33)
+
+
+def test_request_top_images(ex300):
+    ex300.layer = "features.3"
+    ex300.channel = 5
+    ex300.k = 6
+    seen: list[float] = []
+    ex300.observe(lambda ch: seen.append(ch["new"]), names="progress")
+    ex300.request_top_images()
+    assert ex300.wait()
+    meta = ex300._top_meta
+    want = ex300.top_images("features.3", 5, 6)
+    assert meta["indices"] == want.tolist()
+    assert meta["layer"] == "features.3" and meta["channel"] == 5
+    assert len(ex300._top) == 6 * 28 * 28 * 1
+    thumbs = np.frombuffer(ex300._top, np.uint8).reshape(6, 28, 28, 1)
+    np.testing.assert_array_equal(thumbs[0], ex300.display_image(int(want[0])))
+    assert ex300.progress == -1.0
+    assert seen == [0.0, pytest.approx(256 / 300), 1.0, -1.0]
+
+
+def test_top_images_from_the_page(ex300):
+    ex300.set_state({"channel": 3})
+    ex300._on_page_message(ex300, {"type": "top_images"}, [])
+    assert ex300.wait()
+    assert ex300._top_meta["indices"] == ex300.top_images(channel=3, k=9).tolist()
+    assert ex300.progress == -1.0
+
+
+def test_request_top_images_without_channel_only_sets_status(ex300):
+    ex300.request_top_images()
+    assert ex300.wait()
+    assert ex300._top_meta == {}
+    assert "click a map" in ex300.status
+
+
+def test_recon_meta_follows_channel(ex, demo):
+    ex.layer = "features.3"
+    ex.wait()
+    strongest = int(layer_output(demo, 0, "features.3").flatten(1).amax(1).argmax())
+    assert ex._recon_meta["channel"] == strongest and ex._recon_meta["strongest"] is True
+    ex.channel = 12
+    ex.wait()
+    assert ex._recon_meta["channel"] == 12 and ex._recon_meta["strongest"] is False
+    assert ex._recon_meta["layer"] == "features.3"
+
+
+def test_layer_change_resets_a_channel_the_layer_lacks(ex):
+    ex.layer = "features.6"
+    ex.channel = 100
+    ex.layer = "features.0"  # 32 maps
+    assert ex.channel == -1
+    ex.channel = 20
+    ex.layer = "features.3"  # 64 maps: 20 is still there
+    assert ex.channel == 20
+
+
+# ---------------------------------------------------------------- close
+def test_close_stops_worker_threads(demo):
+    w = ActivationExplorer(demo.model, demo.images[:20])
+    workers = (w._worker, w._recon_worker, w._dataset_worker)
+    assert all(x.alive for x in workers)
+    w.close()
+    assert not any(x._thread.is_alive() for x in workers)
+    # a closed widget does not raise
+    w.close()
+    w.set_state({"index": 4})
+    w._on_page_message(w, {"type": "top_images"}, [])
+    assert w.wait(5)
+    repr(w)
+
+
+def test_failed_construction_leaves_no_threads(demo):
+    before = worker_threads()
+    with pytest.raises(TypeError):
+        ActivationExplorer(demo.model, demo.images[:5], selection="not a selection")
+    with pytest.raises(ValueError):
+        ActivationExplorer(demo.model, demo.images[:5], layer="nope")
+    time.sleep(0.05)
+    assert worker_threads() - before == set()
+
+
+# ---------------------------------------------------------------- bad input
+def test_wrong_channel_count(demo):
+    rgb = demo.images[:4].repeat(1, 3, 1, 1)
+    with pytest.raises(ValueError, match=r"\(3, 28, 28\)") as info:
+        ActivationExplorer(demo.model, rgb)
+    assert "1 channel" in str(info.value)
+    assert "features.0" in str(info.value)
+
+
+def test_empty_image_set(demo):
+    with pytest.raises(ValueError, match="empty"):
+        ActivationExplorer(demo.model, torch.empty(0, 1, 28, 28))
+
+
+def test_labels_of_another_length(demo):
+    with pytest.raises(ValueError, match="5") as info:
+        ActivationExplorer(demo.model, demo.images[:10], demo.labels[:5])
+    assert "10" in str(info.value)
+
+
+def test_fewer_classes_than_outputs(demo):
+    with pytest.raises(ValueError, match="10"):
+        ActivationExplorer(demo.model, demo.images[:4], demo.labels[:4], ["zero", "one"])
+
+
+def test_not_a_module(demo):
+    with pytest.raises(TypeError, match="nn.Module"):
+        ActivationExplorer(demo.model.state_dict(), demo.images[:4])
+
+
+def test_unknown_layer(demo, ex):
+    with pytest.raises(ValueError, match="nope") as info:
+        ActivationExplorer(demo.model, demo.images[:4], layer="nope")
+    assert "'features.0'" in str(info.value) and "'features.7'" in str(info.value)
+    with pytest.raises(ValueError, match="features.7"):
+        ex.activations(0, "classifier.1")  # exists, but its output is not 4-D
+    with pytest.raises(ValueError, match="'features.3'"):
+        ex.layer = "nope"
+    assert ex.layer == "features.0"
+
+
+def test_index_out_of_range_from_python(ex):
+    for bad in (2000, -1):
+        with pytest.raises(ValueError, match="0..1999"):
+            ex.index = bad
+        with pytest.raises(ValueError):
+            ex.activations(bad)
+        with pytest.raises(ValueError):
+            ex.predict(bad)
+        with pytest.raises(ValueError):
+            ex.reconstruct(bad)
+    with pytest.raises(ValueError):
+        ex.reconstruct_batch([0, 2000])
+    assert ex.index == 0
+
+
+def test_bad_values_from_python_raise(ex):
+    for name, value in [("channel", 32), ("channel", -2), ("sort", "size"), ("scale", "log"), ("opacity", 1.5),
+                        ("zoom", 65), ("k", 0)]:
+        old = getattr(ex, name)
+        with pytest.raises(ValueError):
+            setattr(ex, name, value)
+        assert getattr(ex, name) == old
+
+
+@pytest.mark.parametrize(
+    ("state", "text"),
+    [({"index": 10**6}, "index"), ({"layer": "nope"}, "nope"), ({"channel": 999}, "channel"),
+     ({"sort": "size"}, "sort"), ({"index": 3, "channel": 999}, "channel")],
+)
+def test_bad_values_from_the_page_are_ignored(ex, state, text):
+    before = {k: getattr(ex, k) for k in ("index", "layer", "channel", "sort")}
+    maps_meta = dict(ex._maps_meta)
+    ex.last_error = None
+    ex.set_state(state)  # must not raise
+    ex.wait()
+    assert {k: getattr(ex, k) for k in before} == before
+    assert ex.last_error is not None and text in ex.last_error
+    assert ex._maps_meta == maps_meta
+
+
+@pytest.mark.parametrize("content", [{"type": "bogus"}, "hello", None, [1, 2], {"no": "type"}, {"type": "stop"}])
+def test_page_messages_never_raise(ex, content):
+    ex._on_page_message(ex, content, [])
+    assert ex.wait()
+
+
+# ---------------------------------------------------------------- models and their state
+def test_resnet_in_train_mode_is_left_as_found(tiny_resnet, count_hooks, flags):
+    model = tiny_resnet.train()
+    model.layer1[0].bn1.eval()  # mixed modes
+    model.conv1.weight.requires_grad_(False)
+    modes, grads = flags(model), requires_grad_flags(model)
+    assert count_hooks(model) == 0
+    x = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+
+    def unchanged():
+        assert flags(model) == modes
+        assert requires_grad_flags(model) == grads
+        assert count_hooks(model) == 0
+
+    w = ActivationExplorer(model, x, [0, 1, 2, 3, 4, 0], list("abcde"))
+    try:
+        w.wait()
+        unchanged()
+        # activations are those of the model in eval mode; the in-place ReLU does not alter
+        # the stored BatchNorm output; a reused ReLU module keeps its first call
+        ref = copy.deepcopy(model).eval()
+        with torch.no_grad():
+            xi = x[2:3]
+            bn1 = ref.bn1(ref.conv1(xi))
+            relu = torch.relu(bn1)
+            pooled = ref.maxpool(relu)
+            blk = ref.layer1[0]
+            blk_relu1 = torch.relu(blk.bn1(blk.conv1(pooled)))
+            blk_out = blk(pooled.clone())
+        np.testing.assert_allclose(w.activations(2, "bn1"), bn1[0].numpy(), rtol=1e-5, atol=1e-6)
+        assert (w.activations(2, "bn1") < 0).any()
+        np.testing.assert_allclose(w.activations(2, "relu"), relu[0].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(w.activations(2, "layer1.0.relu"), blk_relu1[0].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(w.activations(2, "layer1.0"), blk_out[0].numpy(), rtol=1e-5, atol=1e-6)
+        train_ref = copy.deepcopy(model).train()
+        with torch.no_grad():
+            bn1_train = train_ref.bn1(train_ref.conv1(xi))
+        assert not np.allclose(w.activations(2, "bn1"), bn1_train[0].numpy(), atol=1e-3)
+        unchanged()
+        # everything the widget does
+        w.layer = "layer2.0.conv2"
+        w.channel = 3
+        w.sort = "max"
+        w.set_state({"index": 4})
+        w.wait()
+        assert w._maps_meta["index"] == 4
+        w.reconstruct(1, "layer1.0.relu")
+        w.reconstruct(1, "layer2.0.bn2", channel=2)
+        proj, chans = w.reconstruct_batch([0, 1, 5], "layer1.0.conv2")
+        assert proj.shape == (3, 3, 8, 8)
+        w.top_images("layer1.0.relu", 1, 3)
+        w.request_top_images()
+        w.wait()
+        assert len(w._top_meta["indices"]) == 9 - 3  # k = 9, only 6 images
+        w.predict(5)
+        unchanged()
+        # failing calls leave it as found too
+        with pytest.raises(ValueError):
+            w.reconstruct(0, "layer2.0.conv2", channel=99)
+        unchanged()
+        with pytest.raises(ValueError):
+            w.top_images("layer2.0.conv2", 99)
+        unchanged()
+        with pytest.raises(ValueError):
+            w.activations(0, "fc")
+        w.set_state({"channel": 99})
+        assert w.last_error is not None
+        unchanged()
+    finally:
+        w.close()
+    with pytest.raises(ValueError, match=r"\(1, 8, 8\)"):
+        ActivationExplorer(model, x[:, :1])  # wrong channel count: the model raises inside
+    unchanged()
+
+
+def test_model_shared_by_two_explorers(demo, count_hooks):
+    a = ActivationExplorer(demo.model, demo.images[:50])
+    b = ActivationExplorer(demo.model, demo.images[50:100], layer="features.3")
+    try:
+        a.set_state({"index": 7})
+        b.set_state({"index": 7})
+        a.wait()
+        b.wait()
+        np.testing.assert_allclose(b.activations(), layer_output(demo, 57, "features.3").numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(a.activations(), layer_output(demo, 7, "features.0").numpy(), rtol=1e-5, atol=1e-5)
+        assert count_hooks(demo.model) == 0
+    finally:
+        a.close()
+        b.close()
+
+
+# ---------------------------------------------------------------- page updates in the background
+def test_page_index_change_runs_in_the_worker(ex, demo):
+    ex.wait()
+    with forward_calls(demo.model) as calls:
+        ex.set_state({"index": 5})
+        ex.wait()
+    assert ex.index == 5
+    assert ex._maps_meta["index"] == 5 and ex._image_meta["index"] == 5
+    assert activation_passes(calls) == [(False, "cnnwidgets-activations")]
+    assert ex.busy is False
+    np.testing.assert_array_equal(decoded_maps(ex)[0], maps_codes(layer_output(demo, 5, "features.0")).codes)
+
+
+def test_rapid_page_index_changes_latest_wins(ex):
+    ex.wait()
+    dropped, done = ex._worker.dropped, ex._worker.done
+    for i in range(1, 31):
+        ex.set_state({"index": i})
+    assert ex.wait()
+    assert ex.index == 30
+    assert ex._maps_meta["index"] == 30 and ex._image_meta["index"] == 30
+    assert (ex._worker.dropped - dropped) + (ex._worker.done - done) == 30
+    assert ex.busy is False
+
+
+def test_rapid_page_index_changes_while_busy_compute_only_the_last(ex, demo):
+    ex.wait()
+    started, release = threading.Event(), threading.Event()
+
+    def gate():
+        started.set()
+        release.wait(10)
+
+    ex._worker.submit(gate)
+    assert started.wait(5)
+    dropped, done = ex._worker.dropped, ex._worker.done
+    with forward_calls(demo.model) as calls:
+        for i in range(101, 111):
+            ex.set_state({"index": i})
+        release.set()
+        assert ex.wait()
+    assert ex._worker.dropped - dropped == 9
+    assert ex._worker.done - done == 2  # the gate and index 110
+    assert len(activation_passes(calls)) == 1  # only image 110 was run
+    assert ex._maps_meta["index"] == 110
