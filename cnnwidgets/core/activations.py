@@ -6,8 +6,10 @@ Everything here is plain torch/numpy; no widget imports.
 from __future__ import annotations
 
 import operator
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
+
 
 import numpy as np
 import torch
@@ -249,7 +251,11 @@ def top_images(
     scores = np.empty(n, dtype=np.float32)
     got: list[torch.Tensor] = []
 
+    owner = threading.get_ident()
+
     def hook(_m: nn.Module, _inp: object, out: object) -> None:
+        if threading.get_ident() != owner:
+            return  # the same model used at the same time by another thread
         if not isinstance(out, torch.Tensor) or out.dim() != 4:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(

@@ -11,6 +11,8 @@ Plain torch; no widget imports.
 from __future__ import annotations
 
 import operator
+import threading
+
 
 import torch
 from torch import nn
@@ -43,7 +45,11 @@ def _run_to_layer(model: nn.Module, module: nn.Module, layer: str, x: torch.Tens
     """
     outs: list[object] = []
 
+    owner = threading.get_ident()
+
     def hook(_m: nn.Module, _inp: object, out: object) -> object:
+        if threading.get_ident() != owner:
+            return None  # the same model used at the same time by another thread
         outs.append(out)
         if call >= 0:
             if len(outs) == call + 1:

@@ -201,8 +201,8 @@ def capture_activations(
     output : torch.Tensor
         The model's output (detached).
     acts : dict of str to torch.Tensor
-        Detached tensor outputs by layer name; layers whose output is not a tensor, or that
-        did not run, are absent.
+        Detached tensor outputs by layer name, in the order the layers first ran; layers
+        whose output is not a tensor, or that did not run, are absent.
 
     Notes
     -----
@@ -217,10 +217,13 @@ def capture_activations(
         if n not in all_layers:
             get_layer(model, n)  # raises with the list of valid names
     seen: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    fired: list[str] = []  # execution order
 
     def make_hook(name: str):
         def hook(_module, _inp, out):
             if isinstance(out, torch.Tensor):
+                if not seen[name]:
+                    fired.append(name)
                 # clone: an in-place op later in the forward pass (ReLU(inplace=True)) would
                 # otherwise change the stored tensor
                 seen[name].append(out.detach().clone())
@@ -231,7 +234,8 @@ def capture_activations(
             all_layers[n].register_forward_hook(make_hook(n))
         out = model(x)
     acts = {}
-    for n, outs in seen.items():
+    for n in fired:
+        outs = seen[n]
         if outs:
             acts[n] = outs[call] if -len(outs) <= call < len(outs) else outs[-1]
     out = out.detach() if isinstance(out, torch.Tensor) else out

@@ -16,11 +16,11 @@ from ..core.activations import map_stats, maps_codes, order_channels, top_channe
 from ..core.colormaps import lut as make_lut
 from ..core.deconv import reconstruct as deconv_reconstruct
 from ..core.filters import grid_shape, render_grid
-from ..core.inputs import as_batch, check_stats, to_display
+from ..core.images import ImageSet
 from ..core.model import capture_activations, check_model, model_device
 from ._base import BaseWidget, checked
 from ._worker import LatestWorker, model_lock
-from .selection import SelectionMixin
+from .selection import Selection, SelectionMixin
 
 __all__ = ["ActivationExplorer", "blend_overlay"]
 
@@ -57,10 +57,6 @@ def blend_overlay(image: np.ndarray, codes: np.ndarray, lut: np.ndarray, opacity
     a = int(np.floor(float(opacity) * 255 + 0.5))
     out = (image.astype(np.int32) * (255 - a) + colour * a + 127) // 255
     return out.astype(np.uint8)
-
-
-def _rgb(img: np.ndarray) -> np.ndarray:
-    return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img[..., :3]
 
 
 def _norm_uint8(x: torch.Tensor) -> np.ndarray:
@@ -153,17 +149,13 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
     ) -> None:
         self._model = check_model(model)
         self._device = model_device(model)
-        x = as_batch(images, mean=mean, std=std)
-        self._x = x
-        self._mean, self._std = check_stats(mean, std, x.shape[1])
-        n = x.shape[0]
-        self._labels = self._check_labels(labels, n)
+        self._images = ImageSet(images, labels, classes, mean=mean, std=std)
+        self._x = self._images.x
         self._cache: OrderedDict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._thumbs: dict[int, np.ndarray] = {}
         logits, acts = self._forward(0)
-        n_out = int(logits.shape[-1]) if logits.dim() >= 1 else 1
-        self._classes = self._check_classes(classes, n_out)
+        self._images.check_classes(int(logits.shape[-1]) if logits.dim() >= 1 else 1)
+        n = len(self._images)
         modules = dict(self._model.named_modules())
         # layers with a 4-D output (C, H, W per image); plain containers repeat their last child
         names = [k for k, v in acts.items()
@@ -171,6 +163,10 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
         if not names:
             raise ValueError("no layer of the model has a 4-D (N x C x H x W) output for these images")
         self._layer_names = names
+        if layer is not None:
+            self._check_layer_name(layer)
+        if selection is not None and not isinstance(selection, Selection):
+            self._join(selection)  # raises the TypeError with its hint
         self._closed = False
         self._from_page = False
         self._worker = LatestWorker("cnnwidgets-activations")
@@ -191,27 +187,6 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
         self._recon_worker.wait()
         self.on_msg(self._on_page_message)
 
-    # ------------------------------------------------------------------ validation helpers
-    @staticmethod
-    def _check_labels(labels: Any, n: int) -> np.ndarray | None:
-        if labels is None:
-            return None
-        arr = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
-        if arr.shape[0] != n:
-            raise ValueError(f"labels has {arr.shape[0]} entries but there are {n} images; give one label per image")
-        return arr.astype(np.int64)
-
-    @staticmethod
-    def _check_classes(classes: Any, n_out: int) -> list[str] | None:
-        if classes is None:
-            return None
-        names = [str(c) for c in classes]
-        if len(names) < n_out:
-            raise ValueError(
-                f"classes names {len(names)} classes but the model has {n_out} outputs; give at least {n_out} names"
-            )
-        return names
-
     # ------------------------------------------------------------------ compute (cached)
     def _forward(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and every layer's output for image ``index``: one forward pass, cached."""
@@ -222,6 +197,10 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
                 return hit
         xi = self._x[index : index + 1].to(self._device)
         with model_lock(self._model):
+            with self._cache_lock:
+                hit = self._cache.get(index)  # filled while we waited for the lock?
+            if hit is not None:
+                return hit
             try:
                 logits, acts = capture_activations(self._model, xi)
             except RuntimeError as exc:
@@ -246,10 +225,7 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
         return ""
 
     def _check_index(self, index: int) -> int:
-        n = self._x.shape[0]
-        if not isinstance(index, (int, np.integer)) or not 0 <= int(index) < n:
-            raise ValueError(f"index must be an int in 0..{n - 1}, got {index!r}")
-        return int(index)
+        return self._images.check_index(index)
 
     def _check_layer_name(self, layer: str) -> str:
         if layer not in self._layer_names:
@@ -341,14 +317,7 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
 
     def display_image(self, index: int | None = None) -> np.ndarray:
         """Image ``index`` as shown (normalization undone), uint8 (H, W, C)."""
-        index = self.index if index is None else self._check_index(index)
-        img = self._thumbs.get(index)
-        if img is None:
-            img = to_display(self._x[index], mean=self._mean, std=self._std)
-            if len(self._thumbs) > 4096:
-                self._thumbs.clear()
-            self._thumbs[index] = img
-        return img
+        return self._images.display(self.index if index is None else self._check_index(index))
 
     def maps_image(self) -> np.ndarray:
         """The grid of maps as the page draws it, uint8 (H, W, 3)."""
@@ -362,7 +331,7 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
         channel = self.channel if channel is None else channel
         meta = self._maps_meta
         codes = np.frombuffer(self._maps, np.uint8).reshape(meta["n"], meta["h"], meta["w"])[channel]
-        img = _rgb(self.display_image())
+        img = self._images.display_rgb(self.index)
         return blend_overlay(img, codes, make_lut(OVERLAY_CMAP), self.opacity if opacity is None else opacity)
 
     def wait(self, timeout: float = 60.0) -> bool:
@@ -459,14 +428,19 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
         if self._ready:
             self._schedule(self._update_image)
 
-    @t.observe("layer", "sort", "scale", "zoom")
-    def _on_view(self, change):
+    @t.observe("layer")
+    def _on_layer(self, change):
         if self._ready:
-            if change["name"] == "layer" and self.channel >= 0:
+            if self.channel >= 0:
                 n = self._forward(self.index)[1][change["new"]].shape[0]
                 if self.channel >= n:
                     self.channel = -1
             self._schedule(self._update_maps_and_recon)
+
+    @t.observe("sort", "scale", "zoom")
+    def _on_style(self, change):
+        if self._ready:
+            self._schedule(self._update_maps)  # the projection does not depend on these
 
     @t.observe("channel")
     def _on_channel(self, change):
@@ -507,8 +481,9 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
         proj, chans = self.reconstruct_batch(idx, layer)
         pairs = []
         for i, p in zip(idx, proj):
-            pairs.append(_rgb(self.display_image(i)))
-            pairs.append(_rgb(_norm_uint8(torch.from_numpy(p))))
+            pairs.append(self._images.display_rgb(i))
+            proj = _norm_uint8(torch.from_numpy(p))
+            pairs.append(np.repeat(proj, 3, axis=-1) if proj.shape[-1] == 1 else proj[..., :3])
         arr = np.stack(pairs)
         with self.hold_sync():
             self._batch = arr.tobytes()
@@ -523,8 +498,8 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
         img = self.display_image(index)
         p = torch.softmax(logits.reshape(-1), 0)
         pred = int(p.argmax())
-        label = None if self._labels is None else int(self._labels[index])
-        name = (lambda c: self._classes[c] if self._classes and c is not None and 0 <= c < len(self._classes) else c)
+        label = self._images.label(index)
+        name = self._images.class_name
         with self.hold_sync():
             self._image = img.tobytes()
             self._image_meta = {
@@ -532,7 +507,7 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
                 "h": img.shape[0],
                 "w": img.shape[1],
                 "c": img.shape[2],
-                "label": name(label) if label is not None else None,
+                "label": name(label),
                 "predicted": name(pred),
                 "probability": float(p[pred]),
                 "correct": None if label is None else label == pred,

@@ -30,7 +30,8 @@ class Selection(BaseWidget):
     channel : int
         Selected channel (feature map / filter) of that layer; -1 for none.
     target : int
-        Target class index (for attribution and class objectives); -1 for "predicted".
+        Target class index (for attribution and class objectives); -1 for the predicted
+        class, -2 for the image's true label.
 
     Examples
     --------
@@ -59,11 +60,20 @@ class Selection(BaseWidget):
             raise ValueError(f"index must be >= 0, got {proposal['value']}")
         return proposal["value"]
 
-    @t.validate("channel", "target")
+    @t.validate("channel")
     @checked
-    def _check_minus_one(self, proposal):
+    def _check_channel(self, proposal):
         if proposal["value"] < -1:
-            raise ValueError(f"{proposal['trait'].name} must be >= -1 (-1 = none), got {proposal['value']}")
+            raise ValueError(f"channel must be >= -1 (-1 = none), got {proposal['value']}")
+        return proposal["value"]
+
+    @t.validate("target")
+    @checked
+    def _check_target(self, proposal):
+        if proposal["value"] < -2:
+            raise ValueError(
+                f"target must be >= -2 (a class index, -1 = predicted, -2 = true label), got {proposal['value']}"
+            )
         return proposal["value"]
 
     def __repr__(self) -> str:

@@ -383,6 +383,13 @@ def _resetting(indices, counter: SentCounter):
         yield i
 
 
+def _forget_display(ex, index: int) -> None:
+    """Drop image ``index`` from the widget's cache of display images, wherever it keeps it."""
+    for cache in (getattr(ex, "_thumbs", None), getattr(getattr(ex, "_images", None), "_display", None)):
+        if isinstance(cache, dict):
+            cache.pop(index, None)
+
+
 def image_change_timing(ex, indices, *, warmup: int, repeats: int, budget_s: float | None = None) -> Timing:
     """Median time of ``ex.index = i`` for fresh images (the per-image cache never hits).
 
@@ -395,7 +402,7 @@ def image_change_timing(ex, indices, *, warmup: int, repeats: int, budget_s: flo
         ex.wait()  # the previous change's background projection, untimed
         i = next(indices)
         assert i != ex.index and i not in ex._cache, i  # a cache miss: the forward pass runs
-        ex._thumbs.pop(i, None)  # and the displayed image is built anew
+        _forget_display(ex, i)  # and the displayed image is built anew
         nxt[0] = i
 
     def change():
@@ -515,7 +522,7 @@ def bench_activation_explorer(quick: bool) -> list[Row]:
     counter_v = SentCounter(exv)
     cases = [("features.15", (1, 3) if quick else (1, 5))]
     if not quick:
-        cases.append(("features.29", (1, 3)))
+        cases.append(("features.29", (1, 5)))
     for layer, (warm, reps) in cases:
         exv.layer = layer
         exv.wait()

@@ -51,8 +51,10 @@ def test_validation_on_assignment():
     with pytest.raises(ValueError, match="channel"):
         sel.channel = -2
     with pytest.raises(ValueError, match="target"):
-        sel.target = -2
+        sel.target = -3
     assert (sel.index, sel.channel, sel.target) == (2, 4, -1)
+    sel.target = -2  # the true label
+    assert sel.target == -2
     sel.channel = -1  # "none" is fine
     sel.index = 0
     assert (sel.index, sel.channel) == (0, -1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import weakref
 
 import pytest
 from torch import nn
@@ -145,7 +146,8 @@ def test_model_lock_is_one_rlock_per_model():
 def test_model_lock_does_not_keep_the_model_alive():
     m = nn.Linear(2, 2)
     model_lock(m)
-    n = len(_worker._MODEL_LOCKS)
+    assert m in _worker._MODEL_LOCKS
+    ref = weakref.ref(m)
     del m
     gc.collect()
-    assert len(_worker._MODEL_LOCKS) == n - 1
+    assert ref() is None
