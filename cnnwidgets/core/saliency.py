@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import operator
 import os
 import sys
@@ -111,7 +112,7 @@ Target = Union[int, Sequence[int], np.ndarray, torch.Tensor, None]
 #: Standard deviation of the Gaussian used for the "blur" baseline, as a fraction of max(H, W).
 BLUR_SIGMA_FRACTION: float = 0.1
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _MISSING = object()
 
 
@@ -506,7 +507,7 @@ def smoothgrad(
     """
     samples = _check_int(samples, "samples", 1)
     batch_size = _check_int(batch_size, "batch_size", 1)
-    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
+    if isinstance(noise, bool) or not (isinstance(noise, numbers.Real) and math.isfinite(noise) and noise >= 0):
         raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
     with _prepared(model, x, target) as (xd, t):
         return _smoothgrad(model, xd, t, samples, float(noise), batch_size, seed)
@@ -807,7 +808,7 @@ def to_heatmap(attr: torch.Tensor | np.ndarray, mode: HeatmapMode = "abs") -> np
         raise ValueError(f"mode must be one of {', '.join(repr(m) for m in HEATMAP_MODES)}; got {mode!r}")
     a = torch.as_tensor(attr.detach() if isinstance(attr, torch.Tensor) else np.asarray(attr))
     single = a.dim() == 3
-    if a.dim() not in (3, 4) or (not a.is_floating_point() and a.dtype == torch.bool):
+    if a.dim() not in (3, 4):
         raise ValueError(f"attr must be N x C x H x W (or C x H x W), got shape {tuple(a.shape)}")
     a = a.to(device="cpu", dtype=torch.float64)
     if single:

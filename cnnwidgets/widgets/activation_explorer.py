@@ -208,11 +208,11 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
                     f"the model rejects images of shape {tuple(self._x.shape[1:])} (C, H, W): {exc}. "
                     f"{self._expected_hint()}"
                 ) from None
-        entry = (logits[0].float().cpu(), {k: v[0].cpu() for k, v in acts.items() if v.dim() >= 2})
-        with self._cache_lock:
-            self._cache[index] = entry
-            while len(self._cache) > self.CACHE_IMAGES:
-                self._cache.popitem(last=False)
+            entry = (logits[0].float().cpu(), {k: v[0].cpu() for k, v in acts.items() if v.dim() >= 2})
+            with self._cache_lock:  # still under the model lock: a waiting thread finds it
+                self._cache[index] = entry
+                while len(self._cache) > self.CACHE_IMAGES:
+                    self._cache.popitem(last=False)
         return entry
 
     def _expected_hint(self) -> str:
