@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["is_diverging", "NONFINITE_CODE", "NONFINITE_RGB", "MID_CODE", "MAX_CODE", "lut", "gray_lut", "diverging_lut"]
+__all__ = ["blend_overlay", "heat_codes", "is_diverging", "NONFINITE_CODE", "NONFINITE_RGB", "MID_CODE", "MAX_CODE", "lut", "gray_lut", "diverging_lut"]
 
 #: Highest data code: values are quantized to 0..254.
 MAX_CODE = 254
@@ -80,3 +80,42 @@ def lut(name: str) -> np.ndarray:
         ) from None
     rgba = cmap(np.linspace(0.0, 1.0, MAX_CODE + 1))
     return _finish(rgba[:, :3] * 255.0)
+
+
+def blend_overlay(image: np.ndarray, codes: np.ndarray, table: np.ndarray, opacity: float) -> np.ndarray:
+    """Draw a map of codes over an image, exactly as the front end does (integer arithmetic).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        uint8 (H, W, 3).
+    codes : numpy.ndarray
+        uint8 (h, w), upsampled to H x W by nearest neighbour (source row ``y * h // H``).
+    table : numpy.ndarray
+        uint8 (256, 3) colours of the codes.
+    opacity : float
+        0 shows the image only, 1 the map only.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (H, W, 3): ``(image * (255 - a) + colour * a + 127) // 255`` with
+        ``a = floor(opacity * 255 + 0.5)``.
+    """
+    H, W = image.shape[:2]
+    h, w = codes.shape
+    ys = (np.arange(H) * h) // H
+    xs = (np.arange(W) * w) // W
+    colour = table[codes[ys][:, xs]].astype(np.int32)
+    a = int(np.floor(float(opacity) * 255 + 0.5))
+    out = (image.astype(np.int32) * (255 - a) + colour * a + 127) // 255
+    return out.astype(np.uint8)
+
+
+def heat_codes(heat: np.ndarray, signed: bool) -> np.ndarray:
+    """Codes for a heatmap in [0, 1] (or [-1, 1] when ``signed``, zero at code 127); NaN -> 255."""
+    h = np.asarray(heat, dtype=np.float32)
+    q = h * MID_CODE + (MID_CODE + 0.5) if signed else h * MAX_CODE + 0.5
+    codes = np.clip(np.nan_to_num(q, nan=0.0), 0, MAX_CODE + 0.5).astype(np.uint8)
+    codes[~np.isfinite(h)] = NONFINITE_CODE
+    return codes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .activation_explorer import ActivationExplorer
 from .filter_grid import FilterGrid
+from .saliency_viewer import SaliencyViewer
 from .selection import Selection
 
-__all__ = ["ActivationExplorer", "FilterGrid", "Selection"]
+__all__ = ["ActivationExplorer", "FilterGrid", "SaliencyViewer", "Selection"]

@@ -116,7 +116,7 @@ class FilterGrid(SelectionMixin, BaseWidget):
             self.layer = layer
             self.mode = mode if mode is not None else self._default_mode(layer)
         self._compute()
-        self._join(selection)
+        self._join(selection, explicit=("layer",) if layer is not None else ())
 
     # ------------------------------------------------------------------ public API
     @property

@@ -83,7 +83,9 @@ class Selection(BaseWidget):
 class SelectionMixin:
     """Two-way link between a view's traits and a :class:`Selection`.
 
-    A value the view cannot show (a channel beyond its layer's width, a layer it does not
+    On joining, the view takes the Selection's values, except those the Selection does not
+    have yet and those passed explicitly to the view's constructor, which it gives to the
+    Selection. A value the view cannot show (a channel beyond its layer's width, a layer it does not
     have) is ignored by that view instead of raising, so views with different layers can
     share one Selection.
     """
@@ -92,7 +94,7 @@ class SelectionMixin:
     #: Which of SHARED this view takes part in.
     _shared: tuple[str, ...] = ()
 
-    def _join(self, selection: Selection | None) -> None:
+    def _join(self, selection: Selection | None, explicit: tuple[str, ...] = ()) -> None:
         if selection is None:
             self.selection = None
             return
@@ -106,7 +108,7 @@ class SelectionMixin:
         for name in self._shared:
             sel_value = getattr(selection, name)
             own_default = name == "layer" and not sel_value or name in ("channel", "target") and sel_value == -1
-            if own_default:
+            if own_default or name in explicit:
                 self._push(name, getattr(self, name))  # the Selection is empty: this view fills it
             else:
                 self._pull(name, sel_value)

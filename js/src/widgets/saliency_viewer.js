@@ -1,0 +1,180 @@
+// SaliencyViewer front end. Python side: cnnwidgets/widgets/saliency_viewer.py
+// Traits read: index, n_images, method, methods, target, class_names, layer, layers, display,
+//   cmap, opacity, view, busy, status, progress, _image/_image_meta, _heat (uint8 H x W codes),
+//   _heat_meta, _heat_lut (256 x 3), _panels (K x H x W codes), _panel_images, _panels_meta,
+//   chart (a bqplot Figure, rendered as a child view).
+// Traits written: index, method, target, layer, display, opacity, view, steps, samples, noise, baseline.
+import { bytesView } from "../lib/codecs.js";
+import { mountChild } from "../lib/children.js";
+import { boundSelect, h, labelled } from "../lib/dom.js";
+import { blendOverlay, fitScale } from "../lib/image.js";
+import { ensureExplorerStyle } from "../lib/style.js";
+
+const LABELS = {
+  vanilla: "gradient (vanilla)",
+  grad_x_input: "gradient × input",
+  smoothgrad: "SmoothGrad",
+  integrated_gradients: "Integrated Gradients",
+  guided_backprop: "guided backprop",
+  deconvnet: "deconvnet",
+  gradcam: "Grad-CAM",
+  guided_gradcam: "guided Grad-CAM",
+  layer_gradient: "layer gradient",
+};
+
+function render({ model, el }) {
+  ensureExplorerStyle();
+  const root = h("div", { class: "cnnw-root cnnw-saliency-viewer" });
+  el.append(root);
+  const set = (k, v) => {
+    model.set(k, v);
+    model.save_changes();
+  };
+  let frames = 0;
+
+  // ---- toolbar
+  const number = h("input", { type: "number", min: "0", step: "1", class: "cnnw-index-number", style: { width: "5em" } });
+  number.addEventListener("change", () => {
+    const n = model.get("n_images");
+    set("index", Math.max(0, Math.min(n - 1, Math.floor(Number(number.value) || 0))));
+  });
+  const step = (d) => () => set("index", Math.max(0, Math.min(model.get("n_images") - 1, model.get("index") + d)));
+  const methodSel = boundSelect(model, "method", [], "cnnw-method");
+  const targetSel = h("select", { class: "cnnw-target" });
+  targetSel.addEventListener("change", () => set("target", Number(targetSel.value)));
+  const layerSel = boundSelect(model, "layer", [], "cnnw-layer");
+  const displaySel = boundSelect(model, "display", [["abs", "absolute"], ["signed", "signed"]], "cnnw-display");
+  const viewSel = boundSelect(model, "view", [["single", "one image"], ["compare", "compare methods"], ["grid", "many images"]], "cnnw-view");
+  const opacity = h("input", { type: "range", min: "0", max: "1", step: "0.01", class: "cnnw-opacity" });
+  opacity.addEventListener("input", () => set("opacity", Number(opacity.value)));
+  const steps = h("input", { type: "number", min: "1", max: "1000", class: "cnnw-steps", style: { width: "4.5em" } });
+  steps.addEventListener("change", () => set("steps", Math.max(1, Math.floor(Number(steps.value) || 1))));
+  const samples = h("input", { type: "number", min: "1", max: "1000", class: "cnnw-samples", style: { width: "4.5em" } });
+  samples.addEventListener("change", () => set("samples", Math.max(1, Math.floor(Number(samples.value) || 1))));
+  const baseline = boundSelect(model, "baseline", [["black", "black"], ["blur", "blurred"], ["noise", "noise"]], "cnnw-baseline");
+  const igOpts = h("span", { class: "cnnw-field" }, [labelled("steps", steps), labelled("baseline", baseline.node)]);
+  const sgOpts = h("span", { class: "cnnw-field" }, [labelled("samples", samples)]);
+  const layerField = labelled("layer", layerSel.node);
+  root.append(
+    h("div", { class: "cnnw-toolbar" }, [
+      labelled("image", h("span", {}, [h("button", { class: "cnnw-prev", onclick: step(-1) }, ["◀"]), number,
+        h("button", { class: "cnnw-next", onclick: step(1) }, ["▶"])])),
+      labelled("method", methodSel.node),
+      labelled("explain class", targetSel),
+      layerField, igOpts, sgOpts,
+    ]),
+    h("div", { class: "cnnw-toolbar" }, [
+      labelled("display", displaySel.node),
+      labelled("opacity", opacity),
+      labelled("view", viewSel.node),
+    ]),
+  );
+
+  // ---- main panel: heatmap over the image, and the probability chart
+  const heatCanvas = h("canvas", { class: "cnnw-heat" });
+  const caption = h("div", { class: "cnnw-caption cnnw-heat-caption" });
+  const chartBox = h("div", { class: "cnnw-chart" });
+  const status = h("div", { class: "cnnw-info cnnw-status" });
+  const progress = h("progress", { class: "cnnw-progress", max: "1", value: "0" });
+  const panels = h("div", { class: "cnnw-thumbs cnnw-panels-grid" });
+  root.append(
+    h("div", { class: "cnnw-panels" }, [h("div", { class: "cnnw-panel" }, [heatCanvas, caption]), chartBox]),
+    h("div", { class: "cnnw-toolbar" }, [progress, status]),
+    panels,
+  );
+  let chartView = null;
+  mountChild(model, "chart", chartBox).then((v) => {
+    chartView = v;
+  });
+
+  const scaleOf = (m) => fitScale(m.h || 1, m.w || 1, 224);
+
+  function drawHeat() {
+    const im = model.get("_image_meta") || {};
+    const hm = model.get("_heat_meta") || {};
+    if (!im.h || !hm.h || hm.index !== im.index) return;
+    blendOverlay(heatCanvas, bytesView(model.get("_image")), im.h, im.w, im.c, bytesView(model.get("_heat")),
+      hm.h, hm.w, bytesView(model.get("_heat_lut")), model.get("opacity"), scaleOf(im));
+    frames += 1;
+    root.dataset.frame = String(frames);
+    root.dataset.heatIndex = String(hm.index);
+    root.dataset.heatMethod = hm.method;
+    root.dataset.heatTarget = String(hm.target);
+    const pred = `${im.predicted} (${(100 * im.probability).toFixed(1)}%)`;
+    caption.textContent = `image ${im.index}` + (im.label !== null && im.label !== undefined ? ` · label ${im.label}` : "") +
+      ` · predicted ${pred} · ${LABELS[hm.method] || hm.method} for class ${hm.target_name}`;
+  }
+
+  function drawPanels() {
+    const m = model.get("_panels_meta") || {};
+    if (model.get("view") === "single" || !m.items) {
+      panels.replaceChildren();
+      return;
+    }
+    const heat = bytesView(model.get("_panels"));
+    const imgs = bytesView(model.get("_panel_images"));
+    const lut = bytesView(model.get("_heat_lut"));
+    const n = m.h * m.w;
+    const sc = fitScale(m.h, m.w, 112);
+    panels.replaceChildren(
+      ...m.items.map((it, k) => {
+        const c = blendOverlay(h("canvas", { class: "cnnw-panel-canvas" }), imgs.subarray(k * n * m.c, (k + 1) * n * m.c),
+          m.h, m.w, m.c, heat.subarray(k * n, (k + 1) * n), m.h, m.w, lut, model.get("opacity"), sc);
+        const text = m.kind === "compare" ? LABELS[it.method] || it.method : `#${it.index} · class ${it.target_name}`;
+        return h("div", { class: "cnnw-thumb cnnw-panel-item", "data-index": String(it.index), "data-method": it.method,
+          onclick: () => (m.kind === "compare" ? set("method", it.method) : set("index", it.index)) }, [c, text]);
+      }),
+    );
+    root.dataset.panels = String(m.items.length);
+    root.dataset.panelsKind = m.kind;
+  }
+
+  function syncControls() {
+    number.max = String(model.get("n_images") - 1);
+    number.value = String(model.get("index"));
+    methodSel.fill((model.get("methods") || []).map((m) => [m, LABELS[m] || m]));
+    const names = model.get("class_names") || [];
+    targetSel.replaceChildren(
+      h("option", { value: "-1" }, ["predicted class"]),
+      h("option", { value: "-2" }, ["true label"]),
+      ...names.map((n, i) => h("option", { value: String(i) }, [`class ${n}`])),
+    );
+    targetSel.value = String(model.get("target"));
+    layerSel.fill((model.get("layers") || []).map((l) => [l, l]));
+    const method = model.get("method");
+    layerField.style.display = ["gradcam", "guided_gradcam", "layer_gradient"].includes(method) ? "" : "none";
+    igOpts.style.display = method === "integrated_gradients" ? "" : "none";
+    sgOpts.style.display = method === "smoothgrad" ? "" : "none";
+    steps.value = String(model.get("steps"));
+    samples.value = String(model.get("samples"));
+    opacity.value = String(model.get("opacity"));
+    const p = model.get("progress");
+    progress.style.visibility = p >= 0 ? "visible" : "hidden";
+    progress.value = Math.max(0, p);
+    status.textContent = model.get("status");
+    root.dataset.busy = String(model.get("busy"));
+  }
+
+  const handlers = [
+    [["_image", "_image_meta", "_heat", "_heat_meta", "_heat_lut"], drawHeat],
+    [["opacity"], () => { syncControls(); drawHeat(); drawPanels(); }],
+    [["_panels", "_panels_meta", "_panel_images", "view"], drawPanels],
+    [["index", "n_images", "method", "methods", "target", "class_names", "layers", "steps", "samples", "progress", "status", "busy"], syncControls],
+  ];
+  const bound = [];
+  for (const [traits, fn] of handlers) for (const tr of traits) {
+    model.on(`change:${tr}`, fn);
+    bound.push([tr, fn]);
+  }
+  syncControls();
+  drawHeat();
+  drawPanels();
+
+  return () => {
+    for (const [tr, fn] of bound) model.off(`change:${tr}`, fn);
+    for (const s of [methodSel, layerSel, displaySel, viewSel, baseline]) s.dispose();
+    if (chartView) chartView.remove();
+  };
+}
+
+export default { render };
