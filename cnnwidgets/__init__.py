@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 from . import core, demo
-from .widgets import ActivationExplorer, FilterGrid, SaliencyViewer, Selection
+from .widgets import ActivationExplorer, FilterGrid, SaliencyViewer, Selection, TSNEScatter
 
 __version__ = "0.1.0"
 
-__all__ = ["ActivationExplorer", "FilterGrid", "SaliencyViewer", "Selection", "core", "demo", "__version__"]
+__all__ = ["ActivationExplorer", "FilterGrid", "SaliencyViewer", "Selection", "TSNEScatter", "core", "demo", "__version__"]

@@ -6,5 +6,6 @@ from .activation_explorer import ActivationExplorer
 from .filter_grid import FilterGrid
 from .saliency_viewer import SaliencyViewer
 from .selection import Selection
+from .tsne_scatter import TSNEScatter
 
-__all__ = ["ActivationExplorer", "FilterGrid", "SaliencyViewer", "Selection"]
+__all__ = ["ActivationExplorer", "FilterGrid", "SaliencyViewer", "Selection", "TSNEScatter"]

@@ -109,15 +109,15 @@ class SelectionMixin:
             sel_value = getattr(selection, name)
             own_default = name == "layer" and not sel_value or name in ("channel", "target") and sel_value == -1
             if own_default or name in explicit:
-                self._push(name, getattr(self, name))  # the Selection is empty: this view fills it
+                self._sel_push(name, getattr(self, name))  # the Selection is empty: this view fills it
             else:
-                self._pull(name, sel_value)
+                self._sel_pull(name, sel_value)
 
             def push(change, name=name):
-                self._push(name, change["new"])
+                self._sel_push(name, change["new"])
 
             def pull(change, name=name):
-                self._pull(name, change["new"])
+                self._sel_pull(name, change["new"])
 
             self.observe(push, names=name)
             selection.observe(pull, names=name)
@@ -132,7 +132,7 @@ class SelectionMixin:
                 pass
         self._sel_handlers = []
 
-    def _push(self, name: str, value: Any) -> None:
+    def _sel_push(self, name: str, value: Any) -> None:
         sel = self.selection
         if sel is not None and getattr(sel, name) != value:
             try:
@@ -140,7 +140,7 @@ class SelectionMixin:
             except (ValueError, t.TraitError):
                 pass
 
-    def _pull(self, name: str, value: Any) -> None:
+    def _sel_pull(self, name: str, value: Any) -> None:
         if getattr(self, name) == value:
             return
         try:

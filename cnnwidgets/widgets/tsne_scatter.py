@@ -1,0 +1,424 @@
+"""TSNEScatter: a live 2-D map of a layer's features, with image thumbnails on hover."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import traitlets as t
+from torch import nn
+
+from ..core.embedding import (
+    Stopped,
+    check_features,
+    default_feature_layer,
+    extract_features,
+    mosaic,
+    neighbors,
+    pca_2d,
+    pixel_neighbors,
+    tsne,
+    umap_2d,
+)
+from ..core.images import ImageSet
+from ..core.model import check_model, get_layer, model_device
+from ._base import BaseWidget, checked
+from ._worker import model_lock
+from .selection import Selection, SelectionMixin
+
+__all__ = ["TSNEScatter", "thumbnail_atlas"]
+
+#: Largest atlas page side in pixels: within every browser's canvas/texture limits.
+ATLAS_PAGE = 4096
+#: Largest thumbnail side in pixels.
+THUMB_MAX = 32
+
+
+def thumbnail_atlas(images: np.ndarray, page: int = ATLAS_PAGE) -> tuple[list[np.ndarray], dict[str, int]]:
+    """Pack thumbnails (N, h, w, c) uint8 into square pages no larger than ``page`` pixels.
+
+    Thumbnail ``i`` lies on page ``i // per_page`` at row ``(i % per_page) // per_row`` and
+    column ``i % per_row`` of that page.
+
+    Returns
+    -------
+    pages : list of numpy.ndarray
+        uint8 (page_h, page_w, c) each.
+    meta : dict
+        ``thumb_h``, ``thumb_w``, ``c``, ``per_row``, ``per_page``, ``page_w``, ``page_h``, ``n``.
+    """
+    n, h, w, c = images.shape
+    per_row = max(1, page // w)
+    rows_per_page = max(1, page // h)
+    per_page = per_row * rows_per_page
+    pages = []
+    for start in range(0, n, per_page):
+        chunk = images[start : start + per_page]
+        rows = -(-len(chunk) // per_row)
+        buf = np.zeros((rows * per_row, h, w, c), np.uint8)
+        buf[: len(chunk)] = chunk
+        pages.append(buf.reshape(rows, per_row, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, per_row * w, c))
+    meta = {"thumb_h": h, "thumb_w": w, "c": c, "per_row": per_row, "per_page": per_page,
+            "page_w": per_row * w, "page_h": rows_per_page * h, "n": n}
+    return pages, meta
+
+
+def _thumbnails(images: ImageSet) -> np.ndarray:
+    """Display thumbnails (N, h, w, c) uint8, downscaled to at most THUMB_MAX pixels a side."""
+    from ..core.inputs import to_display
+
+    x = images.x
+    h, w = x.shape[2:]
+    f = max(1, int(np.ceil(max(h, w) / THUMB_MAX)))
+    out = []
+    for start in range(0, x.shape[0], 1024):
+        xb = x[start : start + 1024]
+        if f > 1:
+            xb = torch.nn.functional.avg_pool2d(xb, f, ceil_mode=True)
+        out.append(to_display(xb, mean=images.mean, std=images.std))
+    return np.concatenate(out)
+
+
+class TSNEScatter(SelectionMixin, BaseWidget):
+    """A live t-SNE (or PCA / UMAP) map of a layer's features, one point per image.
+
+    The PCA view shows at once; t-SNE then runs in a background thread and the points move
+    as it iterates. Hovering a point shows its image at once (thumbnails are in the page),
+    clicking selects it (and every view sharing the Selection follows), shift-drag selects a
+    box of points (``selected``).
+
+    Parameters
+    ----------
+    model : nn.Module
+    images : tensor or array
+        N x C x H x W floats the model takes, or uint8 N x H x W x C.
+    labels, classes : optional
+        True labels and class names.
+    layer : str, optional
+        Feature layer; default: the last hidden layer before the classifier.
+    method : {"tsne", "pca", "umap"}
+    selection : cnnwidgets.Selection, optional
+    perplexity : float
+    seed : int
+    pool : {"flatten", "avg"}
+        How a conv layer's maps become a vector.
+    mean, std : optional
+        Input normalization, for display.
+
+    Examples
+    --------
+    >>> from cnnwidgets import TSNEScatter, demo
+    >>> d = demo.mnist("val")
+    >>> ts = TSNEScatter(d.model, d.images[:500], d.labels[:500], d.classes)
+    >>> ts.wait()
+    True
+    >>> ts.embedding.shape
+    (500, 2)
+    """
+
+    _bundle = "tsne_scatter"
+    _shared = ("index",)
+
+    index = t.Int(-1).tag(sync=True)
+    selected = t.List(t.Int()).tag(sync=True)
+    method = t.Unicode("tsne").tag(sync=True)
+    layer = t.Unicode("").tag(sync=True)
+    perplexity = t.Float(30.0).tag(sync=True)
+    seed = t.Int(0).tag(sync=True)
+    color_by = t.Unicode("label").tag(sync=True)  # "label" | "predicted" | "correct"
+    hidden_classes = t.List(t.Int()).tag(sync=True)
+    class_names = t.List(t.Unicode(), read_only=True).tag(sync=True)
+    k = t.Int(8).tag(sync=True)
+    point_size = t.Float(3.0).tag(sync=True)
+    width = t.Int(640).tag(sync=True)
+    height = t.Int(520).tag(sync=True)
+
+    running = t.Bool(False).tag(sync=True)
+    iteration = t.Int(0).tag(sync=True)
+    status = t.Unicode("").tag(sync=True)
+    progress = t.Float(-1.0).tag(sync=True)
+
+    _positions = t.Bytes(b"").tag(sync=True)
+    _labels = t.Bytes(b"").tag(sync=True)
+    _predicted = t.Bytes(b"").tag(sync=True)
+    _atlas = t.List(t.Bytes()).tag(sync=True)
+    _atlas_meta = t.Dict().tag(sync=True)
+    _neighbors = t.Dict().tag(sync=True)
+
+    #: At most this many position updates per second reach the page.
+    MAX_UPDATES_PER_SECOND = 10
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: Any,
+        labels: Sequence[int] | torch.Tensor | None = None,
+        classes: Sequence[str] | None = None,
+        *,
+        layer: str | None = None,
+        method: str = "tsne",
+        selection: Any = None,
+        perplexity: float = 30.0,
+        seed: int = 0,
+        pool: str = "flatten",
+        mean: Sequence[float] | float | None = None,
+        std: Sequence[float] | float | None = None,
+    ) -> None:
+        self._model = check_model(model)
+        self._device = model_device(model)
+        self._images = ImageSet(images, labels, classes, mean=mean, std=std)
+        n = len(self._images)
+        if n < 5:
+            raise ValueError(f"a map needs at least 5 images, got {n}")
+        if method not in ("tsne", "pca", "umap"):
+            raise ValueError(f"method must be 'tsne', 'pca' or 'umap', got {method!r}")
+        if pool not in ("flatten", "avg"):
+            raise ValueError(f"pool must be 'flatten' or 'avg', got {pool!r}")
+        if selection is not None and not isinstance(selection, Selection):
+            self._join(selection)  # raises the TypeError with its hint
+        with model_lock(self._model):
+            feature_layer = layer if layer is not None else default_feature_layer(self._model, self._images.x[:1].to(self._device))
+        get_layer(self._model, feature_layer)
+        self._pool = pool
+        self._features: np.ndarray | None = None
+        self._embedding: np.ndarray | None = None
+        self._pred: np.ndarray | None = None
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._last_push = 0.0
+        self._ready = False
+        thumbs = _thumbnails(self._images)
+        pages, meta = thumbnail_atlas(thumbs)
+        self._thumbs = thumbs
+        super().__init__()
+        n_classes = None
+        if self._images.classes is not None:
+            names = list(self._images.classes)
+        elif self._images.labels is not None:
+            n_classes = int(self._images.labels.max()) + 1
+            names = [str(i) for i in range(n_classes)]
+        else:
+            names = []
+        self.set_trait("class_names", names)
+        self.layer = feature_layer
+        self.method = method
+        self.perplexity = float(perplexity)
+        self.seed = int(seed)
+        labels_arr = self._images.labels if self._images.labels is not None else np.full(n, -1)
+        self._labels = labels_arr.astype(np.int16).tobytes()
+        self._atlas_meta = meta
+        self._atlas = [p.tobytes() for p in pages]
+        self._ready = True
+        self._join(selection)
+        self.start()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def features(self) -> np.ndarray:
+        """The feature vectors, float32 (N, D) (waits for the feature pass)."""
+        self._wait_for(lambda: self._features is not None)
+        assert self._features is not None
+        return self._features
+
+    @property
+    def embedding(self) -> np.ndarray:
+        """The current 2-D positions, float32 (N, 2): PCA first, then t-SNE as it goes."""
+        self._wait_for(lambda: self._embedding is not None)
+        assert self._embedding is not None
+        return self._embedding.copy()
+
+    @property
+    def predicted(self) -> np.ndarray:
+        """The model's predicted class per image, int64 (N,)."""
+        self._wait_for(lambda: self._pred is not None)
+        assert self._pred is not None
+        return self._pred
+
+    def _wait_for(self, cond, timeout: float = 600.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            if self._done.is_set() and not cond():
+                raise RuntimeError(f"the embedding did not finish: {self.status}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the embedding is still running")
+            time.sleep(0.01)
+
+    def wait(self, timeout: float | None = 600.0) -> bool:
+        """Block until the embedding is final; True unless it timed out."""
+        return self._done.wait(timeout)
+
+    def start(self) -> None:
+        """(Re)compute features and the embedding in the background."""
+        self.stop()
+        self._stop.clear()
+        self._done.clear()
+        self.running = True
+        self._thread = threading.Thread(target=self._run, name="cnnwidgets-tsne", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the background computation (the positions reached so far stay)."""
+        self._stop.set()
+        th = self._thread
+        if th is not None and th.is_alive() and th is not threading.current_thread():
+            th.join(timeout=30)
+
+    def close(self) -> None:
+        self._closed = True
+        self.stop()
+        self._leave()
+        super().close()
+
+    def neighbors(self, index: int, k: int = 8, space: str = "feature") -> np.ndarray:
+        """The ``k`` images nearest to image ``index`` in feature or pixel space."""
+        index = self._images.check_index(index)
+        if space == "feature":
+            return neighbors(self.features, index, k)
+        if space == "pixel":
+            return pixel_neighbors(self._images.x.reshape(len(self._images), -1).numpy(), index, k)
+        raise ValueError(f"space must be 'feature' or 'pixel', got {space!r}")
+
+    def mosaic(self, grid: int | None = None) -> np.ndarray:
+        """All images merged into one picture by their 2-D position, uint8 (G*h, G*w, C)."""
+        return mosaic(self._thumbs, self.embedding, grid)
+
+    # ------------------------------------------------------------------ validation
+    @t.validate("index")
+    @checked
+    def _v_index(self, proposal):
+        v = proposal["value"]
+        return v if v == -1 else self._images.check_index(v)
+
+    @t.validate("color_by")
+    @checked
+    def _v_color(self, proposal):
+        if proposal["value"] not in ("label", "predicted", "correct"):
+            raise ValueError(f"color_by must be 'label', 'predicted' or 'correct', got {proposal['value']!r}")
+        return proposal["value"]
+
+    @t.validate("selected")
+    @checked
+    def _v_selected(self, proposal):
+        n = len(self._images)
+        return [int(i) for i in proposal["value"] if 0 <= int(i) < n]
+
+    @t.validate("method")
+    @checked
+    def _v_method(self, proposal):
+        if proposal["value"] not in ("tsne", "pca", "umap"):
+            raise ValueError(f"method must be 'tsne', 'pca' or 'umap', got {proposal['value']!r}")
+        return proposal["value"]
+
+    @t.validate("perplexity")
+    @checked
+    def _v_perplexity(self, proposal):
+        if not proposal["value"] > 0:
+            raise ValueError(f"perplexity must be > 0, got {proposal['value']}")
+        return float(proposal["value"])
+
+    @t.validate("k")
+    @checked
+    def _v_k(self, proposal):
+        if not 1 <= proposal["value"] <= 64:
+            raise ValueError(f"k must be 1..64, got {proposal['value']}")
+        return proposal["value"]
+
+    # ------------------------------------------------------------------ events
+    @t.observe("index", "k")
+    def _on_index(self, change):
+        if not self._ready:
+            return
+        i = self.index
+        if i < 0 or self._features is None:
+            self._neighbors = {}
+            return
+        self._neighbors = {"index": i, "feature": [int(v) for v in self.neighbors(i, self.k, "feature")],
+                           "pixel": [int(v) for v in self.neighbors(i, self.k, "pixel")]}
+
+    # ------------------------------------------------------------------ background work
+    def _push(self, positions: np.ndarray, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_push < 1.0 / self.MAX_UPDATES_PER_SECOND:
+            return
+        self._last_push = now
+        self._positions = np.ascontiguousarray(positions, dtype=np.float32).tobytes()
+
+    def _run(self) -> None:
+        try:
+            n = len(self._images)
+            self.status = f"features of {self.layer} for {n} images ..."
+            self.progress = 0.0
+
+            def progress(done, total):
+                self.progress = 0.9 * done / max(1, total)
+
+            with model_lock(self._model):
+                feats = extract_features(self._model, self._images.x, self.layer, pool=self._pool,
+                                         progress=progress, should_stop=self._stop.is_set)
+                self._pred = self._predict()
+            self._features = check_features(feats)
+            self._predicted = self._pred.astype(np.int16).tobytes()
+            self.progress = -1.0
+            pos = pca_2d(self._features, seed=self.seed)
+            self._embedding = pos
+            self._push(pos, force=True)
+            if self.index >= 0:
+                self._on_index(None)
+            if self.method == "pca":
+                self.status = f"PCA of {self._features.shape[1]}-d features of {self.layer}"
+                return
+            if self.method == "umap":
+                self.status = "UMAP ..."
+                pos = umap_2d(self._features, seed=self.seed)
+                self._embedding = pos
+                self._push(pos, force=True)
+                self.status = f"UMAP of {self._features.shape[1]}-d features of {self.layer}"
+                return
+            self.status = "t-SNE ..."
+
+            def step(iteration, positions):
+                self._embedding = positions
+                self.iteration = int(iteration)
+                self._push(positions)
+                return self._stop.is_set()
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                pos = tsne(self._features, perplexity=self.perplexity, seed=self.seed, callback=step,
+                           callback_every=10, initialization="pca")
+            self._embedding = pos
+            self._push(pos, force=True)
+            notes = " ".join(str(w.message) for w in caught)
+            stopped = " (stopped)" if self._stop.is_set() else ""
+            self.status = f"t-SNE of {self._features.shape[1]}-d features of {self.layer}{stopped} {notes}".strip()
+        except Stopped:
+            self.status = "stopped"
+        except Exception as exc:  # noqa: BLE001 - reported in the view, never a kernel traceback
+            self.status = f"error: {type(exc).__name__}: {exc}"
+            self.last_error = self.status
+        finally:
+            self.progress = -1.0
+            self.running = False
+            self._done.set()
+
+    def _predict(self) -> np.ndarray:
+        from ..core.model import preserved_state
+
+        out = []
+        with preserved_state(self._model), torch.no_grad():
+            for start in range(0, len(self._images), 512):
+                if self._stop.is_set():
+                    raise Stopped(start, len(self._images))
+                logits = self._model(self._images.x[start : start + 512].to(self._device))
+                out.append(logits.argmax(dim=-1).cpu().numpy())
+        return np.concatenate(out).astype(np.int64)
+
+    def __repr__(self) -> str:
+        return f"TSNEScatter(n_images={len(self._images)}, layer={self.layer!r}, method={self.method!r})"
