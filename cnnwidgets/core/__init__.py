@@ -5,7 +5,32 @@ from __future__ import annotations
 from .activations import map_stats, maps_codes, order_channels, top_channels, top_images
 from .colormaps import lut
 from .deconv import reconstruct
+from .embedding import (
+    default_feature_layer,
+    embed,
+    extract_features,
+    mosaic,
+    neighbors,
+    pca_2d,
+    pixel_neighbors,
+    tsne,
+)
+from .images import ImageSet
 from .relu_rules import relu_rule
+from .saliency import (
+    METHODS,
+    attribute,
+    deconvnet,
+    grad_x_input,
+    gradcam,
+    guided_backprop,
+    guided_gradcam,
+    integrated_gradients,
+    layer_gradient,
+    smoothgrad,
+    to_heatmap,
+    vanilla_gradient,
+)
 from .filters import FilterTiles, conv_weight, first_conv_layer, grid_shape, kernel_tiles, render_grid
 from .inputs import as_batch, to_display
 from .model import (
@@ -20,7 +45,28 @@ from .model import (
 )
 
 __all__ = [
+    "METHODS",
     "FilterTiles",
+    "ImageSet",
+    "attribute",
+    "deconvnet",
+    "default_feature_layer",
+    "embed",
+    "extract_features",
+    "grad_x_input",
+    "gradcam",
+    "guided_backprop",
+    "guided_gradcam",
+    "integrated_gradients",
+    "layer_gradient",
+    "mosaic",
+    "neighbors",
+    "pca_2d",
+    "pixel_neighbors",
+    "smoothgrad",
+    "to_heatmap",
+    "tsne",
+    "vanilla_gradient",
     "as_batch",
     "capture_activations",
     "check_model",

@@ -161,11 +161,14 @@ def _resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
             raise TypeError(f"target must hold integers, got dtype {t.dtype}") from None
         t = t.reshape(-1) if t.dim() <= 1 else t
         if t.dim() != 1 or t.numel() not in (1, n):
-            raise ValueError(f"target must be an int or hold one int per image (N = {n}), got shape {tuple(t.shape)}") from None
+            raise ValueError(
+                f"target must be an int or hold one int per image (N = {n}), got shape {tuple(t.shape)}"
+            ) from None
         t = t.to(torch.long).expand(n).clone()
     bad = (t < 0) | (t >= k)
     if bad.any():
-        raise ValueError(f"target must be in 0..{k - 1} (the model has K = {k} classes), got {t[bad].tolist()}")
+        bad_values = sorted(set(t[bad].tolist()))
+        raise ValueError(f"target must be in 0..{k - 1} (the model has K = {k} classes), got {bad_values}")
     return t.to(logits.device)
 
 
@@ -218,7 +221,9 @@ def _logits_only(model: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _prepared(model: nn.Module, x: Any, target: Target, *, logits: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+def _prepared(
+    model: nn.Module, x: Any, target: Target, *, logits: bool = True
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Validate, freeze parameters, bypass a final softmax, resolve targets.
 
     Yields ``(x, targets)``: ``x`` detached on the model's device (never the caller's tensor
@@ -246,7 +251,7 @@ def _prepared(model: nn.Module, x: Any, target: Target, *, logits: bool = True) 
 def _input_gradient(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """d logit[i, targets[i]] / d x[i] for every image i, in one forward/backward pass."""
     xg = x.clone().requires_grad_(True)
-    out = _check_logits(model(xg))
+    out = _check_logits(model(xg.clone()))  # a non-leaf copy: an in-place first layer is fine
     score = out.gather(1, targets.view(-1, 1)).sum()
     if not score.requires_grad:  # the score does not depend on the input
         return torch.zeros_like(x)
@@ -275,7 +280,13 @@ def _batched_gradients(
 
 
 def _smoothgrad(
-    model: nn.Module, x: torch.Tensor, targets: torch.Tensor, samples: int, noise: float, batch_size: int, seed: int | None
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    samples: int,
+    noise: float,
+    batch_size: int,
+    seed: int | None,
 ) -> torch.Tensor:
     n = x.shape[0]
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -563,7 +574,8 @@ def integrated_gradients(
     steps = _check_int(steps, "steps", 1)
     batch_size = _check_int(batch_size, "batch_size", 1)
     if isinstance(baseline, str) and baseline not in BASELINES:
-        raise ValueError(f"baseline must be one of {', '.join(repr(b) for b in BASELINES)} or a tensor; got {baseline!r}")
+        names = ", ".join(repr(b) for b in BASELINES)
+        raise ValueError(f"baseline must be one of {names} or a tensor; got {baseline!r}")
     with _prepared(model, x, target) as (xd, t):
         return _integrated_gradients(model, xd, t, steps, baseline, batch_size, seed)
 
@@ -705,7 +717,7 @@ def layer_gradient(model: nn.Module, x: torch.Tensor, layer: str, channel: int |
 
         handle = module.register_forward_hook(hook)
         try:
-            model(xg)
+            model(xg.clone())  # a non-leaf copy: an in-place first layer is fine
         except _StopForward:
             pass
         finally:

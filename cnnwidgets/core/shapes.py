@@ -124,43 +124,46 @@ def make_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, to
 
 
 class SmallCNN(nn.Module):
-    """A small CNN for 3 x 32 x 32 images (any size >= 8 works: global pooling at the end).
+    """A small CNN for 3 x 32 x 32 images (other sizes >= 4 work too: global pooling at the end).
+
+    Three conv / BatchNorm / ReLU blocks, global average pooling and a linear classifier, so
+    the class evidence of the last convolution layer stays where it is in the image (the
+    class activation map architecture of Zhou et al., 2016).
 
     ==================  ===============================  ======================
     name                layer                            output (32 x 32 input)
     ==================  ===============================  ======================
     ``features.0``      ``Conv2d(3, 16, 3, padding=1)``  16 x 32 x 32
-    ``features.1``      ``ReLU()``                       16 x 32 x 32
-    ``features.2``      ``MaxPool2d(2)``                 16 x 16 x 16
-    ``features.3``      ``Conv2d(16, 32, 3, padding=1)`` 32 x 16 x 16
-    ``features.4``      ``ReLU()``                       32 x 16 x 16
-    ``features.5``      ``MaxPool2d(2)``                 32 x 8 x 8
-    ``features.6``      ``Conv2d(32, 32, 3, padding=1)`` 32 x 8 x 8
-    ``features.7``      ``ReLU()``                       32 x 8 x 8
-    ``pool``            ``AdaptiveMaxPool2d(1)``         32 x 1 x 1
+    ``features.1``      ``BatchNorm2d(16)``              16 x 32 x 32
+    ``features.2``      ``ReLU()``                       16 x 32 x 32
+    ``features.3``      ``MaxPool2d(2)``                 16 x 16 x 16
+    ``features.4``      ``Conv2d(16, 32, 3, padding=1)`` 32 x 16 x 16
+    ``features.5``      ``BatchNorm2d(32)``              32 x 16 x 16
+    ``features.6``      ``ReLU()``                       32 x 16 x 16
+    ``features.7``      ``MaxPool2d(2)``                 32 x 8 x 8
+    ``features.8``      ``Conv2d(32, 32, 3, padding=1)`` 32 x 8 x 8
+    ``features.9``      ``BatchNorm2d(32)``              32 x 8 x 8
+    ``features.10``     ``ReLU()``                       32 x 8 x 8
+    ``pool``            ``AdaptiveAvgPool2d(1)``         32 x 1 x 1
     ``flatten``         ``Flatten()``                    32
     ``fc``              ``Linear(32, num_classes)``      num_classes
     ==================  ===============================  ======================
 
     Examples
     --------
-    >>> SmallCNN()(torch.zeros(2, 3, 32, 32)).shape
+    >>> SmallCNN().eval()(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 3])
     """
 
     def __init__(self, num_classes: int = 3) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 32, 3, padding=1),
-            nn.ReLU(),
-        )
-        self.pool = nn.AdaptiveMaxPool2d(1)
+        layers: list[nn.Module] = []
+        for cin, cout, pool in ((3, 16, True), (16, 32, True), (32, 32, False)):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+            if pool:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(32, num_classes)
 
@@ -189,7 +192,7 @@ def small_cnn(num_classes: int = 3, *, seed: int | None = 0) -> SmallCNN:
     --------
     >>> net = small_cnn()
     >>> [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
-    ['features.0', 'features.3', 'features.6']
+    ['features.0', 'features.4', 'features.8']
     """
     with _seeded(seed):
         return SmallCNN(num_classes).eval()
@@ -230,6 +233,12 @@ def train_small_cnn(
     list of float
         Mean training loss per epoch.
 
+    Notes
+    -----
+    The convolutions are tiny, so on a machine whose cores are busy with other work
+    ``torch.set_num_threads(1)`` can be several times faster than the default (measured:
+    about 7 s with one thread against 85 s with two on a loaded two-core machine).
+
     Examples
     --------
     >>> images, labels, _ = make_shapes(30)
@@ -258,7 +267,7 @@ def train_small_cnn(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(idx)
+                total += loss.item() * len(idx)
             losses.append(total / n)
     finally:
         model.eval()
