@@ -8,8 +8,27 @@
 from __future__ import annotations
 
 from . import core, demo
-from .widgets import ActivationExplorer, FilterGrid, SaliencyViewer, Selection, TSNEScatter
+from .widgets import (
+    ActivationExplorer,
+    Explorer,
+    FilterGrid,
+    OIPOptimizer,
+    SaliencyViewer,
+    Selection,
+    TSNEScatter,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["ActivationExplorer", "FilterGrid", "SaliencyViewer", "Selection", "TSNEScatter", "core", "demo", "__version__"]
+__all__ = [
+    "ActivationExplorer",
+    "Explorer",
+    "FilterGrid",
+    "OIPOptimizer",
+    "SaliencyViewer",
+    "Selection",
+    "TSNEScatter",
+    "__version__",
+    "core",
+    "demo",
+]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from .activation_explorer import ActivationExplorer
+from .explorer import Explorer
 from .filter_grid import FilterGrid
+from .oip_optimizer import OIPOptimizer
 from .saliency_viewer import SaliencyViewer
 from .selection import Selection
 from .tsne_scatter import TSNEScatter
 
-__all__ = ["ActivationExplorer", "FilterGrid", "SaliencyViewer", "Selection", "TSNEScatter"]
+__all__ = ["ActivationExplorer", "Explorer", "FilterGrid", "OIPOptimizer", "SaliencyViewer", "Selection", "TSNEScatter"]

@@ -41,3 +41,38 @@ export function formatNumber(v) {
   if (a !== 0 && (a < 1e-3 || a >= 1e4)) return v.toExponential(3);
   return v.toFixed(4);
 }
+
+/** A number <input> bound to a model trait (integers when `int`). */
+export function boundNumber(model, trait, cls, { int = false, min = null, max = null, step = "any", width = "5em" } = {}) {
+  const attrs = { type: "number", class: cls, step: int ? "1" : step, "data-trait": trait, style: { width } };
+  if (min !== null) attrs.min = String(min);
+  if (max !== null) attrs.max = String(max);
+  const input = h("input", attrs);
+  const sync = () => {
+    input.value = String(model.get(trait));
+  };
+  input.addEventListener("change", () => {
+    const v = Number(input.value);
+    if (!Number.isFinite(v)) return sync();
+    model.set(trait, int ? Math.round(v) : v);
+    model.save_changes();
+  });
+  sync();
+  model.on(`change:${trait}`, sync);
+  return { node: input, dispose: () => model.off(`change:${trait}`, sync) };
+}
+
+/** A checkbox bound to a boolean trait. */
+export function boundCheck(model, trait, cls) {
+  const input = h("input", { type: "checkbox", class: cls, "data-trait": trait });
+  const sync = () => {
+    input.checked = !!model.get(trait);
+  };
+  input.addEventListener("change", () => {
+    model.set(trait, input.checked);
+    model.save_changes();
+  });
+  sync();
+  model.on(`change:${trait}`, sync);
+  return { node: input, dispose: () => model.off(`change:${trait}`, sync) };
+}

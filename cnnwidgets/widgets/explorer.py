@@ -1,0 +1,96 @@
+"""Explorer: all five views over one Selection, in one dashboard."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as ipw
+import torch
+from torch import nn
+
+from .activation_explorer import ActivationExplorer
+from .filter_grid import FilterGrid
+from .oip_optimizer import OIPOptimizer
+from .saliency_viewer import SaliencyViewer
+from .selection import Selection
+from .tsne_scatter import TSNEScatter
+
+__all__ = ["Explorer"]
+
+
+def _section(title: str, body: ipw.Widget) -> ipw.VBox:
+    return ipw.VBox([ipw.HTML(f"<b>{title}</b>"), body], layout=ipw.Layout(margin="0 12px 12px 0"))
+
+
+class Explorer(ipw.VBox):
+    """One dashboard of every view, linked by one :class:`Selection`.
+
+    Clicking a filter, a feature map, a point of the t-SNE map or a class bar updates the
+    Selection, and every other view follows.
+
+    Parameters
+    ----------
+    model : nn.Module
+    images : tensor or array
+        N x C x H x W floats the model takes, or uint8 N x H x W x C.
+    labels, classes : optional
+    mean, std : optional
+        The model's input normalization.
+    tsne_images : int
+        How many images the t-SNE map shows (the first ones), to keep it quick.
+
+    Attributes
+    ----------
+    selection, filters, activations, saliency, optimizer, tsne
+        The Selection and the five views, for use from Python.
+
+    Examples
+    --------
+    >>> from cnnwidgets import Explorer, demo
+    >>> d = demo.mnist("val")
+    >>> ex = Explorer(d.model, d.images, d.labels, d.classes, mean=d.mean, std=d.std)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: Any,
+        labels: Sequence[int] | torch.Tensor | None = None,
+        classes: Sequence[str] | None = None,
+        *,
+        mean: Sequence[float] | float | None = None,
+        std: Sequence[float] | float | None = None,
+        tsne_images: int = 2000,
+    ) -> None:
+        self.selection = Selection()
+        kw = {"mean": mean, "std": std, "selection": self.selection}
+        self.activations = ActivationExplorer(model, images, labels, classes, **kw)
+        self.filters = FilterGrid(model, selection=self.selection, height=320)
+        self.saliency = SaliencyViewer(model, images, labels, classes, **kw)
+        n = min(int(tsne_images), len(self.activations._images))
+        sub_labels = None if labels is None else labels[:n]
+        self.tsne = TSNEScatter(model, self.activations._images.x[:n], sub_labels, classes, **kw)
+        self.optimizer = OIPOptimizer(model, images=self.activations._images.x[:1], **kw)
+        super().__init__(
+            [
+                self.selection,
+                ipw.HBox([_section("Feature maps", self.activations), _section("Attribution", self.saliency)],
+                         layout=ipw.Layout(flex_flow="row wrap")),
+                ipw.HBox([_section("Filters", self.filters), _section("Feature space (t-SNE)", self.tsne)],
+                         layout=ipw.Layout(flex_flow="row wrap")),
+                _section("Optimized input pattern", self.optimizer),
+            ]
+        )
+        self.add_class("cnnw-explorer")
+
+    @property
+    def views(self) -> list[ipw.Widget]:
+        return [self.filters, self.activations, self.saliency, self.optimizer, self.tsne]
+
+    def close(self) -> None:
+        """Stop every background thread and close all views."""
+        for v in self.views:
+            v.close()
+        self.selection.close()
+        super().close()
