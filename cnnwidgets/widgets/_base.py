@@ -94,5 +94,47 @@ class BaseWidget(anywidget.AnyWidget):
             log.warning("cnnwidgets: ignored a value from the page: %s", self.last_error)
             self.send_state([k for k in sync_data if k in self.keys])
 
+    #: Traits that change with the image index, exported per image by :meth:`save_html`.
+    _export_keys: tuple[str, ...] = ()
+
+    def save_html(self, path, *, images=None, title: str | None = None):
+        """Write this view into one self-contained HTML file (no kernel, no network needed).
+
+        Parameters
+        ----------
+        path : str or Path
+        images : sequence of int, optional
+            Image indices to precompute (views that show one image at a time); the page
+            switches between them with its image controls.
+        title : str, optional
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        from ._export import export_html
+
+        frames = self._export_frames(images) if images is not None else None
+        return export_html([self], path, title=title or type(self).__name__, frames=[frames])
+
+    def _export_frames(self, images):
+        """``{index: {trait: value}}`` for each image index, computed by visiting it."""
+        if not self._export_keys or images is None:
+            return None
+        original = self.index
+        frames = {}
+        try:
+            for i in images:
+                self.index = int(i)
+                if hasattr(self, "wait"):
+                    self.wait()
+                state = self.get_state(list(self._export_keys))
+                frames[int(i)] = {k: state[k] for k in self._export_keys}
+        finally:
+            self.index = original
+            if hasattr(self, "wait"):
+                self.wait()
+        return frames
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"

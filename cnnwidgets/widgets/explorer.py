@@ -88,6 +88,29 @@ class Explorer(ipw.VBox):
     def views(self) -> list[ipw.Widget]:
         return [self.filters, self.activations, self.saliency, self.optimizer, self.tsne]
 
+    def save_html(self, path, *, images=None, title: str = "cnnwidgets explorer"):
+        """Write the dashboard's views into one self-contained HTML file.
+
+        Parameters
+        ----------
+        path : str or Path
+        images : sequence of int, optional
+            Image indices whose feature maps and attribution maps are precomputed
+            (default: the current image).
+        title : str
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        from ._export import export_html
+
+        images = [self.activations.index] if images is None else list(images)
+        self.tsne.wait()
+        views = [self.activations, self.saliency, self.filters, self.tsne, self.optimizer]
+        frames = [self.activations._export_frames(images), self.saliency._export_frames(images), None, None, None]
+        return export_html(views, path, title=title, frames=frames)
+
     def close(self) -> None:
         """Stop every background thread and close all views."""
         for v in self.views:

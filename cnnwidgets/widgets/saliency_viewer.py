@@ -65,6 +65,7 @@ class SaliencyViewer(SelectionMixin, BaseWidget):
     """
 
     _bundle = "saliency_viewer"
+    _export_keys = ("index", "_image", "_image_meta", "_heat", "_heat_meta")
     _shared = ("index", "layer", "channel", "target")
 
     # --- choices
