@@ -43,22 +43,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory):
-    """A running JupyterLab: yields dict(url, token, root)."""
-    _need("jupyterlab", shutil.which("jupyter") is not None or True)
-    root = tmp_path_factory.mktemp("lab")
+def _start_server(tmp_path_factory, app: str):
+    root = tmp_path_factory.mktemp(app)
     port = _free_port()
     token = uuid.uuid4().hex
     log = open(root / "server.log", "w")
     env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", PYTHONUNBUFFERED="1")
+    if app == "lab":
+        extra = ["--LabApp.news_url=", "--LabApp.expose_app_in_browser=True",
+                 "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    else:
+        extra = ["--JupyterNotebookApp.expose_app_in_browser=True"]
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+            sys.executable, "-m", "jupyter", app, "--no-browser", f"--port={port}",
             "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--allow-root",
-            "--LabApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            f"--ServerApp.root_dir={root}", "--allow-root", "--ServerApp.disable_check_xsrf=True", *extra,
         ],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
     )
@@ -74,15 +74,36 @@ def lab(tmp_path_factory):
                 log.close()
                 raise RuntimeError("JupyterLab did not start:\n" + (root / "server.log").read_text()[-3000:])
             time.sleep(0.5)
+    return {"url": url, "token": token, "root": root, "app": app}, proc, log
+
+
+def _stop_server(proc, log):
+    proc.terminate()
     try:
-        yield {"url": url, "token": token, "root": root}
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    """A running JupyterLab 4: yields dict(url, token, root, app)."""
+    info, proc, log = _start_server(tmp_path_factory, "lab")
+    try:
+        yield info
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        _stop_server(proc, log)
+
+
+@pytest.fixture(scope="session")
+def notebook7(tmp_path_factory):
+    """A running Jupyter Notebook 7 server."""
+    info, proc, log = _start_server(tmp_path_factory, "notebook")
+    try:
+        yield info
+    finally:
+        _stop_server(proc, log)
 
 
 @pytest.fixture(scope="session")
@@ -197,9 +218,7 @@ class Notebook:
         return np.asarray(data["px"], np.uint8).reshape(data["h"], data["w"], 4)
 
 
-@pytest.fixture
-def open_notebook(lab, browser):
-    """open_notebook(name, cells) -> Notebook, already running all cells."""
+def _notebook_opener(lab, browser):
     pages = []
 
     def _open(name: str, cells: list[str], viewport=(1400, 1000)) -> Notebook:
@@ -207,17 +226,24 @@ def open_notebook(lab, browser):
         ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
         page = ctx.new_page()
         errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        # a workspace of its own, reset: no notebooks restored from earlier tests
-        workspace = f"t{uuid.uuid4().hex[:10]}"
-        page.goto(f"{lab['url']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab['token']}", timeout=90_000)
+        page.on("pageerror", lambda e: errors.append(f"{e}\n{getattr(e, 'stack', '')}"))
+        if lab["app"] == "lab":
+            # a workspace of its own, reset: no notebooks restored from earlier tests
+            workspace = f"t{uuid.uuid4().hex[:10]}"
+            url = f"{lab['url']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab['token']}"
+        else:
+            url = f"{lab['url']}/notebooks/{name}?token={lab['token']}"
+        page.goto(url, timeout=90_000)
         nb = Notebook(page, lab, name)
         nb.errors = errors
         nb.run_all()
         pages.append((ctx, page, name))
         return nb
 
-    yield _open
+    return _open, pages
+
+
+def _close_pages(pages):
     ARTIFACTS.mkdir(exist_ok=True)
     for ctx, page, name in pages:
         try:
@@ -227,3 +253,19 @@ def open_notebook(lab, browser):
         except Exception:
             pass
         ctx.close()
+
+
+@pytest.fixture
+def open_notebook(lab, browser):
+    """open_notebook(name, cells) -> Notebook in JupyterLab 4, already running all cells."""
+    opener, pages = _notebook_opener(lab, browser)
+    yield opener
+    _close_pages(pages)
+
+
+@pytest.fixture
+def open_notebook7(notebook7, browser):
+    """The same in Jupyter Notebook 7."""
+    opener, pages = _notebook_opener(notebook7, browser)
+    yield opener
+    _close_pages(pages)
