@@ -99,3 +99,43 @@ def test_tsne_hover_click_and_box_select(open_notebook):
     DOCS.mkdir(exist_ok=True)
     page.locator(TS).screenshot(path=str(DOCS / "tsne_scatter.png"))
     assert not nb.errors, nb.errors
+
+
+def test_50000_points_hover_while_kernel_busy(open_notebook):
+    """Scale: 50,000 points with thumbnails; hover answers from the page while the kernel sleeps."""
+    nb = open_notebook(
+        "tsne_50k.ipynb",
+        [
+            "import torch, cnnwidgets\n"
+            "demo = cnnwidgets.demo.mnist('all')\n"
+            "images = demo.images.repeat(5, 1, 1, 1)   # 50,000 points\n"
+            "labels = demo.labels.repeat(5)\n"
+            "ts = cnnwidgets.TSNEScatter(demo.model, images, labels, demo.classes, method='pca',\n"
+            "    mean=demo.mean, std=demo.std)\n"
+            "ts",
+        ],
+        viewport=(1300, 1000),
+    )
+    page = nb.page
+    page.wait_for_function(f"() => document.querySelector('{TS}')?.dataset.points === '50000'", timeout=180_000)
+    _wait_attr(nb, TS, "running", "false", timeout=180_000)
+    assert nb.kernel_json("[len(ts._atlas), ts._atlas_meta['page_w'] <= 4096, ts._atlas_meta['page_h'] <= 4096]") == [3, True, True]
+    page.evaluate(
+        "() => { const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;"
+        " k.requestExecute({code: 'import time; time.sleep(5)'}); }"
+    )
+    page.wait_for_timeout(300)
+    box = page.locator(f"{TS} canvas.cnnw-scatter").bounding_box()
+    times = []
+    hits = 0
+    for fx, fy in [(0.5, 0.5), (0.4, 0.55), (0.6, 0.45), (0.45, 0.4), (0.55, 0.6), (0.5, 0.35)]:
+        page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        page.wait_for_timeout(50)
+        idx = page.get_attribute(TS, "data-hover-index")
+        if idx and idx != "-1":
+            hits += 1
+            times.append(float(page.get_attribute(TS, "data-hover-ms")))
+    assert hits >= 3, "hovering the dense centre of the map finds points"
+    print(f"\n50,000 points: hover-to-thumbnail {np.median(times):.2f} ms median (max {max(times):.2f}) with the kernel busy")
+    assert nb.kernel_json("ts.last_error") is None  # runs after the sleep ends
+    assert not nb.errors, nb.errors
