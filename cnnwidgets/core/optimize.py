@@ -50,7 +50,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 import torch
@@ -248,7 +248,9 @@ class Objective:
         return f"Objective({self.name!r})"
 
     # -- arithmetic --------------------------------------------------------------------
-    def _combine(self, other: Objective, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], name: str) -> Objective:
+    def _combine(
+        self, other: Objective, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], name: str
+    ) -> Objective:
         a, b = self, other
         return Objective(
             lambda acts, logits: op(a(acts, logits), b(acts, logits)),
@@ -313,7 +315,9 @@ def _layer_output(acts: dict[str, torch.Tensor], layer: str) -> torch.Tensor:
         raise ValueError(f"layer {layer!r} was not captured (known: {sorted(acts)})") from None
 
 
-def _index_tensor(idx: int | list[int], n: int, what: str, limit: int, limit_desc: str, device: torch.device) -> torch.Tensor:
+def _index_tensor(
+    idx: int | list[int], n: int, what: str, limit: int, limit_desc: str, device: torch.device
+) -> torch.Tensor:
     """``idx`` as a LongTensor (n,), checked against 0..limit-1."""
     if isinstance(idx, list):
         if len(idx) != n:
@@ -439,7 +443,9 @@ def neuron(layer: str, c: Index, y: Index | None = None, x: Index | None = None)
         xs = _index_tensor(w // 2 if xi is None else xi, n, "x", w, f"the maps of {layer!r} are {h} x {w}", a.device)
         return a[rows, ch, ys, xs]
 
-    pos = "" if yi is None and xi is None else f"@{_label(yi) if yi is not None else 'c'},{_label(xi) if xi is not None else 'c'}"
+    pos = ""
+    if yi is not None or xi is not None:
+        pos = f"@{'c' if yi is None else _label(yi)},{'c' if xi is None else _label(xi)}"
     return Objective(fn, {layer}, False, f"{layer}:{_label(ci)}{pos}", n_list)
 
 
@@ -801,7 +807,8 @@ def _affine(img: torch.Tensor, degrees: float, factor: float) -> torch.Tensor:
     n, _, h, w = img.shape
     a = math.radians(degrees)
     cos, sin = math.cos(a) / factor, math.sin(a) / factor
-    theta = torch.tensor([[cos, sin * h / w, 0.0], [-sin * w / h, cos, 0.0]], dtype=img.dtype, device=img.device)
+    # output pixel -> input position: rotate back by ``degrees`` (y points down on screen)
+    theta = torch.tensor([[cos, -sin * h / w, 0.0], [sin * w / h, cos, 0.0]], dtype=img.dtype, device=img.device)
     grid = F.affine_grid(theta.expand(n, 2, 3), list(img.shape), align_corners=False)
     return F.grid_sample(img, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
@@ -834,8 +841,10 @@ def rotate(degrees: float | Sequence[float], *, seed: int = 0) -> Transform:
     Parameters
     ----------
     degrees : float or sequence of float
-        A number ``d``: an angle uniform in [-d, d]; a sequence: one of its angles.
-        An angle of 0 returns the image unchanged.
+        A number ``d``: an angle uniform in [-d, d]; a sequence: one of its angles. Positive
+        angles turn counter-clockwise on screen (90 is ``torch.rot90(img, 1, (-2, -1))``);
+        an angle of 0 returns the image unchanged. Bilinear sampling, reflection at the
+        borders.
 
     Examples
     --------
@@ -1091,7 +1100,9 @@ def clip_weak_pixels(
             strength = dev.pow(2).sum(1).sqrt()
         else:
             if grad is None or grad.shape != img.shape:
-                raise ValueError("clip_weak_pixels(by='contribution') needs grad, the gradient of the objective, shaped like img")
+                raise ValueError(
+                    "clip_weak_pixels(by='contribution') needs grad, the gradient of the objective, shaped like img"
+                )
             strength = (dev * grad).abs().sum(1)
         flat = strength.flatten(1)
         thr = torch.quantile(flat.double(), percentile / 100.0, dim=1).to(flat.dtype)
@@ -1239,7 +1250,9 @@ class _Runner:
 
 
 @contextlib.contextmanager
-def _prepared(model: nn.Module, objective: Objective, c: int, mean: Any, std: Any, warn: bool = True) -> Iterator[_Runner]:
+def _prepared(
+    model: nn.Module, objective: Objective, c: int, mean: Any, std: Any, warn: bool = True
+) -> Iterator[_Runner]:
     """preserved_state, frozen parameters, softmax bypass (for logits) and the hooks."""
     check_model(model)
     if not isinstance(objective, Objective):
@@ -1371,7 +1384,9 @@ def _resolve_batch(batch: Any, objective: Objective, init: Any) -> int:
     return sizes.pop() if sizes else 1
 
 
-def _start_image(init: Any, shape: tuple[int, int, int], batch: int, seed: int, init_kw: Mapping[str, Any]) -> torch.Tensor | None:
+def _start_image(
+    init: Any, shape: tuple[int, int, int], batch: int, seed: int, init_kw: Mapping[str, Any]
+) -> torch.Tensor | None:
     if init is None:
         return None
     if isinstance(init, torch.Tensor):
@@ -1419,6 +1434,46 @@ def _rms_step(params: list[torch.Tensor], grads: list[torch.Tensor], lr: float) 
     rms = (sumsq / count).sqrt()
     for p, g in zip(params, grads):
         p.add_(g / (rms.view(-1, *([1] * (g.dim() - 1))) + 1e-8), alpha=lr)
+
+
+class _Adam:
+    """Adam ascent (``maximize=True``) through torch's functional ``torch.optim.adam.adam``.
+
+    ``torch.optim.Adam(...)`` imports ``torch._dynamo`` on first construction, which takes
+    seconds -- a freeze the first time a widget switches to Adam. The functional form is the
+    same torch code without that import; if its (semi-private) signature ever changes, this
+    falls back to ``torch.optim.Adam``.
+    """
+
+    def __init__(self, params: list[torch.Tensor], lr: float) -> None:
+        self.params = params
+        self.lr = lr
+        self.exp_avg = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        self.state_steps = [torch.tensor(0.0) for _ in params]
+        self.fallback: torch.optim.Optimizer | None = None
+
+    def step(self, grads: list[torch.Tensor]) -> None:
+        if self.fallback is None:
+            try:
+                from torch.optim.adam import adam
+
+                adam(
+                    self.params, grads, self.exp_avg, self.exp_avg_sq, [], self.state_steps,
+                    foreach=False, capturable=False, differentiable=False, fused=None,
+                    grad_scale=None, found_inf=None, has_complex=False, amsgrad=False,
+                    beta1=0.9, beta2=0.999, lr=self.lr, weight_decay=0.0, eps=1e-8, maximize=True,
+                )
+                return
+            except (ImportError, TypeError):
+                if any(float(t) for t in self.state_steps):  # failed mid-run: cannot switch
+                    raise
+                self.fallback = torch.optim.Adam(self.params, lr=self.lr, maximize=True)
+        for p, g in zip(self.params, grads):
+            p.grad = g
+        self.fallback.step()
+        for p in self.params:
+            p.grad = None
 
 
 # ---------------------------------------------------------------- optimize
@@ -1473,8 +1528,8 @@ def optimize(
         (display units, 0..1, for pixels). ``"adam"``: Adam's learning rate.
     step_rule : {"rms", "adam"}
         ``"rms"``: ``x += lr * g / (sqrt(mean(g ** 2)) + 1e-8)`` per image, the gradient
-        normalized by its RMS (the classic OIP update). ``"adam"``: ``torch.optim.Adam``
-        with ``maximize=True``.
+        normalized by its RMS (the classic OIP update). ``"adam"``: torch's Adam
+        (betas 0.9, 0.999; eps 1e-8) with ``maximize=True``.
     param : {"pixel", "fourier"}
         :func:`pixel_param` or :func:`fourier_param` (decorrelated colour for C == 3).
     init : None, "gray", "multiscale" or torch.Tensor
@@ -1586,7 +1641,7 @@ def optimize(
     pix = params[0]
 
     gen = _generator(seed + 1)  # transforms; not the start image's stream
-    optimizer = torch.optim.Adam(params, lr=lr, maximize=True) if step_rule == "adam" else None
+    optimizer = _Adam(params, lr) if step_rule == "adam" else None
 
     def current() -> torch.Tensor:
         with torch.no_grad():
@@ -1621,11 +1676,7 @@ def optimize(
                 if optimizer is None:
                     _rms_step(params, grads, lr)
                 else:
-                    for p, g in zip(params, grads):
-                        p.grad = g
-                    optimizer.step()
-                    for p in params:
-                        p.grad = None
+                    optimizer.step(grads)
                 if param == "pixel":
                     pix.clamp_(0, 1)
                     for op in image_ops:

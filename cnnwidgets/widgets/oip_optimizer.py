@@ -78,7 +78,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     n_classes = t.Int(0, read_only=True).tag(sync=True)
     # --- optimization
     steps = t.Int(200).tag(sync=True)
-    lr = t.Float(0.05).tag(sync=True)
+    lr = t.Float(0.02).tag(sync=True)
     step_rule = t.Unicode("rms").tag(sync=True)  # "rms" | "adam"
     param = t.Unicode("pixel").tag(sync=True)  # "pixel" | "fourier"
     init = t.Unicode("gray").tag(sync=True)  # "gray" | "multiscale" | "dataset"
@@ -124,7 +124,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         mean: Sequence[float] | float | None = None,
         std: Sequence[float] | float | None = None,
         steps: int = 200,
-        lr: float = 0.05,
+        lr: float = 0.02,
         seed: int = 0,
         objective: str = "channel",
         param: str = "pixel",
