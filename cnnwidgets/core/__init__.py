@@ -6,7 +6,13 @@ from .activations import map_stats, maps_codes, order_channels, top_channels, to
 from .colormaps import lut
 from .deconv import reconstruct
 from .embedding import (
+    EMBEDDING_METHODS,
+    Stopped,
+    check_features,
     default_feature_layer,
+    effective_perplexity,
+    mosaic_cells,
+    umap_2d,
     embed,
     extract_features,
     mosaic,
@@ -45,7 +51,13 @@ from .model import (
 )
 
 __all__ = [
+    "EMBEDDING_METHODS",
     "METHODS",
+    "Stopped",
+    "check_features",
+    "effective_perplexity",
+    "mosaic_cells",
+    "umap_2d",
     "FilterTiles",
     "ImageSet",
     "attribute",

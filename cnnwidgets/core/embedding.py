@@ -34,6 +34,7 @@ __all__ = [
     "TsneGradient",
     "check_features",
     "default_feature_layer",
+    "effective_perplexity",
     "embed",
     "extract_features",
     "mosaic",
@@ -414,6 +415,23 @@ def pca_2d(features: Any, seed: int = 0) -> np.ndarray:
     return out
 
 
+def effective_perplexity(n_points: int, perplexity: float) -> float:
+    """The perplexity :func:`tsne` uses for ``n_points`` points: at most ``(N - 1) / 3``.
+
+    openTSNE needs ``3 * perplexity <= N - 1`` (each point's 3 * perplexity nearest
+    neighbours). A caller that wants to report the change without catching the
+    ``UserWarning`` of :func:`tsne` (``warnings.catch_warnings`` is not thread-safe) can pass
+    the value this returns, for which :func:`tsne` does not warn.
+
+    Examples
+    --------
+    >>> effective_perplexity(1000, 30.0), effective_perplexity(31, 30.0)
+    (30.0, 10.0)
+    """
+    perplexity = float(perplexity)
+    return (n_points - 1) / 3 if 3 * perplexity > n_points - 1 else perplexity
+
+
 def tsne(
     features: Any,
     *,
@@ -491,8 +509,8 @@ def tsne(
             f"negative_gradient_method must be 'auto', 'fft' or 'bh', got {negative_gradient_method!r}"
         )
     callback_every = _positive_int(callback_every, "callback_every")
-    if 3 * perplexity > n - 1:
-        lowered = (n - 1) / 3
+    lowered = effective_perplexity(n, perplexity)
+    if lowered != perplexity:
         warnings.warn(
             f"perplexity {perplexity:g} is too large for {n} points (t-SNE needs 3 * perplexity <= N - 1); "
             f"using {lowered:.4g}",
@@ -682,6 +700,30 @@ def pixel_neighbors(images: Any, index: int, k: int = 8) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- mosaic
+def _nearest_free(free: np.ndarray, point: np.ndarray, r0: int, c0: int) -> tuple[int, int]:
+    """The free cell whose centre is nearest ``point`` (row, col in cell units; ties: lowest row,
+    then column), searched in growing windows around the point's own cell ``(r0, c0)``.
+
+    A cell outside the window ``r0 +- R, c0 +- R`` is at least ``R + 0.5`` away from a point in
+    cell ``(r0, c0)``, so a free cell found nearer than that is the nearest of all.
+    """
+    g = free.shape[0]
+    radius = 1
+    while True:
+        r1, r2 = max(0, r0 - radius), min(g, r0 + radius + 1)
+        c1, c2 = max(0, c0 - radius), min(g, c0 + radius + 1)
+        window = free[r1:r2, c1:c2]
+        if window.any():
+            dr = (np.arange(r1, r2) + 0.5 - point[0]) ** 2
+            dc = (np.arange(c1, c2) + 0.5 - point[1]) ** 2
+            d2 = np.where(window, dr[:, None] + dc[None, :], np.inf)
+            k = int(np.argmin(d2))  # first minimum in row-major order
+            whole = r1 == 0 and c1 == 0 and r2 == g and c2 == g
+            if whole or d2.flat[k] < (radius + 0.5) ** 2:
+                return r1 + k // (c2 - c1), c1 + k % (c2 - c1)
+        radius *= 2
+
+
 def mosaic_cells(positions: Any, grid: int | None = None) -> np.ndarray:
     """Assign points to the cells of a G x G grid by their 2-D positions.
 
@@ -729,20 +771,13 @@ def mosaic_cells(positions: Any, grid: int | None = None) -> np.ndarray:
     own_d2 = ((rc - (own + 0.5)) ** 2).sum(axis=1)
     order = np.argsort(own_d2, kind="stable")
     cells = np.full((g, g), -1, dtype=np.int64)
-    free = np.ones(g * g, dtype=bool)
-    centres = np.stack(np.meshgrid(np.arange(g), np.arange(g), indexing="ij"), axis=-1).reshape(-1, 2) + 0.5
-    n_free = g * g
-    for i in order:
-        if n_free == 0:
-            break
-        flat = own[i, 0] * g + own[i, 1]
-        if not free[flat]:
-            d2 = ((centres - rc[i]) ** 2).sum(axis=1)
-            d2[~free] = np.inf
-            flat = int(np.argmin(d2))  # first minimum: lowest row, then column
-        free[flat] = False
-        n_free -= 1
-        cells.flat[flat] = i
+    free = np.ones((g, g), dtype=bool)
+    for i in order[: g * g]:  # each point takes one cell: the rest find the grid full
+        r, c = int(own[i, 0]), int(own[i, 1])
+        if not free[r, c]:
+            r, c = _nearest_free(free, rc[i], r, c)
+        free[r, c] = False
+        cells[r, c] = i
     return cells
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ from ..core.embedding import (
     Stopped,
     check_features,
     default_feature_layer,
+    effective_perplexity,
     extract_features,
     mosaic,
     neighbors,
@@ -389,13 +389,15 @@ class TSNEScatter(SelectionMixin, BaseWidget):
                 self._push(positions)
                 return self._stop.is_set()
 
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                pos = tsne(self._features, perplexity=self.perplexity, seed=self.seed, callback=step,
-                           callback_every=10, initialization="pca")
+            # lower the perplexity ourselves (tsne would warn, and warnings caught on this
+            # thread would swallow the user's own)
+            perplexity = effective_perplexity(len(self._features), self.perplexity)
+            notes = (f"perplexity lowered from {self.perplexity:g} to {perplexity:g} for "
+                     f"{len(self._features)} points" if perplexity < self.perplexity else "")
+            pos = tsne(self._features, perplexity=perplexity, seed=self.seed, callback=step,
+                       callback_every=10, initialization="pca")
             self._embedding = pos
             self._push(pos, force=True)
-            notes = " ".join(str(w.message) for w in caught)
             stopped = " (stopped)" if self._stop.is_set() else ""
             self.status = f"t-SNE of {self._features.shape[1]}-d features of {self.layer}{stopped} {notes}".strip()
         except Stopped:

@@ -14,6 +14,7 @@ from cnnwidgets.core.embedding import (
     Stopped,
     check_features,
     default_feature_layer,
+    effective_perplexity,
     embed,
     extract_features,
     mosaic,
@@ -214,6 +215,14 @@ def test_tsne_lowers_perplexity_for_few_points():
         assert tsne(x[:5], n_iter=50).shape == (5, 2)
 
 
+def test_effective_perplexity_value_does_not_warn(recwarn):
+    assert effective_perplexity(21, 30) == pytest.approx(20 / 3)
+    assert effective_perplexity(91, 30) == 30.0 and effective_perplexity(90, 30) == pytest.approx(89 / 3)
+    x, _ = clusters(n_per=7, d=5)
+    tsne(x, perplexity=effective_perplexity(len(x), 30), n_iter=50)
+    assert not [w for w in recwarn.list if issubclass(w.category, UserWarning)]
+
+
 def test_tsne_rejects_few_points_and_bad_values():
     with pytest.raises(ValueError, match="at least 5 points, got 4"):
         tsne(np.random.default_rng(0).normal(size=(4, 3)))
@@ -256,6 +265,34 @@ def test_mosaic_cells_places_points_nearest_their_cell_first():
     # so p3 takes it although p2 comes first by index, and p2 moves to the nearest free cell
     pos = [[0, 0], [1, 1], [0.45, 0.75], [0.3, 0.8]]
     np.testing.assert_array_equal(mosaic_cells(pos, 2), [[3, 2], [0, 1]])
+
+
+def slow_cells(positions: np.ndarray, g: int) -> np.ndarray:
+    """mosaic_cells written from its documented rule with a full scan of the free cells."""
+    lo, hi = positions.min(0), positions.max(0)
+    unit = (positions - lo) / np.where(hi > lo, hi - lo, 1)
+    unit[:, hi == lo] = 0.5
+    point = np.stack([(1 - unit[:, 1]) * g, unit[:, 0] * g], axis=1)  # (row, col) in cell units
+    centres = [(r + 0.5, c + 0.5) for r in range(g) for c in range(g)]  # row-major
+    d2 = lambda p, q: (p[0] - q[0]) ** 2 + (p[1] - q[1]) ** 2  # noqa: E731
+    own = [min(d2(p, q) for q in centres) for p in point]
+    cells = np.full((g, g), -1)
+    free = set(range(g * g))
+    for i in sorted(range(len(point)), key=lambda i: (own[i], i)):
+        if not free:
+            break
+        best = min(free, key=lambda k: (d2(point[i], centres[k]), k))
+        free.remove(best)
+        cells[best // g, best % g] = i
+    return cells
+
+
+@pytest.mark.parametrize(("n", "g"), [(150, None), (150, 8), (60, 12)])
+def test_mosaic_cells_matches_full_scan_reference(n, g):
+    rng = np.random.default_rng(n + (g or 0))
+    pos = np.concatenate([rng.normal(5.0 * c, 1.0, (n // 3, 2)) for c in range(3)])  # crowded clusters
+    expected = slow_cells(pos, g or int(np.ceil(np.sqrt(n))))
+    np.testing.assert_array_equal(mosaic_cells(pos, g), expected)
 
 
 def test_mosaic_places_images_and_fills_background():

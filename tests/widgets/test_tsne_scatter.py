@@ -1,0 +1,444 @@
+"""Tests for the TSNEScatter widget, in plain Python (no browser, no kernel).
+
+Known answers come from :mod:`cnnwidgets.core` functions called on their own
+(``extract_features``, ``pca_2d``, ``mosaic``), from the model run directly, and from
+brute-force nearest neighbours. Most tests use ``method="pca"`` (instant); t-SNE itself runs
+only where it is the point (throttled live updates, stopping).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import cnnwidgets
+from cnnwidgets import Selection, TSNEScatter
+from cnnwidgets.core import extract_features, mosaic, pca_2d, to_display
+from cnnwidgets.widgets._worker import model_lock
+from cnnwidgets.widgets.tsne_scatter import ATLAS_PAGE, thumbnail_atlas
+
+N = 400  # digits in the PCA map
+FEATURE_LAYER = "classifier.3"  # the 70-d input of the demo's last Linear
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Small passes: torch's intra-op thread pool only costs time here (much more so on a busy
+    machine). Restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return cnnwidgets.demo.mnist("val")
+
+
+@pytest.fixture(scope="module")
+def sel():
+    s = Selection()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def ts(demo, sel):
+    """A PCA map of the first N digits, joined to ``sel``."""
+    w = TSNEScatter(demo.model, demo.images[:N], demo.labels[:N], demo.classes, method="pca", selection=sel,
+                    mean=demo.mean, std=demo.std)
+    assert w.wait(120)
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def feats(demo):
+    with model_lock(demo.model):
+        return extract_features(demo.model, demo.images[:N], FEATURE_LAYER)
+
+
+def brute_force_neighbors(x: np.ndarray, i: int, k: int) -> np.ndarray:
+    x = x.astype(np.float64)
+    d2 = ((x - x[i]) ** 2).sum(axis=1)
+    d2[i] = np.inf
+    return np.argsort(d2, kind="stable")[:k]
+
+
+def positions(w: TSNEScatter) -> np.ndarray:
+    return np.frombuffer(w._positions, np.float32).reshape(-1, 2)
+
+
+def tsne_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "cnnwidgets-tsne" and t.is_alive()}
+
+
+class NaNFeatures(nn.Module):
+    """Turns every other row into NaN: a feature layer with non-finite outputs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        out[::2] = float("nan")
+        return out
+
+
+def nan_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 4), NaNFeatures(),
+                         nn.Linear(4, 3))
+
+
+# ---------------------------------------------------------------- features, embedding, predictions
+def test_layer_and_status(ts):
+    assert ts.layer == FEATURE_LAYER
+    assert ts.method == "pca"
+    assert ts.running is False and ts.progress == -1.0
+    assert ts.status == f"PCA of 70-d features of {FEATURE_LAYER}"
+    assert ts.class_names == [str(k) for k in range(10)]
+
+
+def test_features_equal_extract_features(ts, feats):
+    f = ts.features
+    assert f.shape == (N, 70) and f.dtype == np.float32
+    np.testing.assert_allclose(f, feats, rtol=1e-5, atol=1e-6)
+
+
+def test_embedding_is_the_pca_of_the_features(ts, feats):
+    e = ts.embedding
+    assert e.shape == (N, 2) and e.dtype == np.float32
+    assert np.isfinite(e).all()
+    np.testing.assert_allclose(e, pca_2d(feats, seed=0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(positions(ts), e)  # what the page received
+    e[0] = 99.0  # a copy: the widget's embedding is unchanged
+    assert ts.embedding[0, 0] != 99.0
+
+
+def test_predicted_is_argmax_of_the_model(ts, demo):
+    with model_lock(demo.model), torch.no_grad():
+        want = demo.model(demo.images[:N]).argmax(1).numpy()
+    np.testing.assert_array_equal(ts.predicted, want)
+    assert ts.predicted.dtype == np.int64
+    np.testing.assert_array_equal(np.frombuffer(ts._predicted, np.int16), want)
+    np.testing.assert_array_equal(np.frombuffer(ts._labels, np.int16), demo.labels[:N].numpy())
+
+
+@pytest.mark.parametrize("i", [0, 57, N - 1])
+@pytest.mark.parametrize("k", [1, 8, 20])
+def test_feature_neighbors_equal_brute_force(ts, feats, i, k):
+    got = ts.neighbors(i, k, "feature")
+    assert got.dtype == np.int64 and len(got) == k and i not in got
+    np.testing.assert_array_equal(got, brute_force_neighbors(feats, i, k))
+
+
+@pytest.mark.parametrize("i", [0, 57, N - 1])
+def test_pixel_neighbors_equal_brute_force(ts, demo, i):
+    x = demo.images[:N].reshape(N, -1).numpy()
+    got = ts.neighbors(i, 8, "pixel")
+    assert i not in got
+    np.testing.assert_array_equal(got, brute_force_neighbors(x, i, 8))
+    assert not np.array_equal(got, ts.neighbors(i, 8, "feature"))  # two different spaces
+
+
+def test_neighbors_bad_input(ts):
+    with pytest.raises(ValueError, match="'feature' or 'pixel'"):
+        ts.neighbors(0, 8, "latent")
+    with pytest.raises(ValueError, match=f"0..{N - 1}"):
+        ts.neighbors(N, 8)
+    with pytest.raises(ValueError):
+        ts.neighbors(0, 0)
+
+
+def test_mosaic(ts, demo):
+    thumbs = to_display(demo.images[:N], mean=demo.mean, std=demo.std)
+    m = ts.mosaic()
+    assert m.shape == (20 * 28, 20 * 28, 1) and m.dtype == np.uint8  # G = ceil(sqrt(400)) = 20
+    np.testing.assert_array_equal(m, mosaic(thumbs, ts.embedding))
+    m5 = ts.mosaic(5)
+    assert m5.shape == (5 * 28, 5 * 28, 1)
+    # every cell holds one of the digits
+    cells = [m5[r * 28 : (r + 1) * 28, c * 28 : (c + 1) * 28] for r in range(5) for c in range(5)]
+    assert all(any(np.array_equal(cell, t) for t in thumbs) for cell in cells)
+
+
+# ---------------------------------------------------------------- clicks, selection, validation
+def test_click_sets_selection_and_neighbors(ts, sel):
+    ts.last_error = None
+    ts.set_state({"index": 12})
+    assert ts.index == 12 and sel.index == 12
+    assert ts._neighbors == {
+        "index": 12,
+        "feature": [int(v) for v in ts.neighbors(12, ts.k, "feature")],
+        "pixel": [int(v) for v in ts.neighbors(12, ts.k, "pixel")],
+    }
+    assert len(ts._neighbors["feature"]) == 8
+    ts.set_state({"k": 3})
+    assert ts._neighbors["feature"] == [int(v) for v in ts.neighbors(12, 3, "feature")]
+    # the Selection moves the map's selection too
+    sel.index = 99
+    assert ts.index == 99 and ts._neighbors["index"] == 99
+    sel.index = N + 5  # not in this map: ignored
+    assert ts.index == 99
+    ts.set_state({"index": -1})  # deselect from the page
+    assert ts.index == -1 and ts._neighbors == {}
+    assert ts.last_error is None
+
+
+def test_page_index_out_of_range_is_ignored(ts):
+    ts.index = 4
+    ts.last_error = None
+    ts.set_state({"index": N})
+    assert ts.index == 4 and "index" in ts.last_error
+    with pytest.raises(ValueError, match=f"0..{N - 1}"):
+        ts.index = N
+
+
+def test_selected_from_the_page_drops_indices_out_of_range(ts):
+    ts.last_error = None
+    ts.set_state({"selected": [3, N, 7, -1, N - 1, 10**6]})
+    assert ts.selected == [3, 7, N - 1]
+    assert ts.last_error is None
+    ts.selected = [1, 2, N + 1]
+    assert ts.selected == [1, 2]
+    ts.set_state({"selected": []})
+    assert ts.selected == []
+
+
+def test_color_by(ts):
+    for v in ("predicted", "correct", "label"):
+        ts.set_state({"color_by": v})
+        assert ts.color_by == v
+    with pytest.raises(ValueError, match="'label', 'predicted' or 'correct'"):
+        ts.color_by = "size"
+    ts.last_error = None
+    ts.set_state({"color_by": "size"})  # must not raise
+    assert ts.color_by == "label" and "color_by" in ts.last_error
+
+
+def test_other_bad_values(ts, demo):
+    for name, value in [("method", "mds"), ("perplexity", 0.0), ("k", 0), ("k", 65)]:
+        old = getattr(ts, name)
+        with pytest.raises(ValueError):
+            setattr(ts, name, value)
+        assert getattr(ts, name) == old
+        ts.last_error = None
+        ts.set_state({name: value})
+        assert getattr(ts, name) == old and ts.last_error is not None
+    with pytest.raises(ValueError, match="'tsne', 'pca' or 'umap'"):
+        TSNEScatter(demo.model, demo.images[:10], method="mds")
+    with pytest.raises(ValueError, match="pool"):
+        TSNEScatter(demo.model, demo.images[:10], pool="max")
+    with pytest.raises(ValueError, match="nope"):
+        TSNEScatter(demo.model, demo.images[:10], layer="nope")
+    with pytest.raises(TypeError, match="Selection"):
+        TSNEScatter(demo.model, demo.images[:10], selection=3)
+
+
+def test_fewer_than_five_images(demo):
+    before = tsne_threads()
+    for n in (0, 1, 4):
+        with pytest.raises(ValueError):
+            TSNEScatter(demo.model, demo.images[:n])
+    with pytest.raises(ValueError, match="at least 5 images, got 4"):
+        TSNEScatter(demo.model, demo.images[:4])
+    assert tsne_threads() - before == set()
+    w = TSNEScatter(demo.model, demo.images[:5], method="pca")  # 5 is enough
+    try:
+        assert w.wait(60)
+        assert w.embedding.shape == (5, 2)
+    finally:
+        w.close()
+
+
+def test_nan_features_are_reported_not_raised(monkeypatch):
+    escaped = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args))
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    w = TSNEScatter(nan_model(), x, [0, 1, 2, 0, 1, 2, 0, 1], method="tsne")
+    try:
+        assert w.layer == "4"  # the NaN layer feeds the last Linear
+        assert w.wait(60)
+        assert escaped == []
+        assert w.running is False and w.progress == -1.0
+        assert w.status.startswith("error: ValueError") and "NaN" in w.status
+        assert "4 of 8 rows" in w.status
+        assert w.last_error == w.status
+        assert w._positions == b""  # nothing to draw
+        # what Python callers get afterwards: a RuntimeError carrying the status
+        with pytest.raises(RuntimeError, match="NaN"):
+            w.embedding
+        with pytest.raises(RuntimeError, match="NaN"):
+            w.features
+        # a click on the (empty) map does not raise
+        w.set_state({"index": 2})
+        assert w.index == 2 and w._neighbors == {}
+    finally:
+        w.close()
+    assert escaped == []
+
+
+# ---------------------------------------------------------------- thumbnails
+def test_widget_atlas_places_each_thumbnail(ts, demo):
+    meta = ts._atlas_meta
+    assert (meta["thumb_h"], meta["thumb_w"], meta["c"], meta["n"]) == (28, 28, 1, N)
+    assert meta["per_row"] == ATLAS_PAGE // 28 and meta["page_w"] <= ATLAS_PAGE and meta["page_h"] <= ATLAS_PAGE
+    assert len(ts._atlas) == 1
+    rows = -(-N // meta["per_row"])
+    page = np.frombuffer(ts._atlas[0], np.uint8).reshape(rows * 28, meta["page_w"], 1)
+    thumbs = to_display(demo.images[:N], mean=demo.mean, std=demo.std)
+    for i in (0, 1, meta["per_row"] - 1, meta["per_row"], N - 1):
+        r, c = i // meta["per_row"], i % meta["per_row"]
+        np.testing.assert_array_equal(page[r * 28 : (r + 1) * 28, c * 28 : (c + 1) * 28], thumbs[i])
+
+
+def test_large_images_get_downscaled_thumbnails():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8, 3))
+    x = torch.rand(6, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+    w = TSNEScatter(model, x, method="pca", mean=0.0, std=1.0)
+    try:
+        assert w.wait(60)
+        meta = w._atlas_meta
+        assert (meta["thumb_h"], meta["thumb_w"], meta["c"]) == (20, 20, 3)  # ceil(40 / 32) = 2
+        page = np.frombuffer(w._atlas[0], np.uint8).reshape(20, meta["page_w"], 3)
+        want = to_display(torch.nn.functional.avg_pool2d(x, 2), mean=0.0, std=1.0)
+        for i in range(6):
+            np.testing.assert_array_equal(page[:, i * 20 : (i + 1) * 20], want[i])
+        assert w.mosaic().shape == (3 * 20, 3 * 20, 3)
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_thumbnail_atlas_layout(c):
+    n, h, w, page = 30, 40, 40, 128
+    rng = np.random.default_rng(0)
+    thumbs = rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)
+    thumbs[:, 0, 0, 0] = np.arange(n)  # every thumbnail distinct
+    pages, meta = thumbnail_atlas(thumbs, page=page)
+    per_row, per_page = meta["per_row"], meta["per_page"]
+    assert (per_row, per_page) == (3, 9)  # 128 // 40 = 3 columns and 3 rows
+    assert (meta["thumb_h"], meta["thumb_w"], meta["c"], meta["n"]) == (h, w, c, n)
+    assert (meta["page_w"], meta["page_h"]) == (120, 120)
+    assert len(pages) == 4  # ceil(30 / 9)
+    for p in pages:
+        assert p.dtype == np.uint8 and p.shape[2] == c
+        assert p.shape[0] <= page and p.shape[1] <= page
+        assert p.shape[1] == meta["page_w"] and p.shape[0] <= meta["page_h"]
+    assert pages[-1].shape[0] == 40  # the last page holds 3 thumbnails: one row
+    for i in range(n):
+        pg, r, col = i // per_page, (i % per_page) // per_row, i % per_row
+        got = pages[pg][r * h : (r + 1) * h, col * w : (col + 1) * w]
+        np.testing.assert_array_equal(got, thumbs[i])
+    np.testing.assert_array_equal(pages[-1][:40, :], np.concatenate(list(thumbs[27:30]), axis=1))
+
+
+@pytest.mark.parametrize(("h", "w"), [(600, 600), (700, 900)])
+def test_atlas_pages_never_exceed_4096_pixels(h, w):
+    n = 45
+    thumbs = np.zeros((n, h, w, 1), np.uint8)
+    thumbs[:, :, :, 0] = (np.arange(n) + 1).reshape(n, 1, 1)
+    pages, meta = thumbnail_atlas(thumbs)
+    assert len(pages) > 1
+    assert meta["page_w"] <= ATLAS_PAGE and meta["page_h"] <= ATLAS_PAGE
+    per_row, per_page = meta["per_row"], meta["per_page"]
+    assert per_row == ATLAS_PAGE // w and per_page == per_row * (ATLAS_PAGE // h)
+    assert len(pages) == -(-n // per_page)
+    for p in pages:
+        assert max(p.shape[:2]) <= ATLAS_PAGE
+    for i in range(n):
+        pg, r, col = i // per_page, (i % per_page) // per_row, i % per_row
+        tile = pages[pg][r * h : (r + 1) * h, col * w : (col + 1) * w, 0]
+        assert tile.shape == (h, w) and (tile == i + 1).all()
+
+
+# ---------------------------------------------------------------- t-SNE: live, throttled, stoppable
+def test_tsne_updates_are_throttled_and_the_last_is_final(demo):
+    w = TSNEScatter(demo.model, demo.images[:300], demo.labels[:300], demo.classes, method="pca",
+                    mean=demo.mean, std=demo.std)
+    try:
+        assert w.wait(120)
+        pushes: list[float] = []
+        callbacks: list[int] = []
+        w.observe(lambda c: pushes.append(time.monotonic()), "_positions")
+        w.observe(lambda c: callbacks.append(c["new"]), "iteration")
+        w.method = "tsne"
+        t0 = time.monotonic()
+        w.start()
+        assert w.wait(300)
+        elapsed = time.monotonic() - t0
+        assert w.status.startswith(f"t-SNE of 70-d features of {FEATURE_LAYER}"), w.status
+        assert w.iteration == 750 and callbacks[-1] == 750
+        assert len(callbacks) == 75  # a callback every 10 of the 750 iterations
+        e = w.embedding
+        assert e.shape == (300, 2) and np.isfinite(e).all()
+        assert not np.allclose(e, pca_2d(w.features))
+        np.testing.assert_array_equal(positions(w), e)  # the final positions always reach the page
+        # the throttle: at most MAX_UPDATES_PER_SECOND updates a second (+ the forced PCA and final ones)
+        rate = TSNEScatter.MAX_UPDATES_PER_SECOND
+        assert len(pushes) <= rate * elapsed + 3, (len(pushes), elapsed)
+        gaps = np.diff(pushes[1:-1])  # between the throttled updates (first and last are forced)
+        assert len(gaps) > 3
+        assert np.median(gaps) >= 0.9 / rate, gaps
+        assert gaps.min() >= 0.5 / rate, gaps
+    finally:
+        w.close()
+
+
+def test_stop_ends_the_thread_and_close_leaves_none(demo):
+    w = TSNEScatter(demo.model, demo.images[:200], method="tsne", mean=demo.mean, std=demo.std)
+    try:
+        deadline = time.monotonic() + 120
+        while w.iteration < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert w.running and w.iteration >= 20
+        t0 = time.monotonic()
+        w.stop()
+        assert time.monotonic() - t0 < 5
+        assert not w._thread.is_alive()
+        assert w.running is False
+        assert "(stopped)" in w.status, w.status
+        assert w.iteration < 750
+        e = w.embedding  # the positions reached so far stay
+        assert e.shape == (200, 2) and np.isfinite(e).all()
+        np.testing.assert_array_equal(positions(w), e)
+        # restart, then close at once (during the feature pass)
+        w.start()
+        th = w._thread
+        assert th.is_alive()
+    finally:
+        w.close()
+    assert not th.is_alive()
+    assert w.running is False
+    assert "stopped" in w.status, w.status
+    assert th not in tsne_threads()
+    w.close()  # twice is fine
+
+
+def test_a_running_tsne_does_not_swallow_the_notebooks_warnings(demo, recwarn):
+    """The t-SNE thread records openTSNE's warnings for its status line. A warning raised
+    meanwhile by the user's own code (the main thread) must still reach the user, and must not
+    end up in the map's status."""
+    w = TSNEScatter(demo.model, demo.images[:200], method="pca", mean=demo.mean, std=demo.std)
+    try:
+        assert w.wait(120)
+        w.method = "tsne"
+        w.start()
+        deadline = time.monotonic() + 120
+        while w.iteration < 10 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert w.running and w.iteration >= 10  # inside the t-SNE optimization
+        warnings.warn("a warning from the notebook", UserWarning)
+        w.stop()
+        assert "(stopped)" in w.status
+        assert "a warning from the notebook" not in w.status, w.status
+        assert any("a warning from the notebook" in str(r.message) for r in recwarn.list)
+    finally:
+        w.close()
