@@ -41,6 +41,7 @@ import numbers
 import operator
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, Union
@@ -196,19 +197,48 @@ def _identity(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:  
     return input
 
 
+_NOTICE = threading.local()
+
+
+@contextlib.contextmanager
+def softmax_notice_off() -> Iterator[None]:
+    """Within the block, on this thread only, the final-softmax bypass does not warn (for views
+    that tell the user themselves; ``warnings.catch_warnings`` is process-wide, not per thread)."""
+    before = getattr(_NOTICE, "off", False)
+    _NOTICE.off = True
+    try:
+        yield
+    finally:
+        _NOTICE.off = before
+
+
+def final_softmax(model: nn.Module) -> nn.Module | None:
+    """The model's final Softmax/LogSoftmax module, if it ends in one."""
+    return _final_softmax(model)
+
+
+@contextlib.contextmanager
+def logits_only(model: nn.Module, *, notice: bool = False) -> Iterator[None]:
+    """Within the block a final Softmax/LogSoftmax passes its input through."""
+    with (contextlib.nullcontext() if notice else softmax_notice_off()), _logits_only(model):
+        yield
+
+
 @contextlib.contextmanager
 def _logits_only(model: nn.Module) -> Iterator[None]:
-    """Within the block a final Softmax/LogSoftmax passes its input through (warns once)."""
+    """Within the block a final Softmax/LogSoftmax passes its input through (warns once,
+    unless this thread is inside :func:`softmax_notice_off`)."""
     last = _final_softmax(model)
     if last is None:
         yield
         return
-    warnings.warn(
-        f"the model ends in {type(last).__name__}; attribution uses the logits before the softmax "
-        "(the module is bypassed during the call)",
-        UserWarning,
-        stacklevel=_caller_stacklevel(),
-    )
+    if not getattr(_NOTICE, "off", False):
+        warnings.warn(
+            f"the model ends in {type(last).__name__}; attribution uses the logits before the softmax "
+            "(the module is bypassed during the call)",
+            UserWarning,
+            stacklevel=_caller_stacklevel(),
+        )
     before = last.__dict__.get("forward", _MISSING)
     last.forward = _identity  # type: ignore[method-assign]
     try:

@@ -99,6 +99,7 @@ class FilterGrid(SelectionMixin, BaseWidget):
         names = conv_layers(model)
         if not names:
             first_conv_layer(model)  # raises the ValueError naming the module types found
+        explicit = ("layer",) if layer is not None else ()
         if layer is None:
             layer = names[0]
         get_layer(model, layer, kinds=CONV_TYPES)
@@ -116,7 +117,7 @@ class FilterGrid(SelectionMixin, BaseWidget):
             self.layer = layer
             self.mode = mode if mode is not None else self._default_mode(layer)
         self._compute()
-        self._join(selection, explicit=("layer",) if layer is not None else ())
+        self._join(selection, explicit=explicit)
 
     # ------------------------------------------------------------------ public API
     @property

@@ -457,6 +457,18 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             raise ValueError(f"{proposal['trait'].name} must be >= 0, got {proposal['value']}")
         return proposal["value"]
 
+    @t.observe("layer")
+    def _on_layer(self, change):
+        width = self._widths.get(change["new"], 0)
+        self._sel_muted = True  # a fallback of this view's own, not a choice to share
+        try:
+            if self.channel >= width:
+                self.channel = 0
+            if self.batch_channels and any(c >= width for c in self.batch_channels):
+                self.batch_channels = [c for c in self.batch_channels if c < width]
+        finally:
+            self._sel_muted = False
+
     # ------------------------------------------------------------------ events from the page
     def _on_page_message(self, _widget, content, _buffers):
         try:

@@ -18,7 +18,7 @@ from ..core.colormaps import blend_overlay, heat_codes
 from ..core.colormaps import lut as make_lut
 from ..core.images import ImageSet
 from ..core.model import capture_activations, check_model, conv_layers, model_device
-from ..core.saliency import BASELINES, METHODS, attribute, to_heatmap
+from ..core.saliency import BASELINES, METHODS, attribute, final_softmax, logits_only, softmax_notice_off, to_heatmap
 from ._base import BaseWidget, checked
 from ._worker import LatestWorker, model_lock
 from .selection import Selection, SelectionMixin
@@ -159,7 +159,7 @@ class SaliencyViewer(SelectionMixin, BaseWidget):
 
     # ------------------------------------------------------------------ setup helpers
     def _logits(self, index: int) -> torch.Tensor:
-        with model_lock(self._model):
+        with model_lock(self._model), logits_only(self._model):
             try:
                 out, _ = capture_activations(self._model, self._images.x[index : index + 1].to(self._device), [])
             except RuntimeError as exc:
@@ -259,10 +259,12 @@ class SaliencyViewer(SelectionMixin, BaseWidget):
         cls = self.resolve_target(index, target)
         kw = self._params(method, params)
         xi = self._images.x[index : index + 1].to(self._device)
-        with model_lock(self._model), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with model_lock(self._model), softmax_notice_off():
             a = attribute(self._model, xi, method, cls if method != "layer_gradient" else None, **kw)
-        return a[0].detach().cpu().numpy().astype(np.float32), [str(w.message) for w in caught]
+        last = final_softmax(self._model) if method != "layer_gradient" else None
+        notes = [f"the model ends in {type(last).__name__}; attribution uses the logits before the softmax "
+                 "(the module is bypassed during the call)"] if last is not None else []
+        return a[0].detach().cpu().numpy().astype(np.float32), notes
 
     def heatmap(self, index: int | None = None, method: str | None = None, target: int | str | None = None,
                 **params: Any) -> np.ndarray:
@@ -392,15 +394,15 @@ class SaliencyViewer(SelectionMixin, BaseWidget):
         if self._ready:
             self._schedule(lambda: (self._update_image(), self._update_heat(), self._refresh_panels()))
 
-    @t.observe("method", "target", "layer", "channel", "steps", "samples", "noise", "baseline")
+    @t.observe("method", "target", "layer", "channel", "steps", "samples", "noise", "baseline", "display", "cmap")
     def _on_params(self, change):
         if self._ready:
-            self._schedule(lambda: (self._update_heat(), self._refresh_panels()))
+            # a pending index change may be superseded by this job: bring the image along
+            self._schedule(lambda: (self._sync_image(), self._update_heat(), self._refresh_panels()))
 
-    @t.observe("display", "cmap")
-    def _on_display(self, change):
-        if self._ready:
-            self._schedule(lambda: (self._update_heat(), self._refresh_panels()))
+    def _sync_image(self) -> None:
+        if self._image_meta.get("index") != self.index:
+            self._update_image()
 
     @t.observe("view", "compare_methods", "grid_size")
     def _on_view(self, change):

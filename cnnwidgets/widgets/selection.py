@@ -83,9 +83,9 @@ class Selection(BaseWidget):
 class SelectionMixin:
     """Two-way link between a view's traits and a :class:`Selection`.
 
-    On joining, the view takes the Selection's values, except those the Selection does not
-    have yet and those passed explicitly to the view's constructor, which it gives to the
-    Selection. A value the view cannot show (a channel beyond its layer's width, a layer it does not
+    On joining, the view takes the Selection's values; where the Selection has no value yet
+    the view gives it its own; a value passed explicitly to the view's constructor is kept by
+    the view (and given to the Selection only if that has none). A value the view cannot show (a channel beyond its layer's width, a layer it does not
     have) is ignored by that view instead of raising, so views with different layers can
     share one Selection.
     """
@@ -94,7 +94,7 @@ class SelectionMixin:
     #: Which of SHARED this view takes part in.
     _shared: tuple[str, ...] = ()
 
-    def _join(self, selection: Selection | None, explicit: tuple[str, ...] = ()) -> None:
+    def _join(self, selection: Selection | None, explicit: tuple[str, ...] = (), passive: tuple[str, ...] = ()) -> None:
         if selection is None:
             self.selection = None
             return
@@ -108,13 +108,16 @@ class SelectionMixin:
         for name in self._shared:
             sel_value = getattr(selection, name)
             own_default = name == "layer" and not sel_value or name in ("channel", "target") and sel_value == -1
-            if own_default or name in explicit:
+            if own_default and name not in passive:
                 self._sel_push(name, getattr(self, name))  # the Selection is empty: this view fills it
+            elif name in explicit or own_default:
+                pass  # the view keeps what it was given (or its own default), without imposing it
             else:
                 self._sel_pull(name, sel_value)
 
             def push(change, name=name):
-                self._sel_push(name, change["new"])
+                if not getattr(self, "_sel_muted", False):
+                    self._sel_push(name, change["new"])
 
             def pull(change, name=name):
                 self._sel_pull(name, change["new"])

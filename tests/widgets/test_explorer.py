@@ -1,0 +1,222 @@
+"""Tests for the Explorer dashboard: five views over one Selection, in plain Python."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import cnnwidgets
+from cnnwidgets import (
+    ActivationExplorer,
+    Explorer,
+    FilterGrid,
+    OIPOptimizer,
+    SaliencyViewer,
+    Selection,
+    TSNEScatter,
+)
+
+N, N_TSNE = 300, 200
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Small passes: torch's intra-op thread pool only costs time here (much more so on a busy
+    machine). Restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return cnnwidgets.demo.mnist("val")
+
+
+@pytest.fixture(scope="module")
+def ex(demo):
+    w = Explorer(demo.model, demo.images[:N], demo.labels[:N], demo.classes, mean=demo.mean, std=demo.std,
+                 tsne_images=N_TSNE)
+    yield w
+    w.close()
+
+
+def wait_all(ex: Explorer) -> None:
+    assert ex.activations.wait()
+    assert ex.saliency.wait()
+
+
+def cnnwidgets_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("cnnwidgets-") and t.is_alive()}
+
+
+def width(demo, layer: str) -> int:
+    k = int(layer.split(".")[1])
+    with torch.no_grad():
+        return int(demo.model.features[: k + 1](demo.images[:1]).shape[1])
+
+
+# ---------------------------------------------------------------- structure
+def test_five_views_one_selection(ex, demo):
+    assert isinstance(ex.selection, Selection)
+    views = ex.views
+    kinds = [FilterGrid, ActivationExplorer, SaliencyViewer, OIPOptimizer, TSNEScatter]
+    assert len(views) == 5 and all(isinstance(v, k) for v, k in zip(views, kinds))  # (anywidget subclasses each)
+    assert (views[0], views[1], views[2], views[3], views[4]) == (ex.filters, ex.activations, ex.saliency,
+                                                                  ex.optimizer, ex.tsne)
+    assert all(v.selection is ex.selection for v in views)
+    assert ex.selection in ex.children
+    assert ex.activations.n_images == N and ex.saliency.n_images == N
+    torch.testing.assert_close(ex.tsne._images.x, demo.images[:N_TSNE])
+    np.testing.assert_array_equal(ex.tsne._images.labels, demo.labels[:N_TSNE].numpy())
+    assert ex.optimizer._shape == (1, 28, 28)
+
+
+def test_initial_state_agrees(ex):
+    sel = ex.selection
+    assert ex.activations.layer == ex.filters.layer == ex.saliency.layer == ex.optimizer.layer == sel.layer
+    assert ex.activations.index == ex.saliency.index == ex.tsne.index == sel.index
+    assert ex.activations.channel == ex.filters.channel == ex.saliency.channel == sel.channel
+
+
+# ---------------------------------------------------------------- channel and layer
+def test_activation_channel_reaches_filters_optimizer_and_saliency(ex):
+    sel = ex.selection
+    ex.activations.layer = "features.3"
+    ex.activations.channel = 5
+    assert sel.channel == 5 and sel.layer == "features.3"
+    assert (ex.filters.layer, ex.filters.channel) == ("features.3", 5)
+    assert (ex.optimizer.layer, ex.optimizer.channel) == ("features.3", 5)
+    assert (ex.saliency.layer, ex.saliency.channel) == ("features.3", 5)
+    wait_all(ex)
+    # the optimizer targets it: its objective is channel 5 of features.3
+    r = ex.optimizer.run(steps=3)
+    assert r.shape == (1, 1, 28, 28)
+    assert ex.optimizer._image_meta["channels"] == [5]
+
+
+def test_filter_click_reaches_the_other_views(ex):
+    sel = ex.selection
+    ex.activations.layer = "features.6"
+    ex.filters.set_state({"channel": 100})  # a click on a filter tile
+    assert sel.channel == 100
+    assert ex.activations.channel == 100 and ex.optimizer.channel == 100 and ex.saliency.channel == 100
+    wait_all(ex)
+
+
+def test_a_channel_a_view_lacks_is_ignored_by_that_view(ex):
+    sel = ex.selection
+    ex.activations.layer = "features.6"
+    ex.activations.channel = 3
+    ex.optimizer.layer = "classifier.1"  # 70 units; the others cannot show it and keep features.6
+    assert sel.layer == "classifier.1"
+    assert ex.activations.layer == ex.filters.layer == ex.saliency.layer == "features.6"
+    ex.optimizer.channel = 69
+    assert sel.channel == 69
+    assert ex.activations.channel == 69 and ex.filters.channel == 69  # features.6 has 128
+    ex.optimizer.channel = 3
+    ex.activations.channel = 120  # classifier.1 has only 70 units
+    assert sel.channel == 120 and ex.optimizer.channel == 3
+    wait_all(ex)
+
+
+def test_layer_change_keeps_the_optimizer_runnable(ex, demo):
+    """After a layer change through the Selection, the optimizer's (layer, channel) must stay a
+    valid pair: its Start button must work."""
+    ex.activations.layer = "features.6"
+    ex.activations.channel = 100
+    assert (ex.optimizer.layer, ex.optimizer.channel) == ("features.6", 100)
+    ex.activations.layer = "features.0"  # 32 channels: the explorer drops its channel 100
+    wait_all(ex)
+    assert ex.activations.channel == -1 and ex.selection.channel == -1
+    assert ex.optimizer.layer == "features.0"
+    assert 0 <= ex.optimizer.channel < width(demo, "features.0"), ex.optimizer.channel
+    ex.optimizer.run(steps=2)
+
+
+# ---------------------------------------------------------------- index
+def test_tsne_click_moves_saliency_and_activations(ex, demo):
+    sel = ex.selection
+    ex.tsne.set_state({"index": 150})  # a click on a point of the map
+    assert sel.index == 150
+    assert ex.saliency.index == 150 and ex.activations.index == 150
+    wait_all(ex)
+    assert ex.saliency._heat_meta["index"] == 150 and ex.saliency._image_meta["index"] == 150
+    assert ex.activations._maps_meta["index"] == 150
+    with torch.no_grad():
+        p = torch.softmax(demo.model(demo.images[150:151])[0], 0).numpy()
+    np.testing.assert_allclose(np.asarray(ex.saliency._bars.y), p, rtol=1e-5, atol=1e-7)
+    # an image beyond the map's subset: the others follow, the map keeps its point
+    ex.activations.index = 250
+    assert sel.index == 250 and ex.saliency.index == 250
+    assert ex.tsne.index == 150
+    ex.saliency.index = 7
+    assert ex.tsne.index == 7 and ex.activations.index == 7
+    wait_all(ex)
+
+
+def test_bar_click_sets_the_shared_target(ex):
+    ex.saliency._bars.selected = [4]
+    assert ex.saliency.target == 4 and ex.selection.target == 4
+    ex.selection.target = -1
+    assert ex.saliency.target == -1
+    wait_all(ex)
+
+
+# ---------------------------------------------------------------- joining order
+def test_a_view_without_a_layer_follows_the_selection(demo):
+    """Views joining a Selection take its layer unless given one explicitly (SelectionMixin)."""
+    sel = Selection()
+    a = ActivationExplorer(demo.model, demo.images[:5], layer="features.3", selection=sel)
+    views = [a]
+    try:
+        assert sel.layer == "features.3"
+        views.append(SaliencyViewer(demo.model, demo.images[:5], selection=sel))
+        assert views[-1].layer == "features.3" and sel.layer == "features.3"
+        views.append(OIPOptimizer(demo.model, images=demo.images[:1], selection=sel))
+        assert views[-1].layer == "features.3" and sel.layer == "features.3"
+        views.append(FilterGrid(demo.model, selection=sel))
+        assert sel.layer == "features.3" and a.layer == "features.3"
+        assert views[-1].layer == "features.3"
+    finally:
+        for v in views:
+            v.close()
+        sel.close()
+
+
+# ---------------------------------------------------------------- close
+def test_close_stops_every_thread(demo):
+    before = cnnwidgets_threads()
+    w = Explorer(demo.model, demo.images[:40], demo.labels[:40], demo.classes, mean=demo.mean, std=demo.std,
+                 tsne_images=20)
+    try:
+        w.optimizer.run(steps=100_000, block=False)
+        started = cnnwidgets_threads() - before
+        names = {t.name for t in started}
+        required = {"cnnwidgets-activations", "cnnwidgets-deconvnet", "cnnwidgets-top-images", "cnnwidgets-saliency",
+                    "cnnwidgets-saliency-panels", "cnnwidgets-oip"}
+        assert required <= names <= required | {"cnnwidgets-tsne"}, names  # the map may be done already
+    finally:
+        t0 = time.monotonic()
+        w.close()
+    assert time.monotonic() - t0 < 35
+    assert not any(t.is_alive() for t in started)
+    assert cnnwidgets_threads() - before == set()
+    assert w.optimizer.result is not None and w.optimizer.result.stopped
+    w.close()  # twice is fine
+
+
+def test_close_the_shared_explorer(ex):
+    ex.activations.layer = "features.3"
+    ex.activations.channel = 1
+    ex.optimizer.objective = "channel"
+    ex.optimizer.run(steps=100_000, block=False)
+    threads = [ex.optimizer._thread, ex.tsne._thread, ex.saliency._worker._thread, ex.saliency._panel_worker._thread,
+               ex.activations._worker._thread]
+    ex.close()
+    assert not any(t is not None and t.is_alive() for t in threads)

@@ -1,0 +1,493 @@
+"""Tests for the OIPOptimizer widget, in plain Python (no browser, no kernel).
+
+Known answers come from :func:`cnnwidgets.core.optimize.optimize` called on its own and from
+the demo model run directly on the optimized images.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import cnnwidgets
+from cnnwidgets import OIPOptimizer, Selection
+from cnnwidgets.core import optimize as opt
+from cnnwidgets.widgets._worker import model_lock
+
+SHAPE = (1, 28, 28)
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Single-image steps: torch's intra-op thread pool only costs time here (much more so on a
+    busy machine). Restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return cnnwidgets.demo.mnist("val")
+
+
+@pytest.fixture
+def oip(demo):
+    w = OIPOptimizer(demo.model, images=demo.images[:1], mean=demo.mean, std=demo.std)
+    yield w
+    w.close()
+
+
+def normalize(demo, img: torch.Tensor) -> torch.Tensor:
+    return (img - demo.mean[0]) / demo.std[0]
+
+
+def channel_means(demo, images, layer_index: int, channels) -> np.ndarray:
+    """Mean activation of ``features.<layer_index>`` channel ``channels[b]`` for image b, run directly."""
+    x = normalize(demo, torch.as_tensor(images))
+    with model_lock(demo.model), torch.no_grad():
+        a = demo.model.features[: layer_index + 1](x)
+    return np.array([float(a[b, c].mean()) for b, c in enumerate(channels)])
+
+
+def decoded_image(w: OIPOptimizer) -> np.ndarray:
+    m = w._image_meta
+    return np.frombuffer(w._image, np.uint8).reshape(m["b"], m["h"], m["w"], m["c"])
+
+
+def wait_for(cond, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def requires_grad_flags(model: nn.Module) -> dict[str, bool]:
+    return {name: p.requires_grad for name, p in model.named_parameters()}
+
+
+def fully_convolutional() -> nn.Sequential:
+    """Takes any H x W: conv, relu, conv, relu, global average pool, linear (names '0'..'6')."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+
+
+# ---------------------------------------------------------------- runs
+def test_defaults(oip):
+    assert oip.layer == "features.6"  # the last conv layer
+    assert oip.layers == [f"features.{i}" for i in range(8)] + [f"classifier.{i}" for i in range(5)]
+    assert oip.channel == 0 and oip.batch_channels == [] and oip.n_classes == 10
+    assert oip.result is None and oip.history == [] and not oip.running
+    # the starting image is on the page before any run: gray noise of the seed
+    start = opt.gray_noise(SHAPE, 1, 0)
+    np.testing.assert_array_equal(decoded_image(oip)[0, :, :, 0],
+                                  (start[0, 0] * 255).round().to(torch.uint8).numpy())
+    assert oip._image_meta["final"] is False
+
+
+def test_run_returns_images_and_history(oip, demo):
+    r = oip.run(steps=25)
+    assert isinstance(r, np.ndarray)
+    assert r.shape == (1, *SHAPE) and r.dtype == np.float32
+    assert r.min() >= 0.0 and r.max() <= 1.0
+    h = oip.history
+    assert len(h) == 25
+    assert h[-1] > h[0] and np.mean(h[-5:]) > np.mean(h[:5])  # increasing overall
+    res = oip.result
+    assert res.steps_done == 25 and not res.stopped
+    np.testing.assert_array_equal(r, res.images.numpy())
+    assert h == res.history
+    # the objective is the mean of channel 0 of features.6, as the model computes it
+    start = opt.gray_noise(SHAPE, 1, 0)
+    got_end, got_start = channel_means(demo, r, 6, [0])[0], channel_means(demo, start, 6, [0])[0]
+    assert float(res.final_values[0]) == pytest.approx(got_end, rel=1e-4, abs=1e-5)
+    assert got_end > got_start
+    # what the page shows
+    assert oip.step == 25 and oip.value == pytest.approx(h[-1])
+    assert oip._image_meta["final"] is True and oip._image_meta["channels"] == [0]
+    want = (res.images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(decoded_image(oip), want)
+    np.testing.assert_allclose(np.asarray(oip._line.y), h)
+    np.testing.assert_array_equal(np.asarray(oip._line.x), np.arange(1, 26))
+    assert oip.status.startswith("done after 25 steps")
+    assert oip.running is False
+
+
+def test_run_equals_core_optimize(oip, demo):
+    r = oip.run(steps=15)
+    with model_lock(demo.model):
+        res = opt.optimize(demo.model, opt.channel("features.6", 0), SHAPE, steps=15, lr=oip.lr,
+                           init=opt.gray_noise(SHAPE, 1, 0), mean=demo.mean, std=demo.std, seed=0)
+    np.testing.assert_array_equal(r, res.images.numpy())
+    assert oip.history == res.history
+
+
+def test_negate_lowers_the_channel(oip, demo):
+    oip.negate = True
+    oip.channel = 3
+    r = oip.run(steps=25)
+    h = oip.history
+    assert h[-1] > h[0]  # the negated objective goes up ...
+    start = opt.gray_noise(SHAPE, 1, 0)
+    end_act, start_act = channel_means(demo, r, 6, [3])[0], channel_means(demo, start, 6, [3])[0]
+    assert end_act < start_act  # ... so the channel itself goes down
+    # row k + 1 of the history is the objective of the image after step k: minus its channel mean
+    for k, snap in oip.result.snapshots.items():
+        if k + 1 < len(h):
+            assert h[k + 1] == pytest.approx(-channel_means(demo, snap, 6, [3])[0], rel=1e-4, abs=1e-5)
+
+
+def test_batch_mode(demo):
+    w = OIPOptimizer(demo.model, "features.6", channel=[0, 1, 2], images=demo.images[:1], mean=demo.mean, std=demo.std)
+    try:
+        assert w.batch_channels == [0, 1, 2] and w.channel == 0 and w.batch == 3
+        r = w.run(steps=60)  # (channel 2 can first drop, then climbs)
+        assert r.shape == (3, *SHAPE) and r.dtype == np.float32
+        res = w.result
+        assert res.per_image.shape == (60, 3)
+        np.testing.assert_allclose(w.history, res.per_image.mean(dim=1).numpy(), rtol=1e-6)
+        assert (res.per_image[-1] > res.per_image[0]).all()  # every image's own channel went up
+        np.testing.assert_allclose(res.final_values.numpy(), channel_means(demo, r, 6, [0, 1, 2]), rtol=1e-4, atol=1e-5)
+        assert not np.array_equal(r[0], r[1])
+        assert w._image_meta["b"] == 3 and w._image_meta["channels"] == [0, 1, 2]
+        assert decoded_image(w).shape == (3, 28, 28, 1)
+        assert len(w.probabilities) == 10 and sum(w.probabilities) == pytest.approx(1.0, abs=1e-5)
+    finally:
+        w.close()
+
+
+def test_same_seed_same_result(oip):
+    a = oip.run(steps=12)
+    b = oip.run(steps=12)
+    np.testing.assert_array_equal(a, b)
+    oip.seed = 1
+    c = oip.run(steps=12)
+    assert not np.array_equal(a, c)
+    oip.seed = 0
+    np.testing.assert_array_equal(oip.run(steps=12), a)
+
+
+def test_class_objective_and_probabilities(oip, demo):
+    oip.objective, oip.class_index = "class", 3
+    r = oip.run(steps=40)
+    x = normalize(demo, torch.from_numpy(r))
+    with model_lock(demo.model), torch.no_grad():
+        logits = demo.model(x)
+    np.testing.assert_allclose(oip.probabilities, torch.softmax(logits[0], 0).numpy(), rtol=1e-4, atol=1e-6)
+    assert oip.history[-1] > oip.history[0]
+    assert float(oip.result.final_values[0]) == pytest.approx(float(logits[0, 3]), rel=1e-4, abs=1e-5)
+    assert f"class {int(logits[0].argmax())}" in oip.status
+
+
+def test_run_in_the_background(oip):
+    t0 = time.monotonic()
+    assert oip.run(steps=60, block=False) is None
+    assert time.monotonic() - t0 < 1.0  # returns at once
+    assert oip.running is True
+    assert oip.wait(60) is True
+    assert oip.running is False
+    assert oip.result.images.shape == (1, *SHAPE) and oip.result.steps_done == 60
+    assert len(oip.history) == 60
+
+
+def test_stop_ends_within_a_step_or_two(oip):
+    oip.run(steps=100_000, block=False)
+    assert wait_for(lambda: len(oip.history) >= 5)
+    n = len(oip.history)
+    t0 = time.monotonic()
+    oip.stop()
+    assert time.monotonic() - t0 < 5
+    assert not oip._thread.is_alive() and oip.running is False
+    res = oip.result
+    assert res.stopped and n <= res.steps_done <= n + 2
+    assert len(oip.history) == res.steps_done
+    time.sleep(0.2)
+    assert len(oip.history) == res.steps_done  # no longer growing
+    assert oip.status.startswith("stopped after")
+    assert oip._image_meta["final"] is True
+
+
+def test_pause_and_resume(oip):
+    oip.run(steps=100_000, block=False)
+    try:
+        assert wait_for(lambda: len(oip.history) >= 3)
+        oip.pause()
+        assert oip.paused is True
+        assert wait_for(lambda: oip.status.startswith("paused at step"))
+        n = len(oip.history)
+        time.sleep(0.3)
+        assert len(oip.history) == n  # nothing happens while paused
+        assert oip.running is True and oip._thread.is_alive()
+        assert oip.status == f"paused at step {n - 1}"
+        assert oip.step == n - 1  # the paused image is on the page
+        oip.resume()
+        assert oip.paused is False
+        assert wait_for(lambda: len(oip.history) >= n + 5)
+    finally:
+        oip.stop()
+    assert not oip._thread.is_alive()
+    # stop while paused ends the run too
+    oip.run(steps=100_000, block=False)
+    assert wait_for(lambda: len(oip.history) >= 2)
+    oip.pause()
+    assert wait_for(lambda: oip.status.startswith("paused"))
+    oip.stop()
+    assert not oip._thread.is_alive() and oip.result.stopped
+
+
+def test_page_messages(oip):
+    oip.steps = 100_000
+    oip._on_page_message(oip, {"type": "start"}, [])
+    assert wait_for(lambda: len(oip.history) >= 2)
+    oip._on_page_message(oip, {"type": "pause"}, [])
+    assert oip.paused
+    oip._on_page_message(oip, {"type": "resume"}, [])
+    assert not oip.paused
+    oip._on_page_message(oip, {"type": "stop"}, [])
+    assert oip.wait(30) and oip.result.stopped
+    oip._on_page_message(oip, {"type": "reset"}, [])
+    assert oip.result is None and oip.history == [] and oip.step == 0 and oip.status == "reset"
+    assert oip._image_meta["final"] is False
+    for content in ({"type": "bogus"}, "hello", None, [1, 2], {"no": "type"}):
+        oip._on_page_message(oip, content, [])
+    assert not oip.running
+
+
+def test_live_image_updates_are_throttled(oip):
+    stamps: list[float] = []
+    oip.observe(lambda c: stamps.append(time.monotonic()), "_image")
+    t0 = time.monotonic()
+    oip.run(steps=300)
+    elapsed = time.monotonic() - t0
+    assert len(oip.history) == 300
+    rate = OIPOptimizer.MAX_UPDATES_PER_SECOND
+    assert len(stamps) <= rate * elapsed + 3, (len(stamps), elapsed)
+    assert len(stamps) < 300  # fewer than one per step
+    gaps = np.diff(stamps[:-1])  # the last one is the final image, always sent
+    assert len(gaps) >= 2
+    assert np.median(gaps) >= 0.9 / rate, gaps
+    assert gaps.min() >= 0.5 / rate, gaps
+    assert oip._image_meta["final"] is True
+
+
+# ---------------------------------------------------------------- Selection
+def test_selection_targets_the_channel(demo):
+    sel = Selection()
+    w = OIPOptimizer(demo.model, images=demo.images[:1], selection=sel, mean=demo.mean, std=demo.std)
+    try:
+        assert sel.layer == "features.6" and sel.channel == 0  # the optimizer fills an empty Selection
+        sel.channel = 5
+        assert w.channel == 5
+        sel.channel = 500  # beyond features.6: ignored
+        assert w.channel == 5
+        sel.layer = "features.3"
+        assert w.layer == "features.3"
+        sel.channel = 63
+        assert w.channel == 63
+        sel.channel = 64
+        assert w.channel == 63
+        w.channel = 7
+        assert sel.channel == 7
+        w.set_state({"channel": 8})
+        assert sel.channel == 8
+        r = w.run(steps=5)
+        assert r.shape == (1, *SHAPE)
+        assert w._image_meta["channels"] == [8]
+    finally:
+        w.close()
+
+
+def test_explicit_layer_and_channel_are_kept_without_overriding_the_selection(demo):
+    sel = Selection(layer="features.0", channel=2)
+    w = OIPOptimizer(demo.model, "features.3", channel=9, images=demo.images[:1], selection=sel)
+    try:
+        assert (w.layer, w.channel) == ("features.3", 9)
+        assert (sel.layer, sel.channel) == ("features.0", 2)  # the other views keep theirs
+        sel.channel = 4  # later changes are shared as usual
+        assert w.channel == 4
+    finally:
+        w.close()
+
+
+# ---------------------------------------------------------------- bad input
+def test_channel_out_of_range(demo, oip):
+    with pytest.raises(ValueError, match=r"0\.\.127"):
+        OIPOptimizer(demo.model, "features.6", channel=128, images=demo.images[:1])
+    with pytest.raises(ValueError, match=r"0\.\.127"):
+        OIPOptimizer(demo.model, "features.6", channel=[0, 200], images=demo.images[:1])
+    with pytest.raises(ValueError, match="empty"):
+        OIPOptimizer(demo.model, "features.6", channel=[], images=demo.images[:1])
+    with pytest.raises(ValueError, match=r"0\.\.127"):
+        oip.channel = 128
+    with pytest.raises(ValueError, match=r"0\.\.127"):
+        oip.channel = -1
+    assert oip.channel == 0
+    with pytest.raises(ValueError, match=r"0\.\.127"):
+        oip.batch_channels = [1, 128]
+    with pytest.raises(ValueError, match=r"0\.\.9"):
+        oip.objective, oip.class_index = "class", 10
+        oip.run(steps=3)
+
+
+def test_layer_change_falls_back_to_a_channel_the_layer_has(oip):
+    """A channel the new layer lacks falls back to 0, so Start keeps working."""
+    oip.channel = 100
+    oip.layer = "features.0"  # 32 channels
+    assert oip.channel == 0
+    assert oip.run(steps=3).shape == (1, 1, 28, 28)
+    oip.batch_channels = []
+
+
+def test_lr_and_steps(demo, oip):
+    lr = oip.lr
+    assert lr > 0
+    for bad in (0, -0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="lr"):
+            oip.lr = bad
+    assert oip.lr == lr
+    with pytest.raises(ValueError, match="lr"):
+        OIPOptimizer(demo.model, images=demo.images[:1], lr=0)
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="steps"):
+            oip.run(steps=bad)
+        with pytest.raises(ValueError, match="steps"):
+            oip.steps = bad
+    with pytest.raises(ValueError, match="steps"):
+        OIPOptimizer(demo.model, images=demo.images[:1], steps=0)
+    assert oip.steps == 200 and oip._thread is None
+
+
+def test_unknown_layer(demo, oip):
+    with pytest.raises(ValueError, match="nope") as info:
+        OIPOptimizer(demo.model, "nope", images=demo.images[:1])
+    assert "'features.6'" in str(info.value) and "'classifier.4'" in str(info.value)
+    with pytest.raises(ValueError, match="'features.0'"):
+        oip.layer = "nope"
+    assert oip.layer == "features.6"
+
+
+def test_channel_objective_on_a_flat_layer(oip):
+    oip.layer = "classifier.1"
+    with pytest.raises(ValueError, match="neuron"):
+        oip.run(steps=3)
+    oip.objective = "neuron"
+    r = oip.run(steps=10)
+    assert r.shape == (1, *SHAPE) and oip.history[-1] > oip.history[0]
+
+
+def test_other_bad_values(oip):
+    for name, value in [("objective", "loss"), ("param", "wavelet"), ("init", "white"), ("step_rule", "sgd"),
+                        ("l2", -1.0), ("jitter", -1), ("blur_every", -2)]:
+        old = getattr(oip, name)
+        with pytest.raises(ValueError):
+            setattr(oip, name, value)
+        assert getattr(oip, name) == old
+
+
+@pytest.mark.parametrize(("state", "text"), [({"channel": 999}, "channel"), ({"lr": 0}, "lr"), ({"steps": 0}, "steps"),
+                                             ({"layer": "nope"}, "nope"), ({"objective": "loss"}, "objective")])
+def test_bad_values_from_the_page_are_ignored(oip, state, text):
+    before = {k: getattr(oip, k) for k in ("channel", "lr", "steps", "layer", "objective")}
+    oip.last_error = None
+    oip.set_state(state)  # must not raise
+    assert {k: getattr(oip, k) for k in before} == before
+    assert oip.last_error is not None and text in oip.last_error
+
+
+def test_needs_input_shape(demo):
+    with pytest.raises(ValueError, match="input_shape"):
+        OIPOptimizer(demo.model)
+    with pytest.raises(ValueError, match="input_shape"):
+        OIPOptimizer(demo.model, input_shape=(28, 28))
+    with pytest.raises(ValueError, match=r"rejects inputs of shape \(1, 20, 32\)"):
+        OIPOptimizer(demo.model, input_shape=(1, 20, 32))  # its Linear needs 28 x 28
+    with pytest.raises(TypeError, match="Selection"):
+        OIPOptimizer(demo.model, input_shape=SHAPE, selection="sel")
+    w = OIPOptimizer(demo.model, input_shape=SHAPE)  # no images needed then
+    try:
+        assert w.run(steps=3).shape == (1, *SHAPE)
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("param", ["pixel", "fourier"])
+def test_non_square_input_keeps_its_shape(param):
+    w = OIPOptimizer(fully_convolutional(), input_shape=(1, 20, 32), param=param)
+    try:
+        assert w.layer == "2"  # the last conv
+        r = w.run(steps=8)
+        assert r.shape == (1, 1, 20, 32)
+        assert (w._image_meta["h"], w._image_meta["w"], w._image_meta["c"]) == (20, 32, 1)
+        assert decoded_image(w).shape == (1, 20, 32, 1)
+        assert len(w.history) == 8 and w.history[-1] > w.history[0]
+        assert all(s.shape == (1, 1, 20, 32) for s in w.result.snapshots.values())
+        m = w._snapshots_meta
+        assert (m["h"], m["w"]) == (20, 32)
+        assert len(w._snapshots) == len(m["steps"]) * 20 * 32
+    finally:
+        w.close()
+
+
+# ---------------------------------------------------------------- model state, close
+def test_model_state_is_left_as_found(demo, count_hooks, flags):
+    model = copy.deepcopy(demo.model).train()  # dropout on
+    model.features[3].eval()  # mixed modes
+    model.classifier[1].weight.requires_grad_(False)
+    modes, grads = flags(model), requires_grad_flags(model)
+
+    def unchanged():
+        assert flags(model) == modes
+        assert requires_grad_flags(model) == grads
+        assert count_hooks(model) == 0
+        assert all(p.grad is None for p in model.parameters())
+
+    w = OIPOptimizer(model, images=demo.images[:1], mean=demo.mean, std=demo.std)
+    try:
+        unchanged()
+        a = w.run(steps=6)
+        unchanged()
+        np.testing.assert_array_equal(w.run(steps=6), a)  # eval mode during the run: no dropout noise
+        w.objective, w.class_index = "class", 4
+        w.run(steps=4)
+        unchanged()
+        w.objective, w.layer, w.precursors, w.jitter, w.tv = "neuron", "classifier.2", 4, 2, 0.1
+        w.run(steps=4)
+        unchanged()
+        w.run(steps=100_000, block=False)
+        assert wait_for(lambda: len(w.history) >= 2)
+        w.stop()
+        unchanged()
+        w.layer = "classifier.1"  # no spatial output: a channel objective is refused
+        w.objective = "channel"
+        with pytest.raises(ValueError, match="neuron"):
+            w.run(steps=2)
+        unchanged()
+    finally:
+        w.close()
+    unchanged()
+
+
+def test_close_stops_the_thread(demo):
+    w = OIPOptimizer(demo.model, images=demo.images[:1], mean=demo.mean, std=demo.std)
+    w.run(steps=100_000, block=False)
+    assert wait_for(lambda: len(w.history) >= 2)
+    th = w._thread
+    t0 = time.monotonic()
+    w.close()
+    assert time.monotonic() - t0 < 5
+    assert not th.is_alive()
+    assert th not in threading.enumerate()
+    w.close()  # twice is fine
+    w._on_page_message(w, {"type": "stop"}, [])
+    repr(w)
