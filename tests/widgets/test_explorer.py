@@ -125,9 +125,19 @@ def test_a_channel_a_view_lacks_is_ignored_by_that_view(ex):
     wait_all(ex)
 
 
-def test_layer_change_keeps_the_optimizer_runnable(ex, demo):
+def test_layer_change_keeps_the_optimizer_runnable(demo):
     """After a layer change through the Selection, the optimizer's (layer, channel) must stay a
-    valid pair: its Start button must work."""
+    valid pair: its Start button must work. (A fresh Explorer: the shared one's state depends on
+    the tests before.)"""
+    ex = Explorer(demo.model, demo.images[:N], demo.labels[:N], demo.classes, mean=demo.mean, std=demo.std,
+                  tsne_images=N_TSNE)
+    try:
+        _layer_change_keeps_the_optimizer_runnable(ex, demo)
+    finally:
+        ex.close()
+
+
+def _layer_change_keeps_the_optimizer_runnable(ex, demo):
     ex.activations.layer = "features.6"
     ex.activations.channel = 100
     assert (ex.optimizer.layer, ex.optimizer.channel) == ("features.6", 100)
