@@ -6,11 +6,14 @@ Everything here is plain PyTorch; no widget imports.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 __all__ = [
     "CONV_TYPES",
@@ -119,14 +122,100 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _all_hooks(model: nn.Module) -> dict[int, tuple[int, ...]]:
-    """Ids of the hook dictionaries' keys per module, to find hooks added later."""
-    out = {}
-    for m in model.modules():
-        keys = []
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
-            keys.extend(getattr(m, attr, {}).keys())
-        out[id(m)] = tuple(keys)
+#: The hook dictionaries of a module, and the side dictionaries keyed by the same hook ids.
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_HOOK_EXTRAS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
+
+
+def _modules_of(model: nn.Module) -> list[nn.Module]:
+    """Every module of ``model``, root included, each once (like ``model.modules()``, without
+    building the qualified names)."""
+    out = [model]
+    seen = {id(model)}
+    for m in out:  # grows while we walk it
+        for child in m._modules.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                out.append(child)
+    return out
+
+
+def _remove_hooks_since(module: nn.Module, first_id: int) -> None:
+    """Remove the hooks of ``module`` whose handle id is ``first_id`` or later.
+
+    Hook ids come from one global counter (``torch.utils.hooks.RemovableHandle.next_id``), so
+    the hooks registered after the counter read ``first_id`` are exactly those ids.
+    """
+    d = module.__dict__
+    for attr in _HOOK_DICTS:
+        hooks = d.get(attr)
+        if not hooks:
+            continue
+        late = [k for k in hooks if isinstance(k, int) and k >= first_id]
+        for k in late:
+            del hooks[k]
+            for extra in _HOOK_EXTRAS:
+                e = d.get(extra)
+                if e:
+                    e.pop(k, None)
+
+
+class _SavedState:
+    """What :func:`preserved_state` records on entry and restores on exit."""
+
+    __slots__ = ("model", "modules", "modes", "grads", "first_hook")
+
+    def __init__(self, model: nn.Module, modules: list[nn.Module]) -> None:
+        self.model = model
+        self.modules = modules
+        self.modes = [m.training for m in modules]
+        self.grads = [(p, p.requires_grad) for m in modules for p in m._parameters.values() if p is not None]
+        self.first_hook = RemovableHandle.next_id  # hooks registered from now on get this id or later
+
+    def eval(self) -> None:
+        if any(self.modes):  # already in eval mode everywhere: nothing to switch
+            self.model.eval()
+
+    def restore(self, hooks: bool = True) -> None:
+        """Restore the flags; with ``hooks``, remove every hook registered on the model since
+        entry (modules added meanwhile included)."""
+        for m, mode in zip(self.modules, self.modes):
+            if m.training != mode:
+                m.training = mode
+        for p, rg in self.grads:
+            if p.requires_grad != rg:
+                p.requires_grad_(rg)
+        if hooks:
+            for m in _modules_of(self.model):
+                _remove_hooks_since(m, self.first_hook)
+
+
+def _add_hook(hooks: dict, hook: Callable) -> int:
+    """Register ``hook`` in a module's ``_forward_hooks`` or ``_forward_pre_hooks`` under a
+    fresh handle id, as ``register_forward_hook`` does, minus the handle object (a few
+    microseconds per layer). Returns the id."""
+    hook_id = RemovableHandle.next_id
+    RemovableHandle.next_id = hook_id + 1
+    hooks[hook_id] = hook
+    return hook_id
+
+
+def _named_layers_fast(model: nn.Module) -> dict[str, nn.Module]:
+    """Same as :func:`named_layers` (``model.named_modules()`` minus the root: same names,
+    order and de-duplication), without a generator per module."""
+    out: dict[str, nn.Module] = {}
+    memo = {model}
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in module._modules.items():
+            if child is None or child in memo:
+                continue
+            memo.add(child)
+            full = f"{prefix}.{name}" if prefix else name
+            out[full] = child
+            walk(child, full)
+
+    walk(model, "")
     return out
 
 
@@ -147,33 +236,155 @@ def preserved_state(model: nn.Module, *, eval: bool = True) -> Iterator[nn.Modul
     False
     >>> net.training
     True
+
+    Notes
+    -----
+    Cheap enough to wrap every forward pass: nothing is switched when the model is already in
+    eval mode, flags are written back only where they changed, and the hooks registered
+    inside the block are told apart by their ids (hook handles are numbered by one global,
+    increasing counter) rather than by a snapshot of every hook dictionary.
     """
     check_model(model)
-    modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.requires_grad) for p in model.parameters()]
-    hooks_before = _all_hooks(model)
+    saved = _SavedState(model, _modules_of(model))
     try:
         if eval:
-            model.eval()
+            saved.eval()
         yield model
     finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, rg in grads:
-            p.requires_grad_(rg)
-        for m in model.modules():
-            before = set(hooks_before.get(id(m), ()))
-            for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
-                d = getattr(m, attr, None)
-                if d is None:
+        saved.restore()
+
+
+#: Per model, the layers whose captured output a functional in-place operation (such as a
+#: ResNet block's ``out += identity``) changed later in an earlier pass: from then on their
+#: outputs are copied as they are captured, so the fallback pass is not needed again.
+_COPY_AT_CAPTURE: weakref.WeakKeyDictionary[nn.Module, frozenset[str]] = weakref.WeakKeyDictionary()
+_COPY_LOCK = threading.Lock()
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def _capture_pass(
+    model: nn.Module,
+    x: torch.Tensor,
+    modules: dict[str, nn.Module],
+    names: list[str],
+    call: int,
+    callbacks: dict[str, Callable[[torch.Tensor], None]],
+    copy: frozenset[str] | bool,
+) -> tuple[Any, dict[str, torch.Tensor], list[str], set[str]]:
+    """One forward pass with hooks on ``names``.
+
+    ``copy`` is True (copy every captured output) or the names of the layers whose outputs
+    are copied as captured; the other outputs are kept as they are, and copied only right
+    before an in-place module (``inplace=True``) overwrites them.
+
+    Returns the model's output, the selected output of each layer that ran (in execution
+    order), the layers whose selected output was changed in place after capture (they must
+    be captured again with a copy), and the layers whose callback has been called.
+    """
+    owner = threading.get_ident()
+    entries: dict[str, list[list]] = {n: [] for n in names}  # [tensor, version or None if ours]
+    counts = dict.fromkeys(names, 0)
+    fired: list[str] = []  # execution order
+    called: set[str] = set()
+    in_callback = [False]  # hooks ignore passes a callback itself runs
+    inplace = [] if copy is True else [m for m in modules.values() if m.__dict__.get("inplace") is True]
+    # storage address -> entries that hold that storage without a copy (only needed when an
+    # in-place module may overwrite them)
+    shared: dict[int, list[list]] | None = {} if inplace else None
+    keep_last = -call if call < 0 else 0
+
+    def make_hook(name: str):
+        lst = entries[name]
+        callback = callbacks.get(name)
+        copy_this = copy is True or name in copy
+
+        def hook(_module, _inp, out):
+            if not isinstance(out, torch.Tensor) or in_callback[0] or threading.get_ident() != owner:
+                return
+            n = counts[name]
+            if 0 <= call < n:
+                return  # the call to keep has been captured already
+            counts[name] = n + 1
+            if n == 0:
+                fired.append(name)
+            t = out.detach()
+            entry = None
+            if not copy_this:
+                try:
+                    entry = [t, t._version]
+                    if shared is not None:
+                        shared.setdefault(_storage_key(t), []).append(entry)
+                except RuntimeError:  # an inference tensor (no version counter) or no storage
+                    entry = None
+            if entry is None:
+                t = t.clone()
+                entry = [t, None]
+            lst.append(entry)
+            if keep_last and len(lst) > keep_last:
+                del lst[0]
+            if callback is not None and n == call:
+                called.add(name)
+                in_callback[0] = True
+                try:
+                    callback(t)
+                finally:
+                    in_callback[0] = False
+
+        return hook
+
+    def before_inplace(_module, args):
+        # an in-place module is about to overwrite its input: copy the captured outputs that
+        # share its storage first
+        if in_callback[0] or threading.get_ident() != owner:
+            return
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                try:
+                    held = shared.pop(_storage_key(a), None)
+                except RuntimeError:
                     continue
-                for k in [k for k in d.keys() if k not in before]:
-                    del d[k]
-                    for extra in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called",
-                                  "_forward_pre_hooks_with_kwargs"):
-                        e = getattr(m, extra, None)
-                        if e is not None:
-                            e.pop(k, None)
+                for entry in held or ():
+                    t, version = entry
+                    if version is not None and t._version == version:  # else: found after the pass
+                        entry[0] = t.clone()
+                        entry[1] = None
+
+    # as preserved_state(model), with the list of modules already at hand
+    saved = _SavedState(model, [model, *modules.values()])
+    added: list[tuple[dict, int]] = []
+    try:
+        saved.eval()
+        with torch.no_grad():
+            for n in names:
+                d = modules[n]._forward_hooks
+                added.append((d, _add_hook(d, make_hook(n))))
+            for m in inplace:
+                d = m._forward_pre_hooks
+                added.append((d, _add_hook(d, before_inplace)))
+            out = model(x)
+    finally:
+        # no other hook registered anywhere meanwhile (the ids are consecutive): removing
+        # ours is enough; else look through the whole model, as preserved_state does
+        alone = RemovableHandle.next_id == saved.first_hook + len(added)
+        if alone:
+            for d, hook_id in added:
+                d.pop(hook_id, None)
+        saved.restore(hooks=not alone)
+    acts: dict[str, torch.Tensor] = {}
+    modified: list[str] = []
+    for n in fired:
+        lst, count = entries[n], counts[n]
+        if call >= 0:
+            t, version = lst[call] if count > call else lst[-1]
+        else:
+            t, version = lst[0] if count >= -call else lst[-1]
+        if version is not None and t._version != version:
+            modified.append(n)
+        acts[n] = t
+    return out, acts, modified, called
 
 
 def capture_activations(
@@ -182,6 +393,7 @@ def capture_activations(
     layers: Iterable[str] | None = None,
     *,
     call: int = 0,
+    on_output: dict[str, Callable[[torch.Tensor], None]] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run ``model`` on ``x`` once and return its output and the outputs of ``layers``.
 
@@ -195,6 +407,13 @@ def capture_activations(
     call : int
         For a module used several times in one forward pass, which call to keep
         (0 = first, -1 = last).
+    on_output : dict of str to callable, optional
+        ``{layer: fn}``: ``fn(output)`` is called once with the detached output of ``layer``
+        (one of ``layers``) as soon as it is captured, while the rest of the forward pass is
+        still to run (with ``call < 0``, or when the layer ran fewer times than ``call + 1``,
+        after the pass). The tensor is the one this function returns: read it, do not modify
+        it, and copy it to keep it beyond the call. The model's hooks are in place while
+        ``fn`` runs; a forward pass that ``fn`` itself runs is not captured.
 
     Returns
     -------
@@ -208,36 +427,55 @@ def capture_activations(
     -----
     Runs under ``torch.no_grad()`` and :func:`preserved_state`: the model is in eval mode
     during the pass and is left with its own mode, ``requires_grad`` flags and no hooks.
+
+    The outputs are not copied as they are captured (copying every layer's output costs as
+    much as a good part of the pass itself on large networks). Instead:
+
+    * a module with ``inplace=True`` (``nn.ReLU(inplace=True)``, ...) gets a forward
+      pre-hook that copies the captured outputs it is about to overwrite, right before it
+      runs, so the pre-activation values stay as they were;
+    * as a safety net for functional in-place operations inside a ``forward`` (a ResNet
+      block's ``out += identity``, ``x.relu_()``), the version counter of every captured
+      tensor is recorded at capture; if one changed by the end of the pass, the pass is run
+      a second time copying every output as it is captured (the outputs are then exactly
+      those of the first design, at the cost of a second pass), and those layers are
+      remembered for ``model`` so that later calls copy just them at capture and need one
+      pass again. ``on_output`` callbacks already called are not called again: they saw the
+      output before anything changed it.
+
+    Writes that bypass the version counter (through ``tensor.data``) are not detected. The
+    returned tensors may share memory with each other (a layer that returns a view of its
+    input, such as ``nn.Flatten``) and with the model's output: copy one before modifying it
+    in place.
     """
-    all_layers = named_layers(model)
+    check_model(model)
+    all_layers = _named_layers_fast(model)
     if isinstance(layers, str):
         layers = [layers]
     names = list(all_layers) if layers is None else list(dict.fromkeys(layers))
     for n in names:
         if n not in all_layers:
             get_layer(model, n)  # raises with the list of valid names
-    seen: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    fired: list[str] = []  # execution order
-
-    def make_hook(name: str):
-        def hook(_module, _inp, out):
-            if isinstance(out, torch.Tensor):
-                if not seen[name]:
-                    fired.append(name)
-                # clone: an in-place op later in the forward pass (ReLU(inplace=True)) would
-                # otherwise change the stored tensor
-                seen[name].append(out.detach().clone())
-        return hook
-
-    with preserved_state(model), torch.no_grad():
-        for n in names:
-            all_layers[n].register_forward_hook(make_hook(n))
-        out = model(x)
-    acts = {}
-    for n in fired:
-        outs = seen[n]
-        if outs:
-            acts[n] = outs[call] if -len(outs) <= call < len(outs) else outs[-1]
+    callbacks: dict[str, Callable[[torch.Tensor], None]] = {}
+    for n, fn in (on_output or {}).items():
+        if n not in all_layers:
+            get_layer(model, n)
+        if n not in names:
+            raise ValueError(f"on_output names layer {n!r}, which is not among the captured layers")
+        if not callable(fn):
+            raise TypeError(f"on_output[{n!r}] must be callable, got {type(fn).__name__}")
+        callbacks[n] = fn
+    copy = _COPY_AT_CAPTURE.get(model, frozenset())
+    out, acts, modified, called = _capture_pass(model, x, all_layers, names, call, callbacks, copy)
+    if modified:
+        with _COPY_LOCK:
+            _COPY_AT_CAPTURE[model] = _COPY_AT_CAPTURE.get(model, frozenset()) | frozenset(modified)
+        rest = {n: fn for n, fn in callbacks.items() if n not in called}
+        out, acts, _, more = _capture_pass(model, x, all_layers, names, call, rest, True)
+        called |= more
+    for n, fn in callbacks.items():
+        if n not in called and n in acts:
+            fn(acts[n])
     out = out.detach() if isinstance(out, torch.Tensor) else out
     return out, acts
 

@@ -13,6 +13,7 @@ import traitlets as t
 from torch import nn
 
 from ..core.activations import map_stats, maps_codes, order_channels, top_channels, top_images
+from ..core.colormaps import MAX_CODE, MID_CODE
 from ..core.colormaps import lut as make_lut
 from ..core.deconv import reconstruct as deconv_reconstruct
 from ..core.filters import grid_shape, render_grid
@@ -67,6 +68,53 @@ def _norm_uint8(x: torch.Tensor) -> np.ndarray:
     return (y.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
+def _maps_frame(acts: torch.Tensor, scale: str = "shared") -> tuple[np.ndarray, np.ndarray]:
+    """Display codes and statistics of one image's feature maps, in few passes over them.
+
+    Returns exactly ``maps_codes(acts, scale).codes`` (uint8, C x H x W) and
+    ``map_stats(acts)`` (float32, C x 3): the same float32 operations in the same order
+    (``(x - lo) * (254 / span) + 0.5``, truncated), with the min/max of each map computed
+    once for both. The clip of the reference is left out: for finite values with a finite
+    span, ``x - lo`` lies in ``[0, span]`` so the codes stay in 0..254 anyway. Non-finite
+    values (or a span that overflows) go through the reference functions.
+    """
+    t = acts.detach()
+    if t.dim() != 3 or t.dtype != torch.float32 or t.device.type != "cpu" or t.numel() == 0:
+        return maps_codes(acts, scale).codes, map_stats(acts)
+    c, h, w = t.shape
+    tf = t.reshape(c, h * w)
+    flat = tf.numpy()
+    lo_c = tf.amin(dim=1).numpy()  # torch reduces rows of any length fast; numpy short ones slowly
+    hi_c = tf.amax(dim=1).numpy()
+    if scale == "shared":
+        lo, hi = lo_c.min(), hi_c.max()
+        span = hi - lo  # float32, as in the reference
+        if not np.isfinite(span):  # NaN/Inf somewhere, or an overflowing range
+            return maps_codes(acts, scale).codes, map_stats(acts)
+        if span > 0:
+            q = np.subtract(flat, lo, dtype=np.float32)
+            q *= np.float32(MAX_CODE) / span
+            q += np.float32(0.5)
+            codes = q.astype(np.uint8)
+        else:  # one value everywhere: the middle code, or black for all-zero (dead) maps
+            codes = np.full(flat.shape, 0 if lo == 0 else MID_CODE, np.uint8)
+    else:
+        span = hi_c - lo_c
+        if not np.isfinite(span).all():
+            return maps_codes(acts, scale).codes, map_stats(acts)
+        pos = span > 0
+        q = np.subtract(flat, lo_c[:, None], dtype=np.float32)
+        q *= np.divide(np.float32(MAX_CODE), span, out=np.zeros_like(span), where=pos)[:, None]
+        q += np.where(pos, np.float32(0.5), np.float32(MID_CODE + 0.5))[:, None]
+        codes = q.astype(np.uint8)
+        codes[(lo_c == 0) & (hi_c == 0)] = 0  # dead maps are black
+    stats = np.empty((c, 3), np.float32)
+    stats[:, 0] = tf.mean(dim=1).numpy()
+    stats[:, 1] = hi_c
+    stats[:, 2] = lo_c
+    return codes.reshape(c, h, w), stats
+
+
 class ActivationExplorer(SelectionMixin, BaseWidget):
     """Every feature map of a layer for one image, with the strongest one projected back.
 
@@ -98,6 +146,8 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
     """
 
     _bundle = "activation_explorer"
+    _export_keys = ("index", "_image", "_image_meta", "_maps", "_map_stats", "_order", "_maps_meta",
+                    "_recon", "_recon_meta")
     _shared = ("index", "layer", "channel")
 
     # --- what the user chooses
@@ -182,14 +232,21 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
         with self.hold_trait_notifications():
             self.layer = layer if layer is not None else names[0]
         self._ready = True
-        self._join(selection)
+        self._join(selection, explicit=("layer",) if layer is not None else ())
         self._update_image()
         self._recon_worker.wait()
         self.on_msg(self._on_page_message)
 
     # ------------------------------------------------------------------ compute (cached)
-    def _forward(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits and every layer's output for image ``index``: one forward pass, cached."""
+    def _forward(
+        self, index: int, on_output: dict[str, Any] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and every layer's output for image ``index``: one forward pass, cached.
+
+        ``on_output`` is passed to :func:`capture_activations` (``{layer: fn}``, ``fn`` called
+        with the layer's output while the rest of the pass still runs); it is not called when
+        the image is found in the cache.
+        """
         with self._cache_lock:
             hit = self._cache.get(index)
             if hit is not None:
@@ -201,14 +258,16 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
                 hit = self._cache.get(index)  # filled while we waited for the lock?
             if hit is not None:
                 return hit
+            # once the layers with feature maps are known, only those are captured (fewer hooks)
+            layers = getattr(self, "_layer_names", None)
             try:
-                logits, acts = capture_activations(self._model, xi)
+                logits, acts = capture_activations(self._model, xi, layers, on_output=on_output)
             except RuntimeError as exc:
                 raise ValueError(
                     f"the model rejects images of shape {tuple(self._x.shape[1:])} (C, H, W): {exc}. "
                     f"{self._expected_hint()}"
                 ) from None
-            entry = (logits[0].float().cpu(), {k: v[0].cpu() for k, v in acts.items() if v.dim() >= 2})
+            entry = (logits[0].float().cpu(), {k: v.select(0, 0).cpu() for k, v in acts.items() if v.dim() >= 2})
             with self._cache_lock:  # still under the model lock: a waiting thread finds it
                 self._cache[index] = entry
                 while len(self._cache) > self.CACHE_IMAGES:
@@ -493,15 +552,43 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
 
     # ------------------------------------------------------------------ updates
     def _update_image(self) -> None:
-        index = self.index
-        logits, _ = self._forward(index)
-        img = self.display_image(index)
+        """Show image ``index``: its frame (image and maps of the current layer), then its
+        prediction; the projection follows in the background.
+
+        For an image not in the cache, the frame is sent from inside the forward pass, as soon
+        as the current layer has run: the rest of the pass (deeper layers, the classifier)
+        still fills the cache, and the prediction follows when it is done. One pass per image.
+        """
+        index, layer = self.index, self.layer
+        shown = False
+        failed: list[BaseException] = []
+        with self._cache_lock:
+            cached = index in self._cache
+        if cached:
+            logits, _ = self._forward(index)
+        else:
+
+            def frame(out: torch.Tensor) -> None:
+                nonlocal shown
+                if out.dim() != 4 or out.shape[0] != 1:
+                    return
+                try:
+                    self._update_maps(out[0], index, layer, image=self._images.display(index), finish=False)
+                    shown = True
+                except Exception as exc:  # noqa: BLE001 - raised after the pass, not inside the model
+                    failed.append(exc)
+
+            logits, _ = self._forward(index, on_output={layer: frame})
+            if failed:
+                raise failed[0]
+        img = self._images.display(index)  # kept by the image set since the frame
         p = torch.softmax(logits.reshape(-1), 0)
         pred = int(p.argmax())
         label = self._images.label(index)
         name = self._images.class_name
         with self.hold_sync():
-            self._image = img.tobytes()
+            if not shown:
+                self._image = img.tobytes()
             self._image_meta = {
                 "index": index,
                 "h": img.shape[0],
@@ -512,29 +599,50 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
                 "probability": float(p[pred]),
                 "correct": None if label is None else label == pred,
             }
-            self._update_maps()
+            if not shown:
+                self._update_maps(index=index, layer=layer, finish=False)
+        self._finish()
         self._recon_worker.submit(self._update_recon)
 
     def _update_maps_and_recon(self) -> None:
         self._update_maps()
         self._recon_worker.submit(self._update_recon)
 
-    def _update_maps(self) -> None:
-        acts = self._forward(self.index)[1][self.layer]
+    def _update_maps(
+        self,
+        acts: torch.Tensor | None = None,
+        index: int | None = None,
+        layer: str | None = None,
+        *,
+        image: np.ndarray | None = None,
+        finish: bool = True,
+    ) -> None:
+        """Send the maps of ``layer`` for image ``index`` (defaults: the current ones), from
+        ``acts`` (C x H x W) when given, else from the cache; with ``image``, the displayed
+        image goes in the same message."""
+        index = self.index if index is None else index
+        layer = self.layer if layer is None else layer
+        if acts is None:
+            acts = self._forward(index)[1][layer]
         if acts.dim() != 3:
             return
-        tiles = maps_codes(acts, self.scale)
-        stats = map_stats(acts)
+        codes, stats = _maps_frame(acts, self.scale)
         order = order_channels(stats, self.sort).astype(np.int32)
         c, h, w = acts.shape
         zoom = self.zoom or max(1, min(16, round(48 / max(h, w))))
         rows, cols = grid_shape(c, None)
         with self.hold_sync():
-            self._maps = tiles.codes.tobytes()
-            self._map_stats = stats.astype(np.float32).tobytes()
+            if image is not None:
+                self._image = image.tobytes()
+            self._map_stats = stats.tobytes()
             self._order = order.tobytes()
             self._maps_meta = {"n": c, "h": h, "w": w, "rows": rows, "columns": cols, "zoom": zoom,
-                               "layer": self.layer, "index": self.index}
+                               "layer": layer, "index": index}
+            self._maps = codes.tobytes()  # last: whoever watches _maps finds the whole frame set
+        if finish:
+            self._finish()
+
+    def _finish(self) -> None:
         if self.busy and not self._from_page:
             self.busy = False
 

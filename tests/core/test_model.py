@@ -444,3 +444,197 @@ def test_spatial_layers_shared_module_listed_once(tiny_resnet, rgb_batch, count_
     assert names.index("conv1") < names.index("layer1.0.conv1") < names.index("layer2.0.conv2")
     assert "avgpool" in names  # N x 8 x 1 x 1 is still 4-D
     assert count_hooks(tiny_resnet) == 0
+
+
+# ---------------------------------------------------------------- capture_activations: on_output, copies
+def test_on_output_is_called_during_the_pass_with_the_returned_tensor(seq_cnn, gray_batch, count_hooks):
+    events: list[tuple[str, torch.Tensor | None]] = []
+    seq_cnn[6].register_forward_pre_hook(lambda m, i: events.append(("linear runs", None)))
+
+    def frame(t):
+        assert not t.requires_grad
+        events.append(("frame", t.clone()))
+
+    out, acts = capture_activations(seq_cnn, gray_batch, on_output={"3": frame})
+    assert [e[0] for e in events] == ["frame", "linear runs"]  # before the rest of the pass
+    torch.testing.assert_close(events[0][1], acts["3"])
+    with torch.no_grad():
+        torch.testing.assert_close(acts["3"], seq_cnn[:4](gray_batch))
+    assert count_hooks(seq_cnn) == 1  # only the test's own pre-hook is left
+
+
+def test_on_output_subset_and_call_index():
+    relu = nn.ReLU()
+
+    class Thrice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.act = relu
+            self.lin = nn.Linear(5, 5)
+
+        def forward(self, x):
+            return self.act(self.lin(self.act(self.act(x) - 1))) - self.act(x - 5)
+
+    x = torch.arange(10.0).view(2, 5)
+    net = Thrice()
+    for call, want in [(0, x), (1, (x - 1).clamp_min(0)), (-1, (x - 5).clamp_min(0)), (7, (x - 5).clamp_min(0))]:
+        got = []
+        _, acts = capture_activations(net, x, ["act"], call=call, on_output={"act": got.append})
+        assert len(got) == 1, call
+        torch.testing.assert_close(got[0], want)
+        assert got[0] is acts["act"]
+
+
+def test_on_output_bad_arguments(seq_cnn, gray_batch, count_hooks):
+    with pytest.raises(ValueError, match="'9'"):
+        capture_activations(seq_cnn, gray_batch, on_output={"9": print})
+    with pytest.raises(ValueError, match="not among the captured layers"):
+        capture_activations(seq_cnn, gray_batch, ["0"], on_output={"3": print})
+    with pytest.raises(TypeError, match="callable"):
+        capture_activations(seq_cnn, gray_batch, on_output={"3": 5})
+    assert count_hooks(seq_cnn) == 0
+
+
+def test_on_output_that_runs_the_model_is_not_captured(seq_cnn, gray_batch, count_hooks):
+    nested = []
+
+    def frame(_t):
+        with torch.no_grad():
+            nested.append(seq_cnn(gray_batch[:1] * 2))  # another pass from inside the callback
+
+    out, acts = capture_activations(seq_cnn, gray_batch, on_output={"1": frame})
+    assert len(nested) == 1
+    with torch.no_grad():
+        for k in range(7):
+            torch.testing.assert_close(acts[str(k)], seq_cnn[: k + 1](gray_batch))
+    assert count_hooks(seq_cnn) == 0
+
+
+def test_outputs_are_not_copied_without_in_place_modules(seq_cnn, gray_batch):
+    """Nothing overwrites them, so the captured tensors are the layers' own outputs."""
+    seen = {}
+    for i in ("0", "3"):
+        seq_cnn.get_submodule(i).register_forward_hook(lambda m, inp, out, i=i: seen.__setitem__(i, out))
+    _, acts = capture_activations(seq_cnn, gray_batch)
+    for i in ("0", "3"):
+        assert acts[i].untyped_storage().data_ptr() == seen[i].untyped_storage().data_ptr()
+
+
+def test_inplace_relu_on_a_view_of_a_captured_output():
+    class ViewRelu(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+            self.act = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            y = self.conv(x)
+            self.act(y[:, :2])  # overwrites half of the conv's output in place
+            return y
+
+    torch.manual_seed(5)
+    net = ViewRelu()
+    x = torch.randn(2, 1, 6, 6)
+    with torch.no_grad():
+        conv = net.conv(x)
+    assert (conv[:, :2] < 0).any()
+    out, acts = capture_activations(net, x)
+    torch.testing.assert_close(acts["conv"], conv)
+    torch.testing.assert_close(acts["act"], conv[:, :2].clamp_min(0))
+    torch.testing.assert_close(out[:, :2], conv[:, :2].clamp_min(0))
+
+
+class _FunctionalInplace(nn.Module):
+    """``conv``'s output is changed in place by a functional op in ``forward``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(6)
+        self.conv = nn.Conv2d(1, 3, 3)
+        self.head = nn.Flatten()
+
+    def forward(self, x):
+        y = self.conv(x)
+        y.relu_()
+        y += 1
+        return self.head(y)
+
+
+def test_functional_inplace_change_falls_back_to_a_copying_pass_once():
+    net = _FunctionalInplace()
+    x = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        conv = net.conv(x)
+    assert (conv < 0).any()
+    passes = []
+    net.register_forward_pre_hook(lambda m, i: passes.append(1))
+    frames = []
+    _, acts = capture_activations(net, x, on_output={"conv": lambda t: frames.append(t.clone())})
+    torch.testing.assert_close(acts["conv"], conv)  # the value before relu_ and += 1
+    torch.testing.assert_close(acts["head"], (conv.clamp_min(0) + 1).flatten(1))
+    assert len(passes) == 2  # the change was detected after the pass: a second, copying pass
+    assert len(frames) == 1  # the callback saw the output before the change; not called again
+    torch.testing.assert_close(frames[0], conv)
+    # the model now copies that layer as it is captured: one pass, same values
+    passes.clear()
+    _, again = capture_activations(net, x)
+    assert len(passes) == 1
+    torch.testing.assert_close(again["conv"], conv)
+    assert len(net._forward_hooks) == 0 and len(net._forward_pre_hooks) == 1
+
+
+def test_capture_under_inference_mode(tiny_resnet, rgb_batch):
+    """Inference tensors have no version counter: they are copied as captured."""
+    with torch.no_grad():
+        ref = capture_activations(tiny_resnet, rgb_batch)[1]
+    with torch.inference_mode():
+        _, acts = capture_activations(tiny_resnet, rgb_batch)
+    assert list(acts) == list(ref)
+    for k in ref:
+        torch.testing.assert_close(acts[k], ref[k], msg=k)
+
+
+def test_capture_removes_hooks_the_forward_pass_registers(seq_cnn, gray_batch, count_hooks):
+    class Registers(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = seq_cnn
+
+        def forward(self, x):
+            self.body[0].register_forward_hook(lambda *a: None)  # a model that adds hooks
+            return self.body(x)
+
+    net = Registers()
+    _, acts = capture_activations(net, gray_batch, ["body.0"])
+    assert "body.0" in acts
+    assert count_hooks(net) == 0
+
+
+def test_preserved_state_skips_eval_when_already_in_eval(count_hooks):
+    calls = []
+
+    class Counting(nn.Sequential):
+        def train(self, mode=True):
+            calls.append(mode)
+            return super().train(mode)
+
+    net = Counting(nn.Conv2d(1, 2, 3), nn.ReLU()).eval()
+    calls.clear()
+    with preserved_state(net):
+        assert not net.training
+    assert calls == []  # nothing to switch
+    net.train()
+    calls.clear()
+    with preserved_state(net):
+        assert not net.training and not net[0].training
+    assert calls == [False]
+    assert net.training and net[0].training
+
+
+def test_preserved_state_removes_hooks_of_modules_added_inside(seq_cnn, count_hooks):
+    with preserved_state(seq_cnn):
+        extra = nn.ReLU()
+        seq_cnn.add_module("7", extra)
+        extra.register_forward_hook(lambda *a: None)
+        seq_cnn[0].register_forward_pre_hook(lambda *a: None)
+    assert count_hooks(seq_cnn) == 0

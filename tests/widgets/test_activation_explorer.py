@@ -22,7 +22,7 @@ from cnnwidgets.core.activations import map_stats, maps_codes
 from cnnwidgets.core.colormaps import gray_lut, lut
 from cnnwidgets.core.filters import render_grid
 from cnnwidgets.widgets._worker import model_lock
-from cnnwidgets.widgets.activation_explorer import OVERLAY_CMAP, blend_overlay
+from cnnwidgets.widgets.activation_explorer import OVERLAY_CMAP, _maps_frame, blend_overlay
 
 DEMO_LAYERS = [f"features.{i}" for i in range(8)]
 #: (channels, height, width) of each demo layer's output for a 28 x 28 digit
@@ -780,3 +780,141 @@ def test_rapid_page_index_changes_while_busy_compute_only_the_last(ex, demo):
     assert ex._worker.done - done == 2  # the gate and index 110
     assert len(activation_passes(calls)) == 1  # only image 110 was run
     assert ex._maps_meta["index"] == 110
+
+
+# ---------------------------------------------------------------- the frame is sent from inside the pass
+def _frame_events(ex, model):
+    """Record, in order: the frame traits as they are set, and the classifier's start."""
+    events: list[tuple[str, object]] = []
+    names = ["_image", "_maps", "_image_meta"]
+
+    def watch(ch):
+        events.append((ch["name"], ex._maps_meta.get("index") if ch["name"] == "_maps" else None))
+
+    ex.observe(watch, names=names)
+    handle = model.classifier.register_forward_pre_hook(lambda m, i: events.append(("classifier", None)))
+    return events, lambda: (ex.unobserve(watch, names=names), handle.remove())
+
+
+@pytest.mark.parametrize("from_page", [False, True])
+def test_new_image_frame_is_sent_before_the_classifier_runs(ex, demo, from_page):
+    ex.layer = "features.3"
+    ex.wait()
+    events, done = _frame_events(ex, demo.model)
+    try:
+        with forward_calls(demo.model) as calls:
+            if from_page:
+                ex.set_state({"index": 31})
+            else:
+                ex.index = 31
+            ex.wait()
+    finally:
+        done()
+    kinds = [e[0] for e in events]
+    assert kinds == ["_image", "_maps", "classifier", "_image_meta"], events
+    assert events[1][1] == 31  # the maps' description was set with them, for the new image
+    assert len(activation_passes(calls)) == 1
+    codes, _, meta = decoded_maps(ex)
+    assert meta["index"] == 31 and meta["layer"] == "features.3" and ex._image_meta["index"] == 31
+    np.testing.assert_array_equal(codes, maps_codes(layer_output(demo, 31, "features.3")).codes)
+    # the pass went on to fill the cache: every layer and the prediction, no new pass
+    with forward_calls(demo.model) as calls:
+        for layer in DEMO_LAYERS:
+            np.testing.assert_allclose(ex.activations(31, layer), layer_output(demo, 31, layer).numpy(),
+                                       rtol=1e-5, atol=1e-5)
+        ex.layer = "features.6"
+        ex.predict()
+    assert activation_passes(calls) == []
+    assert ex.busy is False
+
+
+def test_cached_image_sends_the_frame_after_the_pass(ex, demo):
+    ex.index = 8
+    ex.index = 9
+    events, done = _frame_events(ex, demo.model)
+    try:
+        with forward_calls(demo.model) as calls:
+            ex.index = 8  # in the cache: no pass, the frame comes from the cache
+    finally:
+        done()
+    assert activation_passes(calls) == []
+    assert [e[0] for e in events] == ["_image", "_image_meta", "_maps"]
+    assert ex._maps_meta["index"] == 8
+
+
+@pytest.mark.parametrize("layer", DEMO_LAYERS)
+@pytest.mark.parametrize("scale", ["shared", "per_map"])
+def test_maps_frame_equals_maps_codes_and_map_stats_on_the_demo(demo, layer, scale):
+    for i in (0, 7, 123):
+        acts = layer_output(demo, i, layer)
+        codes, stats = _maps_frame(acts, scale)
+        np.testing.assert_array_equal(codes, maps_codes(acts, scale).codes)
+        np.testing.assert_array_equal(stats, map_stats(acts))
+        assert codes.dtype == np.uint8 and stats.dtype == np.float32
+
+
+def _edge_maps() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(12)
+    r = torch.randn(6, 5, 4, generator=g)
+    dead = r.clone()
+    dead[[1, 4]] = 0.0  # dead ReLU channels
+    const = r.clone()
+    const[2] = 3.5  # a constant map that is not zero
+    nan = r.clone()
+    nan[3, 1, 2] = float("nan")
+    inf = r.clone()
+    inf[0, 0, 0] = float("inf")
+    return {
+        "random": r,
+        "relu": r.clamp_min(0),
+        "dead": dead,
+        "all_dead": torch.zeros(4, 3, 3),
+        "constant": const,
+        "all_constant": torch.full((3, 2, 2), -1.25),
+        "one_map": r[:1],
+        "one_pixel": r[:, :1, :1],
+        "negative": -r.abs() - 10,
+        "tiny_range": 1.0 + r * 1e-7,
+        "huge": r * 1e37,
+        "overflowing_range": torch.tensor([[[3e38, -3e38]]]),
+        "nan": nan,
+        "inf": inf,
+        "non_contiguous": r.transpose(1, 2),
+        "float64": r.double(),
+    }
+
+
+@pytest.mark.parametrize("case", list(_edge_maps()))
+@pytest.mark.parametrize("scale", ["shared", "per_map"])
+def test_maps_frame_equals_the_reference_on_edge_cases(case, scale):
+    import warnings
+
+    acts = _edge_maps()[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the reference warns about NaN/Inf
+        want_codes, want_stats = maps_codes(acts, scale).codes, map_stats(acts)
+        codes, stats = _maps_frame(acts, scale)
+    np.testing.assert_array_equal(codes, want_codes)
+    np.testing.assert_array_equal(stats, want_stats)
+
+
+def test_resnet_frame_and_cache_hold_values_before_the_residual_addition(tiny_resnet):
+    """``out += identity`` changes bn2's output in place after the frame was sent: the frame
+    and the cached maps still show bn2's own output."""
+    x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(13))
+    w = ActivationExplorer(tiny_resnet, x, layer="layer1.0.bn2")
+    try:
+        for i in (1, 2, 3):
+            w.index = i
+            ref = copy.deepcopy(tiny_resnet).eval()
+            with torch.no_grad():
+                stem = ref.maxpool(ref.relu(ref.bn1(ref.conv1(x[i : i + 1]))))
+                b = ref.layer1[0]
+                bn2 = b.bn2(b.conv2(b.relu(b.bn1(b.conv1(stem)))))[0]
+            assert (bn2 < 0).any()
+            np.testing.assert_allclose(w.activations(i, "layer1.0.bn2"), bn2.numpy(), rtol=1e-5, atol=1e-6)
+            codes, _, meta = decoded_maps(w)
+            assert meta["index"] == i
+            np.testing.assert_array_equal(codes, maps_codes(torch.from_numpy(w.activations(i))).codes)
+    finally:
+        w.close()
