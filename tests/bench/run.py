@@ -390,25 +390,60 @@ def _forget_display(ex, index: int) -> None:
             cache.pop(index, None)
 
 
-def image_change_timing(ex, indices, *, warmup: int, repeats: int, budget_s: float | None = None) -> Timing:
-    """Median time of ``ex.index = i`` for fresh images (the per-image cache never hits).
+#: The traits that make up a frame: the new image and the maps of the current layer (with
+#: their statistics and description). ``_order`` is left out: it is not set again when it
+#: does not change (sort="index").
+FRAME_TRAITS = ("_image", "_maps", "_map_stats", "_maps_meta")
+
+
+def image_change_timing(
+    ex, indices, *, warmup: int, repeats: int, budget_s: float | None = None
+) -> tuple[Timing, Timing]:
+    """Median times of ``ex.index = i`` for fresh images (the per-image cache never hits):
+    (frame, total).
+
+    frame = from the assignment until every trait of the new frame (``FRAME_TRAITS``) has been
+    set on the widget, i.e. until the new frame's bytes are ready on the Python side (an
+    observer on those traits records ``time.perf_counter()`` as each is first set from the
+    calling thread); total = until the assignment returns (the rest of the forward pass and
+    the prediction included).
 
     The deconvnet projection that the change starts in the background is waited for in the
     untimed setup, so it never overlaps a timed run.
     """
-    nxt = [0]
+    main = threading.get_ident()
+    marks: dict[str, float] = {}
 
-    def setup():
-        ex.wait()  # the previous change's background projection, untimed
-        i = next(indices)
-        assert i != ex.index and i not in ex._cache, i  # a cache miss: the forward pass runs
-        _forget_display(ex, i)  # and the displayed image is built anew
-        nxt[0] = i
+    def mark(change):
+        if threading.get_ident() == main:
+            marks.setdefault(change["name"], time.perf_counter())
 
-    def change():
-        ex.index = nxt[0]
-
-    return measure(change, setup=setup, warmup=warmup, repeats=repeats, budget_s=budget_s)
+    frames: list[float] = []
+    totals: list[float] = []
+    spent = 0.0
+    ex.observe(mark, names=list(FRAME_TRAITS))
+    try:
+        for k in range(warmup + max(1, repeats)):
+            ex.wait()  # the previous change's background projection, untimed
+            i = next(indices)
+            assert i != ex.index and i not in ex._cache, i  # a cache miss: the forward pass runs
+            _forget_display(ex, i)  # and the displayed image is built anew
+            marks.clear()
+            t0 = time.perf_counter()
+            ex.index = i
+            t1 = time.perf_counter()
+            missing = [n for n in FRAME_TRAITS if n not in marks]
+            assert not missing, f"the image change did not set {missing}"
+            if k < warmup:
+                continue
+            frames.append(max(marks.values()) - t0)
+            totals.append(t1 - t0)
+            spent += t1 - t0
+            if budget_s is not None and spent >= budget_s:
+                break
+    finally:
+        ex.unobserve(mark, names=list(FRAME_TRAITS))
+    return Timing(statistics.median(frames), len(frames)), Timing(statistics.median(totals), len(totals))
 
 
 def baseline_timing(model, x, layer, indices, *, warmup: int, repeats: int) -> Timing:
@@ -425,10 +460,14 @@ def baseline_timing(model, x, layer, indices, *, warmup: int, repeats: int) -> T
     "activation_explorer",
     notes=(
         "image change = `ex.index = i` from Python for an image not in the widget's cache (4\n"
-        "    images): one forward pass capturing every layer, then the `_image` and `_maps`\n"
-        "    bytes (+ per-map stats and order) of the current layer, ready to send. The deconvnet\n"
-        "    projection is computed after the frame, in a background thread; it is waited for\n"
-        "    outside the timed region, so it is not in these times\n"
+        "    images), timed until the new frame's bytes are ready on the Python side: every one\n"
+        "    of `_image`, `_maps`, `_map_stats`, `_maps_meta` has been set for the new image\n"
+        "    (an observer on them records the time). The widget runs one forward pass capturing\n"
+        "    every layer and sends the frame from inside it, as soon as the current layer has\n"
+        "    run. The deconvnet projection is computed after the frame, in a background thread;\n"
+        "    it is waited for outside the timed region, so it is not in these times\n"
+        "image change, total = the same change until `ex.index = i` returns: the rest of the\n"
+        "    forward pass (deeper layers, classifier) and the prediction included\n"
         "baseline = the bare forward pass to that layer (a Sequential prefix, torch.no_grad, the\n"
         "    same single image) + min-max of that layer's maps to uint8 bytes\n"
         "image change + projection = the same change until the background projection is done\n"
@@ -460,9 +499,10 @@ def bench_activation_explorer(quick: bool) -> list[Row]:
         ex.layer = layer
         ex.wait()
         base = baseline_timing(model, x, layer, iter(range(1, n)), warmup=5, repeats=n_base)
-        ours = image_change_timing(ex, _resetting(fresh, counter), warmup=5, repeats=n_ours)
+        ours, total = image_change_timing(ex, _resetting(fresh, counter), warmup=5, repeats=n_ours)
         ex.wait()
         rows.append(overhead_row(f"ActivationExplorer demo CNN {layer}: image change", ours, base, 1.3))
+        rows.append(info_row(f"ActivationExplorer demo CNN {layer}: image change, total", total))
         row, note = bytes_row(f"ActivationExplorer demo CNN {layer}: bytes per image change", ex, counter)
         rows.append(row)
         notes.append(note)
@@ -527,10 +567,11 @@ def bench_activation_explorer(quick: bool) -> list[Row]:
         exv.layer = layer
         exv.wait()
         base = baseline_timing(vgg, xv, layer, itertools.cycle(range(8)), warmup=warm, repeats=reps)
-        ours = image_change_timing(exv, _resetting(cycle, counter_v), warmup=warm, repeats=reps)
+        ours, total = image_change_timing(exv, _resetting(cycle, counter_v), warmup=warm, repeats=reps)
         exv.wait()
         label = f"ActivationExplorer VGG16-shaped 224x224 {layer}"
         rows.append(overhead_row(f"{label}: image change", ours, base, 1.3))
+        rows.append(info_row(f"{label}: image change, total", total))
         row, note = bytes_row(f"{label}: bytes per image change", exv, counter_v)
         rows.append(row)
         notes.append(note)
@@ -541,6 +582,222 @@ def bench_activation_explorer(quick: bool) -> list[Row]:
 
 
 _AE_NOTES = NOTES["activation_explorer"]
+
+
+# ---------------------------------------------------------------------------- saliency
+def measure_pair(
+    ours: Callable[[], object], base: Callable[[], object], *, warmup: int = 1, repeats: int = 5,
+    budget_s: float | None = None,
+) -> tuple[Timing, Timing]:
+    """Like :func:`measure` for two functions, alternating them (ours, baseline, ours, ...) so
+    that a change in the machine's load hits both alike. ``budget_s`` counts both."""
+    for _ in range(warmup):
+        ours()
+        base()
+    t_ours: list[float] = []
+    t_base: list[float] = []
+    spent = 0.0
+    for _ in range(max(1, repeats)):
+        for fn, times in ((ours, t_ours), (base, t_base)):
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            times.append(dt)
+            spent += dt
+        if budget_s is not None and spent >= budget_s:
+            break
+    return Timing(statistics.median(t_ours), len(t_ours)), Timing(statistics.median(t_base), len(t_base))
+
+
+def rgb_cnn() -> nn.Sequential:
+    """A VGG-ish CNN on 3x128x128, random weights (seed 0): 4 blocks conv3 (16, 32, 64, 128
+    channels) + ReLU + max-pool 2, global average pool, linear 10. ~64 M multiply-adds per
+    image forward, so compute dominates per-call overhead."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    c = 3
+    for width in (16, 32, 64, 128):
+        layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        c = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10)]
+    return nn.Sequential(*layers)
+
+
+def bare_batch_gradient(model: nn.Module, x: torch.Tensor, n: int, target: int) -> torch.Tensor:
+    """Baseline: ``n`` copies of the image stacked in ONE batch, one forward, one backward of
+    the summed target logits, the input gradient read."""
+    xb = x.repeat(n, 1, 1, 1).requires_grad_(True)
+    logits = model(xb)
+    logits[:, target].sum().backward()
+    return xb.grad
+
+
+class BatchSizeRecorder:
+    """Largest batch (dimension 0 of the first input) the model's forward has seen."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.largest = 0
+        self._handle = model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, _module: nn.Module, args: tuple) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            self.largest = max(self.largest, int(args[0].shape[0]))
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+@benchmark(
+    "saliency",
+    notes=(
+        "ours = cnnwidgets.core.saliency.integrated_gradients(model, x, target, steps=50) (trapezoid\n"
+        "    rule: 51 path images) / smoothgrad(model, x, target, samples=25, seed=0), one image,\n"
+        "    default batch_size=32 (IG: batches of 32 + 19; SmoothGrad: one batch of 25). Includes\n"
+        "    the call's checks, its no-grad forward pass for the target, building the path / noisy\n"
+        "    images and the weighted sum\n"
+        "baseline = the same number of images (51 / 25 copies of x) stacked in ONE batch,\n"
+        "    requires_grad_, one forward, logits[:, target].sum().backward(), read .grad\n"
+        "both: model.eval(), parameters requires_grad=False (as the methods set them); ours and\n"
+        "    baseline alternate run by run, so load changes hit both alike\n"
+        "threads = torch.set_num_threads for both sides: 1 and torch's default (2 here), restored\n"
+        "    after; CNNWIDGETS_BENCH_SALIENCY_THREADS=1 (or 2, or 1,2) picks. On 2 cores shared with\n"
+        "    other processes, 2 threads make every op wait for the other core, which swamps the\n"
+        "    ratio (more, smaller ops in ours); the 1-thread rows are the steadier measure\n"
+        "RGB CNN = 4 blocks conv3 (16, 32, 64, 128) + ReLU + max-pool, avg-pool, linear 10; random\n"
+        "    weights (seed 0), one random 3x128x128 image\n"
+        "largest batch seen = the largest dimension 0 of any input to the model's forward (a\n"
+        "    forward pre-hook) during IG at 50 steps: memory is bounded by batch_size, not steps;\n"
+        "    the time is that one call, at torch's default threads (smaller batches cost time)"
+    ),
+)
+def bench_saliency(quick: bool) -> list[Row]:
+    from cnnwidgets import demo
+    from cnnwidgets.core.model import preserved_state
+    from cnnwidgets.core.saliency import integrated_gradients, smoothgrad
+
+    d = demo.mnist("val")
+    with preserved_state(d.model):  # the demo model may be shared: restore its flags afterwards
+        return _saliency_rows(quick, d, integrated_gradients, smoothgrad)
+
+
+def _thread_counts(env_name: str, default: list[int]) -> list[int]:
+    """Thread counts from the environment variable ``env_name`` ("1,2"), else ``default``."""
+    env = os.environ.get(env_name, "").strip()
+    counts = [int(t) for t in env.split(",") if t.strip()] if env else default
+    return list(dict.fromkeys(counts))  # unique, in order
+
+
+def _saliency_rows(quick: bool, d, integrated_gradients, smoothgrad) -> list[Row]:
+    torch.manual_seed(0)
+    cases = [
+        # label, model, image, target, (warm-ups, repeats, budget in s for ours + baseline)
+        ("demo CNN 1x28x28", d.model, d.images[:1], int(d.labels[0]), (2, 5, 10.0) if quick else (3, 15, 20.0)),
+        ("RGB CNN 3x128x128", rgb_cnn(), torch.rand(1, 3, 128, 128), 0, (1, 3, 15.0) if quick else (1, 5, 40.0)),
+    ]
+    default_threads = torch.get_num_threads()
+    threads = _thread_counts("CNNWIDGETS_BENCH_SALIENCY_THREADS", [1, default_threads])
+    rows: list[Row] = []
+    try:
+        for n_threads in threads:
+            torch.set_num_threads(n_threads)
+            for label, model, x, target, (warm, reps, budget) in cases:
+                model.eval()
+                for p in model.parameters():
+                    p.requires_grad_(False)
+                methods = [
+                    ("Integrated Gradients 50 steps", lambda: integrated_gradients(model, x, target, steps=50), 51),
+                    ("SmoothGrad 25 samples", lambda: smoothgrad(model, x, target, samples=25, seed=0), 25),
+                ]
+                for method, ours_fn, n in methods:
+                    ours, base = measure_pair(
+                        ours_fn, lambda: bare_batch_gradient(model, x, n, target), warmup=warm, repeats=reps,
+                        budget_s=budget,
+                    )
+                    name = f"Saliency {label}, {n_threads} thread{'s' if n_threads > 1 else ''}: {method}"
+                    rows.append(overhead_row(f"{name} vs {n} fwd+bwd in one batch", ours, base, 1.2))
+    finally:
+        torch.set_num_threads(default_threads)
+
+    # the internal batch bound: IG at 50 steps (51 path images) with small and large batch_size
+    label, model, x, target, _ = cases[1]
+    for bs in (8, 64):
+        recorder = BatchSizeRecorder(model)
+        try:
+            t = measure(lambda: integrated_gradients(model, x, target, steps=50, batch_size=bs), warmup=0, repeats=1)
+        finally:
+            recorder.remove()
+        expected = min(bs, 51)
+        rows.append(
+            Row(
+                f"Saliency {label}: IG 50 steps, batch_size={bs}: largest batch seen = {recorder.largest}",
+                t.median, None, None, f"largest batch <= {expected}", recorder.largest <= expected,
+                f"{t.repeats}/-",
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------- t-SNE
+def tsne_features(n: int, dim: int = 192, clusters: int = 10, seed: int = 0) -> np.ndarray:
+    """``n`` x ``dim`` float32 features: ``clusters`` Gaussian clusters of equal size (unit
+    variance around centres drawn from N(0, 2^2) per dimension), points in random order."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 2.0, (clusters, dim))
+    labels = rng.permutation(np.arange(n) % clusters)
+    return (centres[labels] + rng.normal(0.0, 1.0, (n, dim))).astype(np.float32)
+
+
+@benchmark(
+    "tsne",
+    notes=(
+        "ours = cnnwidgets.core.embedding.tsne(features, perplexity=30, seed=0, n_iter=750,\n"
+        "    n_jobs=T): openTSNE, 250 early-exaggeration + 500 iterations, PCA init; gradients by\n"
+        "    FFT interpolation from 10,000 points (Barnes-Hut below, openTSNE's rule: the quick\n"
+        "    run's 2,000 points use Barnes-Hut)\n"
+        "baseline = sklearn.manifold.TSNE(n_components=2, perplexity=30, init='pca',\n"
+        "    random_state=0, max_iter=750, method='barnes_hut', n_jobs=T).fit_transform(features)\n"
+        "threads: each pair runs inside threadpoolctl.threadpool_limits(T) (BLAS and OpenMP, so\n"
+        "    sklearn's Barnes-Hut gradient uses T threads too) with n_jobs=T on both sides.\n"
+        "    Default T = 2 (all cores here) in a full run and in --quick; set\n"
+        "    CNNWIDGETS_BENCH_TSNE_THREADS=1,2 to add the single-threaded pair (~4 more minutes)\n"
+        "data = Gaussian clusters (10, unit variance, centres N(0, 2^2) per dimension), float32,\n"
+        "    seed 0; one timed run each (no repeats), after an untimed 300-point warm-up of both"
+    ),
+)
+def bench_tsne(quick: bool) -> list[Row]:
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    from cnnwidgets.core.embedding import tsne
+
+    n = 2_000 if quick else 10_000
+    x = tsne_features(n)
+    threads = _thread_counts("CNNWIDGETS_BENCH_TSNE_THREADS", [2])
+
+    def ours(data: np.ndarray, t: int) -> np.ndarray:
+        return tsne(data, perplexity=30, seed=0, n_iter=750, n_jobs=t)
+
+    def sklearn_tsne(data: np.ndarray, t: int) -> np.ndarray:
+        return TSNE(
+            n_components=2, perplexity=30, init="pca", random_state=0, max_iter=750,
+            method="barnes_hut", n_jobs=t,
+        ).fit_transform(data)
+
+    # untimed warm-up: imports, first calls into the compiled extensions
+    warm = tsne_features(300)
+    with threadpool_limits(limits=max(threads)):
+        ours(warm, max(threads))
+        sklearn_tsne(warm, max(threads))
+
+    rows: list[Row] = []
+    for t in threads:
+        with threadpool_limits(limits=t):
+            ours_t = measure(lambda: ours(x, t), warmup=0, repeats=1)
+            base_t = measure(lambda: sklearn_tsne(x, t), warmup=0, repeats=1)
+        size = f"{n:,} x 192{' (quick)' if quick else ''}"
+        name = f"t-SNE {size}, 750 iter, {t} thread{'s' if t > 1 else ''}: openTSNE vs sklearn Barnes-Hut"
+        rows.append(overhead_row(name, ours_t, base_t, 0.6))
+    return rows
 
 
 # ---------------------------------------------------------------------------- output
