@@ -14,6 +14,7 @@ from torch import nn
 
 from ..core.activations import map_stats, maps_codes, order_channels, top_channels, top_images
 from ..core.colormaps import MAX_CODE, MID_CODE
+from ..core.colormaps import blend_overlay
 from ..core.colormaps import lut as make_lut
 from ..core.deconv import reconstruct as deconv_reconstruct
 from ..core.filters import grid_shape, render_grid
@@ -27,37 +28,6 @@ __all__ = ["ActivationExplorer", "blend_overlay"]
 
 #: Colours of the enlarged map drawn over the input image.
 OVERLAY_CMAP = "inferno"
-
-
-def blend_overlay(image: np.ndarray, codes: np.ndarray, lut: np.ndarray, opacity: float) -> np.ndarray:
-    """Draw a feature map over an image, as the page does (integer arithmetic, exact).
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        uint8 (H, W, 3) input image.
-    codes : numpy.ndarray
-        uint8 (h, w) map codes, upsampled to H x W by nearest neighbour
-        (source row ``y * h // H``).
-    lut : numpy.ndarray
-        uint8 (256, 3) colours of the map.
-    opacity : float
-        0 shows the image only, 1 the map only.
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 (H, W, 3): ``(image * (255 - a) + colour * a + 127) // 255`` with
-        ``a = floor(opacity * 255 + 0.5)``.
-    """
-    H, W = image.shape[:2]
-    h, w = codes.shape
-    ys = (np.arange(H) * h) // H
-    xs = (np.arange(W) * w) // W
-    colour = lut[codes[ys][:, xs]].astype(np.int32)
-    a = int(np.floor(float(opacity) * 255 + 0.5))
-    out = (image.astype(np.int32) * (255 - a) + colour * a + 127) // 255
-    return out.astype(np.uint8)
 
 
 def _norm_uint8(x: torch.Tensor) -> np.ndarray:
