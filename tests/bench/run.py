@@ -855,6 +855,102 @@ def machine_info() -> str:
     )
 
 
+# ---------------------------------------------------------------------------- OIPOptimizer
+def _bare_oip_loop(model: nn.Module, layer_prefix: nn.Module, channel: int, steps: int, lr: float,
+                   mean: float, std: float) -> torch.Tensor:
+    """The straightforward loop: gray + noise start, forward to the layer, mean of one map,
+    gradient normalized by its RMS, step, clamp to [0, 1]."""
+    g = torch.Generator().manual_seed(0)
+    x = (0.5 + (torch.rand(1, 1, 28, 28, generator=g) - 0.5) * (20 / 255)).requires_grad_(True)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for _ in range(steps):
+        act = layer_prefix((x - mean) / std)
+        value = act[:, channel].mean()
+        (grad,) = torch.autograd.grad(value, x)
+        with torch.no_grad():
+            x += lr * grad / (grad.pow(2).mean().sqrt() + 1e-8)
+            x.clamp_(0, 1)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return x.detach()
+
+
+def _vgg_to_conv3_3() -> nn.Sequential:
+    torch.manual_seed(0)
+    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256]
+    layers: list[nn.Module] = []
+    c = 3
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
+            c = v
+    return nn.Sequential(*layers).eval()
+
+
+@benchmark(
+    "oip",
+    notes=(
+        "widget loop = OIPOptimizer.run(steps) on the demo CNN (features.6, one channel, RMS steps):\n"
+        "    background thread, per-step callback, throttled live updates (<= 15/s), snapshots;\n"
+        "    bare loop = the same objective and step rule written as a plain torch loop\n"
+        "batch mode = one optimize() call with B channels as a batch vs B calls of one channel,\n"
+        "    VGG16-shaped network up to conv3_3 (random weights) at 3 x 128 x 128\n"
+        "all OIP rows run with torch.set_num_threads(1)"
+    ),
+)
+def bench_oip(quick: bool) -> list[Row]:
+    import cnnwidgets
+    from cnnwidgets.core import optimize as opt
+
+    rows: list[Row] = []
+    d = cnnwidgets.demo.mnist("val")
+    steps = 100 if quick else 300
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # both loops single-threaded: 2 threads on 2 shared cores swing 10x
+    try:
+        return _bench_oip(rows, d, steps, quick, cnnwidgets, opt)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bench_oip(rows, d, steps, quick, cnnwidgets, opt) -> list[Row]:
+    w = cnnwidgets.OIPOptimizer(d.model, "features.6", channel=5, images=d.images[:1], mean=d.mean, std=d.std,
+                                lr=0.02)
+    try:
+        ours = measure(lambda: w.run(steps=steps), warmup=1, repeats=3 if quick else 5)
+    finally:
+        w.close()
+    prefix = d.model.features[:7]
+    base = measure(lambda: _bare_oip_loop(d.model, prefix, 5, steps, 0.02, d.mean[0], d.std[0]),
+                   warmup=1, repeats=3 if quick else 5)
+    r = base.median / ours.median
+    rows.append(Row(f"OIPOptimizer demo features.6: widget loop vs bare torch loop, {steps} steps "
+                    f"({steps / ours.median:.0f} vs {steps / base.median:.0f} steps/s)",
+                    ours.median, base.median, r, ">= 0.9x bare steps/s", r >= 0.9, f"{ours.repeats}/{base.repeats}"))
+
+    vgg = _vgg_to_conv3_3()
+    b, vsteps = (4, 3) if quick else (8, 5)
+    chans = list(range(b))
+    batch = measure(lambda: opt.optimize(vgg, opt.channel("14", chans), (3, 128, 128), batch=b, steps=vsteps,
+                                         lr=0.02, seed=0, snapshots=None), warmup=0, repeats=1 if quick else 2)
+    single = measure(lambda: [opt.optimize(vgg, opt.channel("14", c), (3, 128, 128), steps=vsteps, lr=0.02, seed=0,
+                                           snapshots=None) for c in chans], warmup=0, repeats=1 if quick else 2)
+    r = single.median / batch.median
+    rows.append(Row(f"OIP batch mode, VGG16-shaped to conv3_3 128x128: {b} channels x {vsteps} steps as one batch "
+                    f"vs one at a time", batch.median, single.median, r, ">= 1.4x filter-steps/s", r >= 1.4,
+                    f"{batch.repeats}/{single.repeats}"))
+
+    n_steps = 20 if quick else 200
+    all128 = measure(lambda: opt.optimize(d.model, opt.channel("features.6", list(range(128))), (1, 28, 28),
+                                          batch=128, steps=n_steps, lr=0.02, mean=d.mean, std=d.std, seed=0,
+                                          snapshots=None), warmup=0, repeats=1)
+    rows.append(info_row(f"OIP all 128 maps of demo features.6 (batch of 128), {n_steps} steps", all128))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats (under a minute)")
