@@ -172,7 +172,8 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         self._ready = False
         super().__init__(chart=self._make_chart())
         self.set_trait("layers", names)
-        self.set_trait("n_classes", int(logits.shape[-1]))
+        # a class count only for a classifier's (N, K) output; 0 for a features-only model
+        self.set_trait("n_classes", int(logits.shape[-1]) if logits.dim() == 2 else 0)
         with self.hold_trait_notifications():
             self.layer = layer if layer is not None else (convs[-1] if convs else names[-1])
             if isinstance(channel, (list, tuple, np.ndarray, torch.Tensor)):
@@ -370,6 +371,9 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
                 raise ValueError(
                     f"layer {self.layer!r} has no spatial output: use objective='neuron' (one unit) there"
                 )
+        elif not self.n_classes:
+            raise ValueError("objective='class' needs a model whose output is (N, K) class scores; "
+                             "this one has no classifier head: use 'channel' or 'neuron'")
         elif not 0 <= self.class_index < self.n_classes:
             raise ValueError(f"class_index must be in 0..{self.n_classes - 1}, got {self.class_index}")
 
@@ -551,7 +555,8 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
                     converge={"window": 20, "rtol": 1e-4} if self.converge else None,
                     callback=callback, stop=self._stop, **self._settings(),
                 )
-                probs = opt.class_probabilities(self._model, result.images, mean=self._mean, std=self._std)
+                probs = (opt.class_probabilities(self._model, result.images, mean=self._mean, std=self._std)
+                         if self.n_classes else None)
             self._result = result
             self._history = list(result.history)
             elapsed = time.perf_counter() - t_start
@@ -559,8 +564,9 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
                 self.step = result.steps_done
                 self.value = self._history[-1] if self._history else 0.0
                 self.steps_per_second = result.steps_done / elapsed if elapsed > 0 else 0.0
-                self.set_trait("probabilities", [float(p) for p in probs.mean(0)] if self.batch > 1 else
-                               [float(p) for p in probs[0]])
+                if probs is not None:
+                    self.set_trait("probabilities", [float(p) for p in probs.mean(0)] if self.batch > 1 else
+                                   [float(p) for p in probs[0]])
             self._show(result.images, final=True)
             self._line.x = np.arange(1, len(self._history) + 1, dtype=np.float64)
             self._line.y = np.asarray(self._history, dtype=np.float64)

@@ -491,3 +491,19 @@ def test_close_stops_the_thread(demo):
     w.close()  # twice is fine
     w._on_page_message(w, {"type": "stop"}, [])
     repr(w)
+
+
+def test_features_only_model_runs_without_a_class_check():
+    """A model without a classifier head (its output is a feature map) still optimizes."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    w = OIPOptimizer(net, "0", channel=[0, 1], input_shape=(3, 8, 8))
+    try:
+        assert w.n_classes == 0
+        out = w.run(steps=3)
+        assert out.shape == (2, 3, 8, 8) and w.result is not None
+        assert list(w.probabilities) == []
+        w.objective = "class"
+        with pytest.raises(ValueError, match="classifier head"):
+            w.run(steps=2)
+    finally:
+        w.close()
