@@ -138,3 +138,25 @@ class BaseWidget(anywidget.AnyWidget):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
+
+
+class PageScheduled:
+    """Updates asked for by the page run on the widget's ``_worker`` (latest request wins, the
+    kernel stays free); the same updates asked for from Python run right away, so scripts and
+    tests see the result on return. Needs ``_worker`` (a LatestWorker) and a ``busy`` trait."""
+
+    _from_page = False
+
+    def set_state(self, sync_data):
+        self._from_page = True
+        try:
+            super().set_state(sync_data)
+        finally:
+            self._from_page = False
+
+    def _schedule(self, fn) -> None:
+        if self._from_page:
+            self.busy = True
+            self._worker.submit(fn)
+        else:
+            fn()

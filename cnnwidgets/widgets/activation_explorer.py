@@ -20,7 +20,7 @@ from ..core.deconv import reconstruct as deconv_reconstruct
 from ..core.filters import grid_shape, render_grid
 from ..core.images import ImageSet
 from ..core.model import capture_activations, check_model, model_device
-from ._base import BaseWidget, checked
+from ._base import BaseWidget, PageScheduled, checked
 from ._worker import LatestWorker, model_lock
 from .selection import Selection, SelectionMixin
 
@@ -85,7 +85,7 @@ def _maps_frame(acts: torch.Tensor, scale: str = "shared") -> tuple[np.ndarray, 
     return codes.reshape(c, h, w), stats
 
 
-class ActivationExplorer(SelectionMixin, BaseWidget):
+class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     """Every feature map of a layer for one image, with the strongest one projected back.
 
     Parameters
@@ -437,21 +437,6 @@ class ActivationExplorer(SelectionMixin, BaseWidget):
         return proposal["value"]
 
     # ------------------------------------------------------------------ page events
-    def set_state(self, sync_data):
-        self._from_page = True
-        try:
-            super().set_state(sync_data)
-        finally:
-            self._from_page = False
-
-    def _schedule(self, fn) -> None:
-        """From the page: in the background, latest request wins. From Python: right away."""
-        if self._from_page:
-            self.busy = True
-            self._worker.submit(fn)
-        else:
-            fn()
-
     @t.observe("index")
     def _on_index(self, change):
         if self._ready:

@@ -19,7 +19,7 @@ from ..core.colormaps import lut as make_lut
 from ..core.images import ImageSet
 from ..core.model import capture_activations, check_model, conv_layers, model_device
 from ..core.saliency import BASELINES, METHODS, attribute, final_softmax, logits_only, softmax_notice_off, to_heatmap
-from ._base import BaseWidget, checked
+from ._base import BaseWidget, PageScheduled, checked
 from ._worker import LatestWorker, model_lock
 from .selection import Selection, SelectionMixin
 
@@ -31,7 +31,7 @@ COMPARE_DEFAULT = ["vanilla", "smoothgrad", "integrated_gradients", "guided_back
 PREDICTED, TRUE_LABEL = -1, -2
 
 
-class SaliencyViewer(SelectionMixin, BaseWidget):
+class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     """Where the model looks: an attribution map over the input image.
 
     Parameters
@@ -375,20 +375,6 @@ class SaliencyViewer(SelectionMixin, BaseWidget):
         return list(proposal["value"])
 
     # ------------------------------------------------------------------ events
-    def set_state(self, sync_data):
-        self._from_page = True
-        try:
-            super().set_state(sync_data)
-        finally:
-            self._from_page = False
-
-    def _schedule(self, fn) -> None:
-        if self._from_page:
-            self.busy = True
-            self._worker.submit(fn)
-        else:
-            fn()
-
     @t.observe("index")
     def _on_index(self, change):
         if self._ready:
