@@ -315,19 +315,25 @@ def _layer_output(acts: dict[str, torch.Tensor], layer: str) -> torch.Tensor:
         raise ValueError(f"layer {layer!r} was not captured (known: {sorted(acts)})") from None
 
 
-def _index_tensor(
-    idx: int | list[int], n: int, what: str, limit: int, limit_desc: str, device: torch.device
-) -> torch.Tensor:
-    """``idx`` as a LongTensor (n,), checked against 0..limit-1."""
+def _check_range(idx: int | list[int], n: int, what: str, limit: int, limit_desc: str) -> None:
+    """ValueError unless ``idx`` (an int, or a list of n ints) is within 0..limit-1."""
     if isinstance(idx, list):
         if len(idx) != n:
             raise ValueError(f"{what} lists {len(idx)} targets (one per image) but the batch has {n} images")
         bad = [i for i in idx if i >= limit]
         if bad:
             raise ValueError(f"{what} must be in 0..{limit - 1} ({limit_desc}), got {bad}")
-        return torch.tensor(idx, dtype=torch.long, device=device)
-    if idx >= limit:
+    elif idx >= limit:
         raise ValueError(f"{what} must be in 0..{limit - 1} ({limit_desc}), got {idx}")
+
+
+def _index_tensor(
+    idx: int | list[int], n: int, what: str, limit: int, limit_desc: str, device: torch.device
+) -> torch.Tensor:
+    """``idx`` as a LongTensor (n,), checked against 0..limit-1."""
+    _check_range(idx, n, what, limit, limit_desc)
+    if isinstance(idx, list):
+        return torch.tensor(idx, dtype=torch.long, device=device)
     return torch.full((n,), idx, dtype=torch.long, device=device)
 
 
@@ -389,6 +395,9 @@ def channel(layer: str, c: Index) -> Objective:
         if a.dim() != 4:
             raise ValueError(f"channel() needs a 4-D layer output B x K x h x w; {layer!r} gives {tuple(a.shape)}")
         n, k = a.shape[:2]
+        if isinstance(idx, int):  # one map for every image: a view, cheaper to differentiate
+            _check_range(idx, n, "channel", k, f"layer {layer!r} has {k} channels")
+            return a[:, idx].mean(dim=(1, 2))
         ch = _index_tensor(idx, n, "channel", k, f"layer {layer!r} has {k} channels", a.device)
         rows = torch.arange(n, device=a.device)
         return a[rows, ch].mean(dim=(1, 2))
@@ -622,9 +631,10 @@ def pixel_param(
     params : list of torch.Tensor
         One leaf tensor B x C x H x W (``requires_grad``), the pixels in display space.
     image_fn : callable
-        ``image_fn()`` returns ``params[0].clamp(0, 1)``. :func:`optimize` projects the pixels
-        back into [0, 1] after every step, so the clamp never hides a change; its gradient
-        passes at 0 and 1 as well, so a pixel at the border can move back.
+        ``image_fn()`` returns ``params[0]`` itself: the pixels start in [0, 1] and
+        :func:`optimize` projects them back into [0, 1] after every step (a loop of your own
+        should do the same), so no clamp sits in the graph and a pixel at the border can move
+        back.
 
     Examples
     --------
@@ -645,7 +655,7 @@ def pixel_param(
     x = x.to(device).clone().requires_grad_(True)
 
     def image_fn() -> torch.Tensor:
-        return x.clamp(0, 1)
+        return x
 
     return [x], image_fn
 
@@ -1425,13 +1435,11 @@ def _check_converge(converge: Any) -> tuple[int, float, float] | None:
 
 def _rms_step(params: list[torch.Tensor], grads: list[torch.Tensor], lr: float) -> None:
     """``p += lr * g / (rms(g) + 1e-8)``, with the RMS taken over each image's parameters."""
-    n = params[0].shape[0]
-    sumsq = torch.zeros(n, dtype=grads[0].dtype, device=grads[0].device)
-    count = 0
-    for g in grads:
-        sumsq += g.pow(2).flatten(1).sum(1)
-        count += g[0].numel()
-    rms = (sumsq / count).sqrt()
+    if len(grads) == 1:  # the usual case: one tensor of pixels or coefficients
+        rms = grads[0].pow(2).flatten(1).mean(1).sqrt()
+    else:
+        sumsq = sum(g.pow(2).flatten(1).sum(1) for g in grads)
+        rms = (sumsq / sum(g[0].numel() for g in grads)).sqrt()
     for p, g in zip(params, grads):
         p.add_(g / (rms.view(-1, *([1] * (g.dim() - 1))) + 1e-8), alpha=lr)
 

@@ -894,11 +894,14 @@ def _vgg_to_conv3_3() -> nn.Sequential:
     "oip",
     notes=(
         "widget loop = OIPOptimizer.run(steps) on the demo CNN (features.6, one channel, RMS steps):\n"
-        "    background thread, per-step callback, throttled live updates (<= 15/s), snapshots;\n"
-        "    bare loop = the same objective and step rule written as a plain torch loop\n"
+        "    background thread, per-step callback, throttled live updates (<= 15/s), log snapshots,\n"
+        "    the final class check; bare loop = the same objective and step rule written as a plain\n"
+        "    torch loop on a Sequential prefix. Both with torch.set_num_threads(1) (two threads on two\n"
+        "    shared cores swing 10x), run alternately, ratio = median of the per-pair ratios\n"
         "batch mode = one optimize() call with B channels as a batch vs B calls of one channel,\n"
-        "    VGG16-shaped network up to conv3_3 (random weights) at 3 x 128 x 128\n"
-        "all OIP rows run with torch.set_num_threads(1)"
+        "    VGG16-shaped network up to conv3_3 (random weights) at 3 x 128 x 128, alternately;\n"
+        "    at torch's default thread count (the batch keeps both cores busy) and, for information,\n"
+        "    at one thread (where a 128 x 128 image already fills the core and batching gains little)"
     ),
 )
 def bench_oip(quick: bool) -> list[Row]:
@@ -907,48 +910,74 @@ def bench_oip(quick: bool) -> list[Row]:
 
     rows: list[Row] = []
     d = cnnwidgets.demo.mnist("val")
-    steps = 100 if quick else 300
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # both loops single-threaded: 2 threads on 2 shared cores swing 10x
     try:
-        return _bench_oip(rows, d, steps, quick, cnnwidgets, opt)
+        torch.set_num_threads(1)
+        rows.append(_oip_widget_row(d, cnnwidgets, quick))
+        vgg = _vgg_to_conv3_3()
+        for n_threads in dict.fromkeys([threads, 1]):
+            torch.set_num_threads(n_threads)
+            rows.append(_oip_batch_row(vgg, opt, n_threads, quick, target=n_threads == threads))
+        torch.set_num_threads(threads)
+        n_steps = 20 if quick else 200
+        all128 = measure(lambda: opt.optimize(d.model, opt.channel("features.6", list(range(128))), (1, 28, 28),
+                                              batch=128, steps=n_steps, lr=0.02, mean=d.mean, std=d.std, seed=0,
+                                              snapshots=None), warmup=0, repeats=1)
+        rows.append(info_row(f"OIP all 128 maps of demo features.6 (batch of 128), {n_steps} steps, "
+                             f"{threads} thread{'s' if threads > 1 else ''}", all128))
     finally:
         torch.set_num_threads(threads)
+    return rows
 
 
-def _bench_oip(rows, d, steps, quick, cnnwidgets, opt) -> list[Row]:
+def _paired_ratio(ours: Callable[[], object], base: Callable[[], object], *, warmup: int,
+                  repeats: int) -> tuple[Timing, Timing, float]:
+    """Alternate ``ours`` and ``base``; return both medians and the median of base/ours per pair
+    (a pair runs back to back, so a change of the machine's load hits both alike)."""
+    for _ in range(warmup):
+        ours()
+        base()
+    t_ours: list[float] = []
+    t_base: list[float] = []
+    for _ in range(repeats):
+        for fn, times in ((ours, t_ours), (base, t_base)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    ratio = statistics.median(b / o for o, b in zip(t_ours, t_base))
+    return Timing(statistics.median(t_ours), repeats), Timing(statistics.median(t_base), repeats), ratio
+
+
+def _oip_widget_row(d, cnnwidgets, quick: bool) -> Row:
+    steps = 150 if quick else 300
     w = cnnwidgets.OIPOptimizer(d.model, "features.6", channel=5, images=d.images[:1], mean=d.mean, std=d.std,
                                 lr=0.02)
+    prefix = d.model.features[:7]
     try:
-        ours = measure(lambda: w.run(steps=steps), warmup=1, repeats=3 if quick else 5)
+        ours, base, r = _paired_ratio(lambda: w.run(steps=steps),
+                                      lambda: _bare_oip_loop(d.model, prefix, 5, steps, 0.02, d.mean[0], d.std[0]),
+                                      warmup=1, repeats=5 if quick else 11)
     finally:
         w.close()
-    prefix = d.model.features[:7]
-    base = measure(lambda: _bare_oip_loop(d.model, prefix, 5, steps, 0.02, d.mean[0], d.std[0]),
-                   warmup=1, repeats=3 if quick else 5)
-    r = base.median / ours.median
-    rows.append(Row(f"OIPOptimizer demo features.6: widget loop vs bare torch loop, {steps} steps "
-                    f"({steps / ours.median:.0f} vs {steps / base.median:.0f} steps/s)",
-                    ours.median, base.median, r, ">= 0.9x bare steps/s", r >= 0.9, f"{ours.repeats}/{base.repeats}"))
+    return Row(f"OIPOptimizer demo features.6: widget loop vs bare torch loop, {steps} steps, 1 thread "
+               f"({steps / ours.median:.0f} vs {steps / base.median:.0f} steps/s)",
+               ours.median, base.median, r, ">= 0.9x bare steps/s", r >= 0.9, f"{ours.repeats}/{base.repeats}")
 
-    vgg = _vgg_to_conv3_3()
+
+def _oip_batch_row(vgg: nn.Module, opt, n_threads: int, quick: bool, *, target: bool) -> Row:
     b, vsteps = (4, 3) if quick else (8, 5)
     chans = list(range(b))
-    batch = measure(lambda: opt.optimize(vgg, opt.channel("14", chans), (3, 128, 128), batch=b, steps=vsteps,
-                                         lr=0.02, seed=0, snapshots=None), warmup=0, repeats=1 if quick else 2)
-    single = measure(lambda: [opt.optimize(vgg, opt.channel("14", c), (3, 128, 128), steps=vsteps, lr=0.02, seed=0,
-                                           snapshots=None) for c in chans], warmup=0, repeats=1 if quick else 2)
-    r = single.median / batch.median
-    rows.append(Row(f"OIP batch mode, VGG16-shaped to conv3_3 128x128: {b} channels x {vsteps} steps as one batch "
-                    f"vs one at a time", batch.median, single.median, r, ">= 1.4x filter-steps/s", r >= 1.4,
-                    f"{batch.repeats}/{single.repeats}"))
-
-    n_steps = 20 if quick else 200
-    all128 = measure(lambda: opt.optimize(d.model, opt.channel("features.6", list(range(128))), (1, 28, 28),
-                                          batch=128, steps=n_steps, lr=0.02, mean=d.mean, std=d.std, seed=0,
-                                          snapshots=None), warmup=0, repeats=1)
-    rows.append(info_row(f"OIP all 128 maps of demo features.6 (batch of 128), {n_steps} steps", all128))
-    return rows
+    ours, base, r = _paired_ratio(
+        lambda: opt.optimize(vgg, opt.channel("14", chans), (3, 128, 128), batch=b, steps=vsteps, lr=0.02, seed=0,
+                             snapshots=None),
+        lambda: [opt.optimize(vgg, opt.channel("14", c), (3, 128, 128), steps=vsteps, lr=0.02, seed=0,
+                              snapshots=None) for c in chans],
+        warmup=0, repeats=1 if quick else 3)
+    name = (f"OIP batch mode, VGG16-shaped to conv3_3 128x128, {n_threads} thread{'s' if n_threads > 1 else ''}: "
+            f"{b} channels x {vsteps} steps as one batch vs one at a time")
+    if not target:
+        return Row(name, ours.median, base.median, r, "- (information)", None, f"{ours.repeats}/{base.repeats}")
+    return Row(name, ours.median, base.median, r, ">= 1.4x filter-steps/s", r >= 1.4, f"{ours.repeats}/{base.repeats}")
 
 
 def main(argv: list[str] | None = None) -> int:
