@@ -4,6 +4,10 @@ The page inlines each view's bundled front-end module and its state (binary trai
 which only the file on disk holds; the live widgets send raw binary buffers). A small stand-in
 for the widget model answers ``get``/``set``/``on``; a view whose state was precomputed for
 several images (``frames``) switches between them when its ``index`` changes.
+
+Child widgets (the bqplot charts) need a live widget manager and are left out; the views draw
+static stand-ins from their own state instead (SaliencyViewer's ``_probs``, and the
+export-only data of ``_export_state``, e.g. OIPOptimizer's objective per step).
 """
 
 from __future__ import annotations
@@ -133,6 +137,9 @@ def export_html(
         if name not in modules:
             modules[name] = base64.b64encode(bundle(name).read_bytes()).decode("ascii")
         spec = {"bundle": name, "state": widget_state(v)}
+        # child widgets (bqplot charts) are dropped; the page draws them from this instead
+        extra = v._export_state() if hasattr(v, "_export_state") else {}
+        spec["state"].update({k: _encode(val) for k, val in extra.items()})
         fr = frames[i] if frames is not None else None
         if fr:
             spec["frames"] = {str(k): _encode(val) for k, val in fr.items()}

@@ -595,5 +595,9 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         self._snapshots = arr.tobytes()
         self._snapshots_meta = {"steps": steps, "h": arr.shape[1], "w": arr.shape[2], "c": arr.shape[3]}
 
+    def _export_state(self) -> dict[str, Any]:
+        """The objective per step as float32 bytes, for the exported page's static curve."""
+        return {"_history": np.asarray(self.history, dtype=np.float32).tobytes()}
+
     def __repr__(self) -> str:
         return f"OIPOptimizer(layer={self.layer!r}, channel={self._channels()!r}, steps={self.steps})"

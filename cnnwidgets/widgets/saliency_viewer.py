@@ -65,7 +65,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     """
 
     _bundle = "saliency_viewer"
-    _export_keys = ("index", "_image", "_image_meta", "_heat", "_heat_meta")
+    _export_keys = ("index", "_image", "_image_meta", "_probs", "_heat", "_heat_meta")
     _shared = ("index", "layer", "channel", "target")
 
     # --- choices
@@ -97,6 +97,9 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     # --- data (binary)
     _image = t.Bytes(b"").tag(sync=True)
     _image_meta = t.Dict().tag(sync=True)
+    #: float32 (K,) class probabilities of the shown image; drawn by the page itself where no
+    #: widget manager renders ``chart`` (a standalone HTML export).
+    _probs = t.Bytes(b"").tag(sync=True)
     _heat = t.Bytes(b"").tag(sync=True)
     _heat_meta = t.Dict().tag(sync=True)
     _heat_lut = t.Bytes(b"").tag(sync=True)
@@ -438,6 +441,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             self._image_meta = {"index": index, "h": img.shape[0], "w": img.shape[1], "c": img.shape[2],
                                 "label": self._images.class_name(label), "predicted": self._images.class_name(pred),
                                 "probability": float(p[pred]), "correct": None if label is None else label == pred}
+            self._probs = p.astype(np.float32).tobytes()
         self._bars.y = p.astype(np.float64)
 
     def _update_heat(self) -> None:

@@ -31,6 +31,8 @@ def test_oip_start_live_stop(open_notebook):
     page = nb.page
     page.wait_for_selector(f"{OIP} canvas.cnnw-oip-image", timeout=60_000)
     page.wait_for_function(f"() => document.querySelector('{OIP} .cnnw-chart svg') !== null", timeout=30_000)
+    # live, the bqplot figure is the chart; the static SVG is for exported pages only
+    assert page.locator(f"{OIP} .cnnw-chart svg.cnnw-static-chart").count() == 0
 
     # a click on a filter of the linked FilterGrid targets that channel here
     geo = nb.kernel_json("dict(cols=grid._grid['columns'], th=grid._grid['tile_h'], tw=grid._grid['tile_w'], n_in=grid._grid['in_channels'])")

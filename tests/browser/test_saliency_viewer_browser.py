@@ -42,6 +42,7 @@ def test_saliency_viewer_round_trips(open_notebook):
 
     # the probability chart (bqplot) is rendered inside the view, one bar per class
     page.wait_for_function(f"() => document.querySelectorAll('{SV} .cnnw-chart rect.bar').length === 10", timeout=30_000)
+    assert page.locator(f"{SV} .cnnw-chart svg.cnnw-static-chart").count() == 0  # the export's stand-in only
 
     # method picker
     page.select_option(f"{SV} select.cnnw-method", "integrated_gradients")

@@ -31,6 +31,15 @@ const CSS_EXPLORER = `
 .cnnw-thumb { display: flex; flex-direction: column; align-items: center; cursor: pointer; font-size: 11px; }
 .cnnw-thumb canvas { image-rendering: pixelated; border: 1px solid #ccc; }
 .cnnw-root button { font: inherit; padding: 1px 8px; }
+.cnnw-static-chart { font-size: 11px; background: #fff; }
+.cnnw-static-chart text { fill: #444; }
+.cnnw-static-chart .cnnw-chart-title { font-size: 13px; fill: #222; }
+.cnnw-static-chart .cnnw-grid { stroke: #eee; }
+.cnnw-static-chart .cnnw-axis { stroke: #888; }
+.cnnw-static-chart .cnnw-bar { fill: #4c78a8; opacity: .8; }
+.cnnw-static-chart .cnnw-bar-target { fill: #f58518; opacity: 1; }
+.cnnw-static-chart .cnnw-bar-predicted { font-weight: 700; fill: #222; }
+.cnnw-static-chart .cnnw-line { fill: none; stroke: #4c78a8; stroke-width: 1.5; }
 `;
 
 export function ensureExplorerStyle() {

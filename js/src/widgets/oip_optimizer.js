@@ -3,10 +3,13 @@
 //   step_rule, param, init, seed, precursors, converge, l2, tv, blur_every, blur_sigma,
 //   clip_percentile, jitter, rotate. Read: running, paused, step, steps_per_second, value,
 //   status, probabilities, _image/_image_meta (uint8 B x H x W x C), _snapshots/_snapshots_meta,
-//   chart (bqplot Figure child view).
+//   chart (bqplot Figure child view). With no widget manager (a standalone HTML export) the
+//   objective curve is a static SVG drawn from _history (float32 per step), which only the
+//   export writes (OIPOptimizer._export_state); live, the bqplot chart shows it.
 // Messages sent: {type: "start" | "pause" | "resume" | "stop" | "reset"}.
-import { bytesView } from "../lib/codecs.js";
-import { mountChild } from "../lib/children.js";
+import { lineChart } from "../lib/charts.js";
+import { bytesView, float32View } from "../lib/codecs.js";
+import { hasWidgetManager, mountChild } from "../lib/children.js";
 import { boundCheck, boundNumber, boundSelect, h, labelled } from "../lib/dom.js";
 import { drawImage, fitScale } from "../lib/image.js";
 import { ensureExplorerStyle } from "../lib/style.js";
@@ -80,7 +83,15 @@ function render({ model, el }) {
   const snaps = h("div", { class: "cnnw-thumbs cnnw-snapshots" });
   root.append(h("div", { class: "cnnw-panels" }, [h("div", { class: "cnnw-panel" }, [imageCanvas]), chartBox]), status, snaps);
   let chartView = null;
-  mountChild(model, "chart", chartBox).then((v) => { chartView = v; });
+  const staticChart = !hasWidgetManager(model);
+  if (!staticChart) mountChild(model, "chart", chartBox).then((v) => { chartView = v; });
+
+  function drawCurve() {
+    if (!staticChart) return;
+    lineChart(chartBox, float32View(model.get("_history")), {
+      title: "objective per step", xLabel: "step", yLabel: "objective", empty: "not optimized yet",
+    });
+  }
   let frames = 0;
 
   function drawMain() {
@@ -138,6 +149,7 @@ function render({ model, el }) {
   const handlers = [
     [["_image", "_image_meta"], drawMain],
     [["_snapshots", "_snapshots_meta"], drawSnapshots],
+    [["_history"], drawCurve],
     [["layers", "running", "paused", "step", "steps", "steps_per_second", "value", "status", "probabilities"], syncState],
   ];
   const bound = [];
@@ -147,6 +159,7 @@ function render({ model, el }) {
   }
   drawMain();
   drawSnapshots();
+  drawCurve();
   syncState();
   return () => {
     for (const [tr, fn] of bound) model.off(`change:${tr}`, fn);

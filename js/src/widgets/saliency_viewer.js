@@ -2,10 +2,13 @@
 // Traits read: index, n_images, method, methods, target, class_names, layer, layers, display,
 //   cmap, opacity, view, busy, status, progress, _image/_image_meta, _heat (uint8 H x W codes),
 //   _heat_meta, _heat_lut (256 x 3), _panels (K x H x W codes), _panel_images, _panels_meta,
-//   chart (a bqplot Figure, rendered as a child view).
+//   chart (a bqplot Figure, rendered as a child view), _probs (float32 K, the class
+//   probabilities of _image_meta.index: drawn as a static SVG bar chart instead of the bqplot
+//   child when there is no widget manager, i.e. in a standalone HTML export).
 // Traits written: index, method, target, layer, display, opacity, view, steps, samples, noise, baseline.
-import { bytesView } from "../lib/codecs.js";
-import { mountChild } from "../lib/children.js";
+import { barChart } from "../lib/charts.js";
+import { bytesView, float32View } from "../lib/codecs.js";
+import { hasWidgetManager, mountChild } from "../lib/children.js";
 import { boundSelect, h, labelled } from "../lib/dom.js";
 import { blendOverlay, fitScale } from "../lib/image.js";
 import { ensureExplorerStyle } from "../lib/style.js";
@@ -83,9 +86,30 @@ function render({ model, el }) {
     panels,
   );
   let chartView = null;
-  mountChild(model, "chart", chartBox).then((v) => {
-    chartView = v;
-  });
+  const staticChart = !hasWidgetManager(model);
+  if (!staticChart) {
+    mountChild(model, "chart", chartBox).then((v) => {
+      chartView = v;
+    });
+  }
+
+  // no widget manager (an exported page): the class probabilities as a static bar chart
+  function drawBars() {
+    if (!staticChart) return;
+    const im = model.get("_image_meta") || {};
+    const hm = model.get("_heat_meta") || {};
+    const probs = float32View(model.get("_probs"));
+    let top = -1;
+    for (let i = 0; i < probs.length; i++) if (top < 0 || probs[i] > probs[top]) top = i;
+    barChart(chartBox, probs, model.get("class_names") || [], {
+      highlight: hm.index === im.index ? hm.target : -1,
+      marked: top,
+      title: "class probabilities",
+      xLabel: "class",
+      yLabel: "probability",
+    });
+    root.dataset.chartIndex = String(im.index);
+  }
 
   const scaleOf = (m) => fitScale(m.h || 1, m.w || 1, 224);
 
@@ -157,6 +181,7 @@ function render({ model, el }) {
 
   const handlers = [
     [["_image", "_image_meta", "_heat", "_heat_meta", "_heat_lut"], drawHeat],
+    [["_probs", "_image_meta", "_heat_meta", "class_names"], drawBars],
     [["opacity"], () => { syncControls(); drawHeat(); drawPanels(); }],
     [["_panels", "_panels_meta", "_panel_images", "view"], drawPanels],
     [["index", "n_images", "method", "methods", "target", "class_names", "layers", "steps", "samples", "progress", "status", "busy"], syncControls],
@@ -168,6 +193,7 @@ function render({ model, el }) {
   }
   syncControls();
   drawHeat();
+  drawBars();
   drawPanels();
 
   return () => {

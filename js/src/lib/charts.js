@@ -1,0 +1,124 @@
+// Static SVG charts for pages without a widget manager (the standalone HTML export), where the
+// bqplot child figures of the live widgets cannot be rendered. Read-only: no clicks, a hover title.
+import { formatNumber } from "./dom.js";
+
+const NS = "http://www.w3.org/2000/svg";
+const SIZE = { width: 420, height: 240, top: 40, bottom: 40, left: 60, right: 10 };
+
+function s(tag, attrs = {}, children = []) {
+  const node = document.createElementNS(NS, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  for (const c of [].concat(children)) node.append(c);
+  return node;
+}
+
+const fx = (v) => Number(v.toFixed(2));
+
+function frame(title) {
+  const { width, height } = SIZE;
+  const root = s("svg", { class: "cnnw-static-chart", width, height, viewBox: `0 0 ${width} ${height}` });
+  root.append(s("text", { class: "cnnw-chart-title", x: width / 2, y: 20, "text-anchor": "middle" }, [title]));
+  return root;
+}
+
+function yAxis(root, ticks, toY, label) {
+  const { left, right, width, top, height, bottom } = SIZE;
+  for (const [v, text] of ticks) {
+    const y = fx(toY(v));
+    root.append(
+      s("line", { class: "cnnw-grid", x1: left, x2: width - right, y1: y, y2: y }),
+      s("text", { class: "cnnw-tick", x: left - 5, y: y + 4, "text-anchor": "end" }, [text]),
+    );
+  }
+  root.append(
+    s("line", { class: "cnnw-axis", x1: left, x2: left, y1: top, y2: height - bottom }),
+    s("text", { class: "cnnw-axis-label", "text-anchor": "middle",
+      transform: `translate(12 ${(top + height - bottom) / 2}) rotate(-90)` }, [label]),
+  );
+}
+
+/**
+ * Bars of `values` (in [0, 1]) labelled with `labels`; the bar `highlight` is drawn in the
+ * accent colour and the label of `marked` in bold. Replaces the content of `container`.
+ */
+export function barChart(container, values, labels, { highlight = -1, marked = -1, title = "", xLabel = "", yLabel = "" } = {}) {
+  const { width, height, top, bottom, left, right } = SIZE;
+  const root = frame(title);
+  const plotH = height - top - bottom;
+  const toY = (v) => top + plotH * (1 - Math.max(0, Math.min(1, v)));
+  yAxis(root, [0, 0.25, 0.5, 0.75, 1].map((v) => [v, `${Math.round(100 * v)}%`]), toY, yLabel);
+  const n = values.length;
+  const slot = n ? (width - left - right) / n : 0;
+  const gap = Math.min(4, slot * 0.2);
+  const showAll = slot >= 14;
+  for (let i = 0; i < n; i++) {
+    const v = Math.max(0, Math.min(1, values[i]));
+    const y = toY(v);
+    const name = labels[i] ?? String(i);
+    const cls = "cnnw-bar" + (i === highlight ? " cnnw-bar-target" : "");
+    root.append(s("rect", { class: cls, "data-class": i, x: fx(left + i * slot + gap / 2), y: fx(y),
+      width: fx(Math.max(0.5, slot - gap)), height: fx(top + plotH - y) },
+    [s("title", {}, [`class ${name}: ${(100 * values[i]).toFixed(1)}%`])]));
+    if (showAll || i === highlight || i === marked) {
+      const cl = "cnnw-tick" + (i === marked ? " cnnw-bar-predicted" : "");
+      root.append(s("text", { class: cl, x: fx(left + (i + 0.5) * slot), y: height - bottom + 14, "text-anchor": "middle" }, [name]));
+    }
+  }
+  root.append(
+    s("line", { class: "cnnw-axis", x1: left, x2: width - right, y1: top + plotH, y2: top + plotH }),
+    s("text", { class: "cnnw-axis-label", x: left + (width - left - right) / 2, y: height - 6, "text-anchor": "middle" }, [xLabel]),
+  );
+  root.dataset.bars = String(n);
+  root.dataset.highlight = String(highlight);
+  root.dataset.marked = String(marked);
+  container.replaceChildren(root);
+  return root;
+}
+
+/**
+ * A line of `ys` over steps 1..n (`ys` a Float32Array or array). With no values, a note
+ * `empty` instead. Replaces the content of `container`.
+ */
+export function lineChart(container, ys, { title = "", xLabel = "", yLabel = "", empty = "no data" } = {}) {
+  const { width, height, top, bottom, left, right } = SIZE;
+  const root = frame(title);
+  const n = ys.length;
+  root.dataset.points = String(n);
+  if (!n) {
+    root.append(s("text", { class: "cnnw-tick", x: width / 2, y: height / 2, "text-anchor": "middle" }, [empty]));
+    container.replaceChildren(root);
+    return root;
+  }
+  let lo = Infinity, hi = -Infinity;
+  for (const v of ys) {
+    if (!Number.isFinite(v)) continue;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (lo > hi) {
+    lo = 0;
+    hi = 1;
+  } else if (hi === lo) {
+    lo -= 0.5;
+    hi += 0.5;
+  }
+  const plotW = width - left - right, plotH = height - top - bottom;
+  const toX = (i) => left + (n > 1 ? (plotW * i) / (n - 1) : plotW / 2);
+  const toY = (v) => top + (plotH * (hi - v)) / (hi - lo);
+  yAxis(root, [lo, (lo + hi) / 2, hi].map((v) => [v, formatNumber(v)]), toY, yLabel);
+  const xTicks = n > 1 ? [...new Set([1, Math.round((n + 1) / 2), n])] : [1];
+  for (const st of xTicks) {
+    root.append(s("text", { class: "cnnw-tick", x: fx(toX(st - 1)), y: height - bottom + 14, "text-anchor": "middle" }, [String(st)]));
+  }
+  root.append(
+    s("line", { class: "cnnw-axis", x1: left, x2: width - right, y1: top + plotH, y2: top + plotH }),
+    s("text", { class: "cnnw-axis-label", x: left + plotW / 2, y: height - 6, "text-anchor": "middle" }, [xLabel]),
+  );
+  const pts = [];
+  // non-finite values (a diverged run) are left out of the line
+  for (let i = 0; i < n; i++) if (Number.isFinite(ys[i])) pts.push(`${fx(toX(i))},${fx(toY(ys[i]))}`);
+  root.append(s("polyline", { class: "cnnw-line", points: pts.join(" ") },
+    [s("title", {}, [`last value ${formatNumber(ys[n - 1])} at step ${n}`])]));
+  container.replaceChildren(root);
+  return root;
+}

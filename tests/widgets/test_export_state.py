@@ -1,0 +1,72 @@
+"""What the standalone HTML export carries for the charts it cannot render as bqplot figures.
+
+Known answers: SaliencyViewer.probabilities (softmax of the logits) and OIPOptimizer.history.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+
+import cnnwidgets
+from cnnwidgets import OIPOptimizer, SaliencyViewer
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return cnnwidgets.demo.mnist("val")
+
+
+def _page_data(path) -> dict:
+    text = path.read_text(encoding="utf-8")
+    m = re.search(r'<script type="application/json" id="cnnw-data">(.*?)</script>', text, re.S)
+    return json.loads(m.group(1).replace("<\\/", "</"))
+
+
+def _f32(b64: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(b64["$b64"]), np.float32)
+
+
+def test_saliency_probs_follow_the_image(demo):
+    sv = SaliencyViewer(demo.model, demo.images[:20], demo.labels[:20], demo.classes, mean=demo.mean, std=demo.std)
+    try:
+        for i in (0, 7):
+            sv.index = i
+            sv.wait()
+            assert sv._image_meta["index"] == i
+            np.testing.assert_array_equal(np.frombuffer(sv._probs, np.float32), sv.probabilities(i))
+    finally:
+        sv.close()
+
+
+def test_saliency_export_has_probs_per_image(demo, tmp_path):
+    sv = SaliencyViewer(demo.model, demo.images[:20], demo.labels[:20], demo.classes, mean=demo.mean, std=demo.std)
+    try:
+        data = _page_data(sv.save_html(tmp_path / "sv.html", images=[0, 1]))
+        want = {i: sv.probabilities(i) for i in (0, 1)}
+    finally:
+        sv.close()
+    (spec,) = data["views"]
+    assert spec["state"]["chart"] is None  # the bqplot child is dropped
+    np.testing.assert_array_equal(_f32(spec["state"]["_probs"]), want[0])
+    for i in (0, 1):
+        np.testing.assert_array_equal(_f32(spec["frames"][str(i)]["_probs"]), want[i])
+
+
+def test_oip_export_has_the_history_as_float32(demo, tmp_path):
+    oip = OIPOptimizer(demo.model, images=demo.images[:1], mean=demo.mean, std=demo.std)
+    try:
+        assert oip._export_state()["_history"] == b""
+        oip.run(steps=12)
+        hist = oip.history
+        data = _page_data(oip.save_html(tmp_path / "oip.html"))
+    finally:
+        oip.close()
+    assert "_history" not in oip.keys  # export only: nothing extra is synced to a live page
+    got = _f32(data["views"][0]["state"]["_history"])
+    np.testing.assert_array_equal(got, np.asarray(hist, np.float32))
+    assert len(got) == 12
