@@ -210,6 +210,10 @@ class Objective:
         Label for display.
     batch_size : int, optional
         For batch-mode objectives (one target per image), the number of images they address.
+    channels : dict of str to set of int, optional
+        For each layer in ``layers``, the output channels ``fn`` reads (None: unknown, any of
+        them). With it, :func:`optimize` computes only those channels of a target
+        ``nn.Conv2d`` (the pass stops there anyway): :func:`channel` and :func:`neuron` set it.
 
     Examples
     --------
@@ -227,6 +231,7 @@ class Objective:
         needs_logits: bool = False,
         name: str = "objective",
         batch_size: int | None = None,
+        channels: dict[str, set[int]] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
@@ -235,6 +240,9 @@ class Objective:
         self.needs_logits: bool = bool(needs_logits)
         self.name: str = str(name)
         self.batch_size: int | None = batch_size
+        self.channels: dict[str, frozenset[int]] | None = (
+            None if channels is None else {k: frozenset(int(c) for c in v) for k, v in channels.items()}
+        )
 
     def __call__(self, acts: dict[str, torch.Tensor], logits: torch.Tensor | None = None) -> torch.Tensor:
         """The (B,) value of every image."""
@@ -252,12 +260,17 @@ class Objective:
         self, other: Objective, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], name: str
     ) -> Objective:
         a, b = self, other
+        channels = None
+        if a.channels is not None and b.channels is not None:
+            channels = {k: a.channels.get(k, frozenset()) | b.channels.get(k, frozenset())
+                        for k in a.channels.keys() | b.channels.keys()}
         return Objective(
             lambda acts, logits: op(a(acts, logits), b(acts, logits)),
             a.layers | b.layers,
             a.needs_logits or b.needs_logits,
             name,
             _common_batch(a.batch_size, b.batch_size),
+            channels,
         )
 
     def __add__(self, other: Any) -> Objective:
@@ -269,7 +282,7 @@ class Objective:
             k = float(other)
             a = self
             return Objective(lambda acts, logits: a(acts, logits) + k, a.layers, a.needs_logits,
-                             f"{a.name} + {k:g}", a.batch_size)
+                             f"{a.name} + {k:g}", a.batch_size, a.channels)
         return NotImplemented
 
     __radd__ = __add__
@@ -295,7 +308,8 @@ class Objective:
             a = self
             inner = _paren(a.name)
             name = f"-{inner}" if k == -1 else f"{k:g} * {inner}"
-            return Objective(lambda acts, logits: a(acts, logits) * k, a.layers, a.needs_logits, name, a.batch_size)
+            return Objective(lambda acts, logits: a(acts, logits) * k, a.layers, a.needs_logits, name, a.batch_size,
+                             a.channels)
         return NotImplemented
 
     __rmul__ = __mul__
@@ -345,6 +359,10 @@ def _list_len(*indices: int | list[int]) -> int | None:
                 raise ValueError(f"batch-mode lists must have the same length, got {n} and {len(i)}")
             n = len(i)
     return n
+
+
+def _as_set(idx: int | list[int]) -> set[int]:
+    return set(idx) if isinstance(idx, list) else {idx}
 
 
 def _label(idx: int | list[int]) -> str:
@@ -402,7 +420,7 @@ def channel(layer: str, c: Index) -> Objective:
         rows = torch.arange(n, device=a.device)
         return a[rows, ch].mean(dim=(1, 2))
 
-    return Objective(fn, {layer}, False, f"{layer}:{_label(idx)}", _list_len(idx))
+    return Objective(fn, {layer}, False, f"{layer}:{_label(idx)}", _list_len(idx), {layer: _as_set(idx)})
 
 
 def neuron(layer: str, c: Index, y: Index | None = None, x: Index | None = None) -> Objective:
@@ -455,7 +473,7 @@ def neuron(layer: str, c: Index, y: Index | None = None, x: Index | None = None)
     pos = ""
     if yi is not None or xi is not None:
         pos = f"@{'c' if yi is None else _label(yi)},{'c' if xi is None else _label(xi)}"
-    return Objective(fn, {layer}, False, f"{layer}:{_label(ci)}{pos}", n_list)
+    return Objective(fn, {layer}, False, f"{layer}:{_label(ci)}{pos}", n_list, {layer: _as_set(ci)})
 
 
 def class_logit(k: Index) -> Objective:
@@ -1186,12 +1204,51 @@ def _as_stats(v: Any, c: int, name: str, device: torch.device) -> torch.Tensor |
     return t.view(1, -1, 1, 1).to(device)
 
 
+def _pruned_conv_forward(module: nn.Conv2d, channels: frozenset[int], owner: int) -> Callable[..., torch.Tensor] | None:
+    """A ``forward`` for ``module`` that computes only ``channels`` (the rest stay 0).
+
+    Used when the forward pass ends at this convolution and the objective reads only a few of
+    its output channels: the kept filters are convolved, then placed into a zero tensor of the
+    full B x K x h x w shape, so objectives index it as usual and their gradients are those of
+    the full layer. Other threads (and channel lists not worth it) get the normal forward.
+    None when the layer does not allow it (grouped convolution, unusual weights, a channel out
+    of range -- the objective then reports that itself).
+    """
+    k = module.out_channels
+    if (
+        type(module) is not nn.Conv2d
+        or module.groups != 1
+        or not hasattr(module, "_conv_forward")
+        or not channels
+        or len(channels) * 2 > k
+        or min(channels) < 0
+        or max(channels) >= k
+        or module.weight.requires_grad
+    ):
+        return None
+    sel = torch.tensor(sorted(channels), dtype=torch.long, device=module.weight.device)
+    weight = module.weight.detach().index_select(0, sel).contiguous()
+    bias = None if module.bias is None else module.bias.detach().index_select(0, sel)
+    full = type(module).forward
+
+    def forward(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+        if threading.get_ident() != owner:
+            return full(module, input)
+        part = module._conv_forward(input, weight, bias)
+        out = part.new_zeros(part.shape[0], k, *part.shape[2:])
+        return out.index_copy(1, sel, part)
+
+    return forward
+
+
 class _Runner:
     """Runs the model on display-space images and hands the objective what it needs.
 
     Forward hooks on the objective's layers (registered once, removed by :meth:`close` and
     by the surrounding :func:`preserved_state`) keep each layer's first output; without
-    logits the pass stops right after the last needed layer.
+    logits the pass stops right after the last needed layer. When that layer is a plain
+    ``nn.Conv2d`` (the only layer the objective reads) and the objective names its channels,
+    only those channels are computed (:func:`_pruned_conv_forward`).
     """
 
     def __init__(self, model: nn.Module, objective: Objective, c: int, mean: Any, std: Any) -> None:
@@ -1209,6 +1266,14 @@ class _Runner:
         for name in layers:
             module = get_layer(model, name)  # ValueError listing the valid names
             self.handles.append(module.register_forward_hook(self._make_hook(name)))
+        self._patched: nn.Module | None = None
+        if len(layers) == 1 and not objective.needs_logits and objective.channels is not None:
+            module = get_layer(model, layers[0])
+            forward = (_pruned_conv_forward(module, objective.channels.get(layers[0], frozenset()), self.owner)
+                       if isinstance(module, nn.Conv2d) and "forward" not in module.__dict__ else None)
+            if forward is not None:
+                module.forward = forward  # type: ignore[method-assign]
+                self._patched = module
 
     def _make_hook(self, name: str) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
@@ -1257,6 +1322,9 @@ class _Runner:
         for h in self.handles:
             h.remove()
         self.handles = []
+        if self._patched is not None:
+            self._patched.__dict__.pop("forward", None)
+            self._patched = None
 
 
 @contextlib.contextmanager

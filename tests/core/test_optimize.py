@@ -618,3 +618,99 @@ def test_result_repr_is_short(model):
     res = run(model, channel("features.6", list(range(8))))
     assert isinstance(res, OIPResult)
     assert len(repr(res)) < 300 and "steps_done=5" in repr(res)
+
+
+# ---------------------------------------------------------------- computing only the target channels
+def _unpruned(monkeypatch):
+    """Switch the channel pruning off, for a reference run."""
+    import cnnwidgets.core.optimize as opt_mod
+
+    monkeypatch.setattr(opt_mod, "_pruned_conv_forward", lambda *a, **k: None)
+
+
+def _odd_conv_net() -> nn.Sequential:
+    """A conv target with stride, dilation, reflect padding and no bias after a normal conv."""
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(2, 6, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(6, 16, 3, stride=2, padding=2, dilation=2, padding_mode="reflect", bias=False),
+        nn.ReLU(), nn.Flatten(), nn.LazyLinear(3),
+    )
+
+
+@pytest.mark.parametrize(
+    "make_objective",
+    [
+        lambda: channel("2", 5),
+        lambda: neuron("2", 7, 1, 2),
+        lambda: channel("2", [3, 9, 3]),
+        lambda: channel("2", 4) - 0.5 * neuron("2", 11),
+    ],
+    ids=["channel", "neuron", "batch-list", "combined"],
+)
+def test_pruned_target_conv_gives_the_full_layers_result(make_objective, monkeypatch):
+    net = _odd_conv_net()
+    net(torch.zeros(1, 2, 12, 12))  # materialize the lazy layer
+    obj = make_objective()
+    batch = obj.batch_size or 2
+    kw = dict(batch=batch, steps=6, lr=0.05, snapshots=None, seed=4)
+    fast = optimize(net, obj, (2, 12, 12), **kw)
+    _unpruned(monkeypatch)
+    full = optimize(net, make_objective(), (2, 12, 12), **kw)
+    assert torch.allclose(fast.per_image, full.per_image, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(fast.images, full.images, atol=1e-5)
+    assert "forward" not in net[2].__dict__  # the layer's own forward is back
+
+
+def test_pruning_is_used_and_undone_even_after_an_error():
+    net = _odd_conv_net()
+    net(torch.zeros(1, 2, 12, 12))
+    seen = []
+    net[2].register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    optimize(net, channel("2", 5), (2, 12, 12), steps=1, snapshots=None)
+    # only channel 5 was computed: the other maps of the target layer are exactly zero
+    assert seen and all(bool((o[:, 5] != 0).any()) for o in seen)
+    assert all(float(o[:, [c for c in range(16) if c != 5]].abs().max()) == 0.0 for o in seen)
+
+    def boom(step, values, image_fn):
+        raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        optimize(net, channel("2", 5), (2, 12, 12), steps=3, snapshots=None, callback=boom)
+    assert "forward" not in net[2].__dict__
+    x = torch.rand(1, 2, 12, 12)
+    full = nn.functional.conv2d(nn.functional.pad(net[0](x).relu(), (2, 2, 2, 2), mode="reflect"),
+                                net[2].weight, None, stride=2, dilation=2)
+    assert torch.allclose(net[2](net[1](net[0](x))), full, atol=1e-6)  # and computes the full layer again
+
+
+def test_pruning_skips_grouped_and_wide_targets(monkeypatch):
+    import cnnwidgets.core.optimize as opt_mod
+
+    made = []
+    original = opt_mod._pruned_conv_forward
+    monkeypatch.setattr(opt_mod, "_pruned_conv_forward", lambda *a: made.append(original(*a)) or made[-1])
+    grouped = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2))
+    optimize(grouped, channel("0", 1), (4, 8, 8), steps=1, snapshots=None)
+    wide = nn.Sequential(nn.Conv2d(1, 4, 3))
+    optimize(wide, channel("0", [0, 1, 2]), (1, 8, 8), batch=3, steps=1, snapshots=None)
+    assert made == [None, None]  # grouped: not allowed; 3 of 4 channels: not worth it
+
+
+def test_other_threads_see_the_full_layer_during_a_run():
+    net = _odd_conv_net()
+    net(torch.zeros(1, 2, 12, 12))
+    x = torch.rand(1, 2, 12, 12)
+    with torch.no_grad():
+        want = net[:3](x)
+    got = []
+
+    def callback(step, values, image_fn):
+        if step == 0:  # the pruned forward is installed now: call the model from another thread
+            t = threading.Thread(target=lambda: got.append(net[:3](x).detach()))
+            t.start()
+            t.join()
+        return False
+
+    optimize(net, channel("2", 5), (2, 12, 12), steps=2, snapshots=None, callback=callback)
+    assert len(got) == 1 and torch.allclose(got[0], want, atol=1e-6)
