@@ -6,6 +6,8 @@ Everything here is plain PyTorch; no widget imports.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,10 +22,12 @@ __all__ = [
     "capture_activations",
     "check_model",
     "conv_layers",
+    "final_softmax",
     "get_layer",
     "model_device",
     "named_layers",
     "preserved_state",
+    "replaced_forward",
     "spatial_layers",
 ]
 
@@ -496,3 +500,65 @@ def spatial_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
             m.register_forward_hook(make_hook(n))
         model(x)
     return order
+
+
+# ---------------------------------------------------------------- forward swaps
+_MISSING = object()
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_CONTEXTLIB = os.path.dirname(contextlib.__file__) + os.sep + "contextlib"
+
+
+@contextlib.contextmanager
+def replaced_forward(module: nn.Module, forward: Callable[..., Any]) -> Iterator[nn.Module]:
+    """Within the block ``module.forward`` is ``forward`` (set on the instance, so the module's
+    hooks still run around it); the module's own ``forward`` is back afterwards, also after an
+    error, and an instance-level ``forward`` set before is restored as it was.
+
+    Examples
+    --------
+    >>> relu = nn.ReLU()
+    >>> with replaced_forward(relu, lambda x: x):
+    ...     relu(torch.tensor([-1.0]))
+    tensor([-1.])
+    >>> "forward" in relu.__dict__
+    False
+    """
+    before = module.__dict__.get("forward", _MISSING)
+    module.forward = forward  # type: ignore[method-assign]
+    try:
+        yield module
+    finally:
+        if before is _MISSING:
+            module.__dict__.pop("forward", None)
+        else:
+            module.forward = before  # type: ignore[method-assign]
+
+
+def passthrough(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:  # noqa: A002
+    """A ``forward`` that returns its input unchanged (to bypass a module)."""
+    return input
+
+
+def final_softmax(model: nn.Module) -> nn.Module | None:
+    """The model's last module (``named_modules`` order) if it is a leaf Softmax/LogSoftmax.
+
+    Attribution and class objectives bypass it (:func:`replaced_forward` with
+    :func:`passthrough`): gradients of probabilities saturate, and a probability can be raised
+    by lowering the other classes.
+    """
+    name, last = list(model.named_modules())[-1]
+    if name and not any(True for _ in last.children()) and isinstance(last, (nn.Softmax, nn.LogSoftmax)):
+        return last
+    return None
+
+
+def caller_stacklevel() -> int:
+    """``warnings.warn`` stacklevel for the first frame outside cnnwidgets and contextlib (the
+    user's call), counted from the function that calls this one."""
+    frame = sys._getframe(1)
+    level = 1
+    skip = (_PACKAGE_DIR, _CONTEXTLIB)
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame = frame.f_back
+        level += 1
+    return level

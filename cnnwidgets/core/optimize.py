@@ -46,7 +46,6 @@ import contextlib
 import math
 import numbers
 import operator
-import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -57,7 +56,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import check_model, get_layer, model_device, named_layers, preserved_state
+from .model import (
+    caller_stacklevel,
+    check_model,
+    final_softmax,
+    get_layer,
+    model_device,
+    named_layers,
+    passthrough,
+    preserved_state,
+    replaced_forward,
+)
 
 __all__ = [
     "INITS",
@@ -119,7 +128,6 @@ GRAY: float = 0.5
 #: the Fourier parameterization (a sigmoid never reaches 0 or 1).
 _FOURIER_EPS: float = 1e-3
 
-_MISSING = object()
 
 
 class DeadTargetError(ValueError):
@@ -1145,33 +1153,10 @@ class _StopForward(Exception):
     """Raised from a forward hook to end the pass once every needed layer has run."""
 
 
-def _caller_stacklevel() -> int:
-    """stacklevel pointing ``warnings.warn`` at the first frame outside this module and contextlib."""
-    frame = sys._getframe(1)  # the function that will call warnings.warn
-    level = 1
-    skip = (__file__, contextlib.__file__)
-    while frame is not None and frame.f_code.co_filename in skip:
-        frame = frame.f_back
-        level += 1
-    return level
-
-
-def _identity(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:  # noqa: A002
-    return input
-
-
-def _final_softmax(model: nn.Module) -> nn.Module | None:
-    """The model's last module (``named_modules`` order) if it is a leaf Softmax/LogSoftmax."""
-    name, last = list(model.named_modules())[-1]
-    if name and not any(True for _ in last.children()) and isinstance(last, (nn.Softmax, nn.LogSoftmax)):
-        return last
-    return None
-
-
 @contextlib.contextmanager
 def _logits_only(model: nn.Module, warn: bool) -> Iterator[None]:
     """Within the block a final Softmax/LogSoftmax passes its input through."""
-    last = _final_softmax(model)
+    last = final_softmax(model)
     if last is None:
         yield
         return
@@ -1180,17 +1165,10 @@ def _logits_only(model: nn.Module, warn: bool) -> Iterator[None]:
             f"the model ends in {type(last).__name__}; class_logit uses the logits before the softmax "
             "(the module is bypassed during the optimization)",
             UserWarning,
-            stacklevel=_caller_stacklevel(),
+            stacklevel=caller_stacklevel(),
         )
-    before = last.__dict__.get("forward", _MISSING)
-    last.forward = _identity  # type: ignore[method-assign]
-    try:
+    with replaced_forward(last, passthrough):
         yield
-    finally:
-        if before is _MISSING:
-            last.__dict__.pop("forward", None)
-        else:
-            last.forward = before  # type: ignore[method-assign]
 
 
 def _as_stats(v: Any, c: int, name: str, device: torch.device) -> torch.Tensor | None:
@@ -1266,14 +1244,14 @@ class _Runner:
         for name in layers:
             module = get_layer(model, name)  # ValueError listing the valid names
             self.handles.append(module.register_forward_hook(self._make_hook(name)))
-        self._patched: nn.Module | None = None
+        self._patched: contextlib.AbstractContextManager | None = None
         if len(layers) == 1 and not objective.needs_logits and objective.channels is not None:
             module = get_layer(model, layers[0])
             forward = (_pruned_conv_forward(module, objective.channels.get(layers[0], frozenset()), self.owner)
                        if isinstance(module, nn.Conv2d) and "forward" not in module.__dict__ else None)
             if forward is not None:
-                module.forward = forward  # type: ignore[method-assign]
-                self._patched = module
+                self._patched = replaced_forward(module, forward)
+                self._patched.__enter__()
 
     def _make_hook(self, name: str) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
@@ -1323,7 +1301,7 @@ class _Runner:
             h.remove()
         self.handles = []
         if self._patched is not None:
-            self._patched.__dict__.pop("forward", None)
+            self._patched.__exit__(None, None, None)
             self._patched = None
 
 

@@ -39,8 +39,6 @@ import contextlib
 import math
 import numbers
 import operator
-import os
-import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -51,7 +49,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import check_model, get_layer, model_device, named_layers, preserved_state
+from .model import (
+    caller_stacklevel,
+    check_model,
+    final_softmax,
+    get_layer,
+    model_device,
+    named_layers,
+    passthrough,
+    preserved_state,
+    replaced_forward,
+)
 from .relu_rules import relu_rule
 
 __all__ = [
@@ -113,8 +121,6 @@ Target = Union[int, Sequence[int], np.ndarray, torch.Tensor, None]
 #: Standard deviation of the Gaussian used for the "blur" baseline, as a fraction of max(H, W).
 BLUR_SIGMA_FRACTION: float = 0.1
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-_MISSING = object()
 
 
 # ---------------------------------------------------------------- validation
@@ -174,29 +180,6 @@ def _resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- softmax bypass
-def _final_softmax(model: nn.Module) -> nn.Module | None:
-    """The model's last module (``named_modules`` order) if it is a leaf Softmax/LogSoftmax."""
-    name, last = list(model.named_modules())[-1]
-    if name and not any(True for _ in last.children()) and isinstance(last, (nn.Softmax, nn.LogSoftmax)):
-        return last
-    return None
-
-
-def _caller_stacklevel() -> int:
-    """stacklevel pointing ``warnings.warn`` at the first frame outside cnnwidgets and contextlib."""
-    frame = sys._getframe(1)  # the function that will call warnings.warn
-    level = 1
-    skip = (_PACKAGE_DIR, os.path.dirname(contextlib.__file__) + os.sep + "contextlib")
-    while frame is not None and frame.f_code.co_filename.startswith(skip):
-        frame = frame.f_back
-        level += 1
-    return level
-
-
-def _identity(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:  # noqa: A002
-    return input
-
-
 _NOTICE = threading.local()
 
 
@@ -212,11 +195,6 @@ def softmax_notice_off() -> Iterator[None]:
         _NOTICE.off = before
 
 
-def final_softmax(model: nn.Module) -> nn.Module | None:
-    """The model's final Softmax/LogSoftmax module, if it ends in one."""
-    return _final_softmax(model)
-
-
 @contextlib.contextmanager
 def logits_only(model: nn.Module, *, notice: bool = False) -> Iterator[None]:
     """Within the block a final Softmax/LogSoftmax passes its input through."""
@@ -228,7 +206,7 @@ def logits_only(model: nn.Module, *, notice: bool = False) -> Iterator[None]:
 def _logits_only(model: nn.Module) -> Iterator[None]:
     """Within the block a final Softmax/LogSoftmax passes its input through (warns once,
     unless this thread is inside :func:`softmax_notice_off`)."""
-    last = _final_softmax(model)
+    last = final_softmax(model)
     if last is None:
         yield
         return
@@ -237,17 +215,10 @@ def _logits_only(model: nn.Module) -> Iterator[None]:
             f"the model ends in {type(last).__name__}; attribution uses the logits before the softmax "
             "(the module is bypassed during the call)",
             UserWarning,
-            stacklevel=_caller_stacklevel(),
+            stacklevel=caller_stacklevel(),
         )
-    before = last.__dict__.get("forward", _MISSING)
-    last.forward = _identity  # type: ignore[method-assign]
-    try:
+    with replaced_forward(last, passthrough):
         yield
-    finally:
-        if before is _MISSING:
-            last.__dict__.pop("forward", None)
-        else:
-            last.forward = before  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
