@@ -1642,6 +1642,7 @@ def optimize(
 
     Examples
     --------
+    >>> _ = torch.manual_seed(0)  # some random nets have every unit of class 2 dead at the start
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
     >>> res = optimize(net, class_logit(2), (1, 8, 8), steps=5, snapshots=None)
     >>> res.history[-1] > res.history[0]

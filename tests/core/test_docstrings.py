@@ -7,6 +7,7 @@ import importlib
 import pkgutil
 
 import pytest
+import torch
 
 import cnnwidgets.core
 
@@ -20,5 +21,6 @@ def test_every_core_module_is_covered():
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
     module = importlib.import_module(name)
+    torch.manual_seed(0)  # examples that build random nets see the same weights in any test order
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples in {name} failed (run pytest -s to see)"
