@@ -901,7 +901,10 @@ def _vgg_to_conv3_3() -> nn.Sequential:
         "batch mode = one optimize() call with B channels as a batch vs B calls of one channel,\n"
         "    VGG16-shaped network up to conv3_3 (random weights) at 3 x 128 x 128, alternately;\n"
         "    at torch's default thread count (the batch keeps both cores busy) and, for information,\n"
-        "    at one thread (where a 128 x 128 image already fills the core and batching gains little)"
+        "    at one thread (where a 128 x 128 image already fills the core and batching gains little);\n"
+        "    raw torch rows: the same prefix in plain torch, one fwd+bwd of a batch vs the images one\n"
+        "    by one -- what batching itself gains on this machine, an upper bound for batch mode\n"
+        "target conv layers compute only the targeted channels in both modes (core.optimize)"
     ),
 )
 def bench_oip(quick: bool) -> list[Row]:
@@ -918,6 +921,7 @@ def bench_oip(quick: bool) -> list[Row]:
         for n_threads in dict.fromkeys([threads, 1]):
             torch.set_num_threads(n_threads)
             rows.append(_oip_batch_row(vgg, opt, n_threads, quick, target=n_threads == threads))
+            rows.append(_raw_batch_row(vgg, n_threads, quick))
         torch.set_num_threads(threads)
         n_steps = 20 if quick else 200
         all128 = measure(lambda: opt.optimize(d.model, opt.channel("features.6", list(range(128))), (1, 28, 28),
@@ -956,12 +960,34 @@ def _oip_widget_row(d, cnnwidgets, quick: bool) -> Row:
     try:
         ours, base, r = _paired_ratio(lambda: w.run(steps=steps),
                                       lambda: _bare_oip_loop(d.model, prefix, 5, steps, 0.02, d.mean[0], d.std[0]),
-                                      warmup=1, repeats=5 if quick else 11)
+                                      warmup=3, repeats=7 if quick else 15)
     finally:
         w.close()
     return Row(f"OIPOptimizer demo features.6: widget loop vs bare torch loop, {steps} steps, 1 thread "
                f"({steps / ours.median:.0f} vs {steps / base.median:.0f} steps/s)",
                ours.median, base.median, r, ">= 0.9x bare steps/s", r >= 0.9, f"{ours.repeats}/{base.repeats}")
+
+
+def _raw_batch_row(vgg: nn.Module, n_threads: int, quick: bool) -> Row:
+    """What batching can gain at all here: plain torch forward + backward to the input through
+    the same prefix, a batch of B images vs B single images (no cnnwidgets code)."""
+    b = 4 if quick else 8
+    for p in vgg.parameters():
+        p.requires_grad_(False)
+
+    def fwd_bwd(x: torch.Tensor) -> None:
+        x = x.detach().requires_grad_(True)
+        out = vgg(x)
+        torch.autograd.grad(out[:, :b].mean(), x)
+
+    xs = torch.rand(b, 3, 128, 128)
+    ours, base, r = _paired_ratio(lambda: fwd_bwd(xs), lambda: [fwd_bwd(xs[i : i + 1]) for i in range(b)],
+                                  warmup=1, repeats=2 if quick else 5)
+    for p in vgg.parameters():
+        p.requires_grad_(True)
+    return Row(f"raw torch, same prefix, {n_threads} thread{'s' if n_threads > 1 else ''}: fwd+bwd of a batch of {b} "
+               f"vs {b} single images (the ceiling for batching)", ours.median, base.median, r, "- (information)", None,
+               f"{ours.repeats}/{base.repeats}")
 
 
 def _oip_batch_row(vgg: nn.Module, opt, n_threads: int, quick: bool, *, target: bool) -> Row:
