@@ -92,8 +92,10 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     blur_every = t.Int(0).tag(sync=True)
     blur_sigma = t.Float(0.5).tag(sync=True)
     clip_percentile = t.Float(0.0).tag(sync=True)
+    clip_by = t.Unicode("norm").tag(sync=True)  # "norm" | "contribution"
     jitter = t.Int(0).tag(sync=True)
     rotate = t.Float(0.0).tag(sync=True)
+    scale = t.Float(0.0).tag(sync=True)  # random rescale by 1 - s, 1 or 1 + s each step
     # --- state
     running = t.Bool(False).tag(sync=True)
     paused = t.Bool(False).tag(sync=True)
@@ -248,6 +250,8 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         transforms, penalties, ops = [], [], []
         if self.jitter:
             transforms.append(opt.jitter(self.jitter))
+        if self.scale:
+            transforms.append(opt.scale([1.0 - self.scale, 1.0, 1.0 + self.scale]))
         if self.rotate:
             transforms.append(opt.rotate([-self.rotate, 0.0, self.rotate]))
         if self.l2:
@@ -257,7 +261,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         if self.blur_every:
             ops.append(opt.blur_every(self.blur_every, self.blur_sigma))
         if self.clip_percentile:
-            ops.append(opt.clip_weak_pixels(self.clip_percentile))
+            ops.append(opt.clip_weak_pixels(self.clip_percentile, by=self.clip_by))
         return {"transforms": transforms, "penalties": penalties, "image_ops": ops}
 
     # ------------------------------------------------------------------ public API
@@ -446,12 +450,35 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             raise ValueError(f"step_rule must be 'rms' or 'adam', got {proposal['value']!r}")
         return proposal["value"]
 
-    @t.validate("l2", "tv", "blur_sigma", "rotate", "clip_percentile")
+    @t.validate("l2", "tv", "blur_sigma", "rotate")
     @checked
     def _v_nonneg(self, proposal):
         v = float(proposal["value"])
         if not v >= 0:
             raise ValueError(f"{proposal['trait'].name} must be >= 0, got {v}")
+        return v
+
+    @t.validate("clip_percentile")
+    @checked
+    def _v_clip(self, proposal):
+        v = float(proposal["value"])
+        if not 0 <= v <= 100:
+            raise ValueError(f"clip_percentile must be a percentile in 0..100, got {v}")
+        return v
+
+    @t.validate("clip_by")
+    @checked
+    def _v_clip_by(self, proposal):
+        if proposal["value"] not in ("norm", "contribution"):
+            raise ValueError(f"clip_by must be 'norm' or 'contribution', got {proposal['value']!r}")
+        return proposal["value"]
+
+    @t.validate("scale")
+    @checked
+    def _v_scale(self, proposal):
+        v = float(proposal["value"])
+        if not 0 <= v < 1:
+            raise ValueError(f"scale must be in 0..1 (0.1 rescales by 0.9, 1 or 1.1), got {v}")
         return v
 
     @t.validate("blur_every", "jitter", "precursors")

@@ -507,3 +507,34 @@ def test_features_only_model_runs_without_a_class_check():
             w.run(steps=2)
     finally:
         w.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "core_kw"),
+    [
+        ({"clip_percentile": 30.0, "clip_by": "contribution"},
+         {"image_ops": [opt.clip_weak_pixels(30.0, by="contribution")]}),
+        ({"scale": 0.1}, {"transforms": [opt.scale([0.9, 1.0, 1.1])]}),
+    ],
+    ids=["clip-by-contribution", "scale"],
+)
+def test_clip_by_and_scale_reach_the_core(oip, demo, settings, core_kw):
+    for k, v in settings.items():
+        setattr(oip, k, v)
+    r = oip.run(steps=12)
+    with model_lock(demo.model):
+        res = opt.optimize(demo.model, opt.channel("features.6", 0), SHAPE, steps=12, lr=oip.lr,
+                           init=opt.gray_noise(SHAPE, 1, 0), mean=demo.mean, std=demo.std, seed=0, **core_kw)
+        plain = opt.optimize(demo.model, opt.channel("features.6", 0), SHAPE, steps=12, lr=oip.lr,
+                             init=opt.gray_noise(SHAPE, 1, 0), mean=demo.mean, std=demo.std, seed=0)
+    np.testing.assert_array_equal(r, res.images.numpy())
+    assert not np.array_equal(r, plain.images.numpy())  # the setting changed the run
+
+
+@pytest.mark.parametrize(("name", "value"), [("clip_by", "size"), ("clip_percentile", 120.0), ("scale", 1.5),
+                                             ("scale", -0.1)])
+def test_bad_clip_and_scale_values(oip, name, value):
+    old = getattr(oip, name)
+    with pytest.raises(ValueError, match=name):
+        setattr(oip, name, value)
+    assert getattr(oip, name) == old

@@ -1,7 +1,7 @@
 // OIPOptimizer front end. Python side: cnnwidgets/widgets/oip_optimizer.py
 // Traits read/written: layer, layers, channel, objective, negate, class_index, steps, lr,
 //   step_rule, param, init, seed, precursors, converge, l2, tv, blur_every, blur_sigma,
-//   clip_percentile, jitter, rotate. Read: running, paused, step, steps_per_second, value,
+//   clip_percentile, clip_by, jitter, rotate, scale. Read: running, paused, step, steps_per_second, value,
 //   status, probabilities, _image/_image_meta (uint8 B x H x W x C), _snapshots/_snapshots_meta,
 //   chart (bqplot Figure child view). With no widget manager (a standalone HTML export) the
 //   objective curve is a static SVG drawn from _history (float32 per step), which only the
@@ -66,8 +66,10 @@ function render({ model, el }) {
       labelled("blur every", num("blur_every", "cnnw-blur-every", { int: true, min: 0, width: "3.5em" })),
       labelled("σ", num("blur_sigma", "cnnw-blur-sigma", { min: 0, width: "3.5em" })),
       labelled("clip weak %", num("clip_percentile", "cnnw-clip", { min: 0, max: 100, width: "3.5em" })),
+      labelled("by", sel("clip_by", [["norm", "pixel norm"], ["contribution", "contribution"]], "cnnw-clip-by")),
       labelled("jitter", num("jitter", "cnnw-jitter", { int: true, min: 0, width: "3.5em" })),
       labelled("rotate °", num("rotate", "cnnw-rotate", { min: 0, width: "3.5em" })),
+      labelled("scale ±", num("scale", "cnnw-scale", { min: 0, max: 0.9, width: "3.5em" })),
     ]),
   );
   const startBtn = h("button", { class: "cnnw-start", onclick: () => send("start") }, ["start"]);
