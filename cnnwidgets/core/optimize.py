@@ -1219,6 +1219,13 @@ def _pruned_conv_forward(module: nn.Conv2d, channels: frozenset[int], owner: int
     return forward
 
 
+#: On the CPU, images of at least this many pixels (H * W) go through the model in the
+#: channels-last memory layout: measured on this project's 2-core machine, 1.04-1.11x faster
+#: for one 3 x 128 x 128 image through VGG16's first seven convolutions and 1.34-1.46x for a
+#: batch of 8; for 28 x 28 inputs it was slightly slower, hence the threshold.
+CHANNELS_LAST_MIN_PIXELS = 64 * 64
+
+
 class _Runner:
     """Runs the model on display-space images and hands the objective what it needs.
 
@@ -1226,7 +1233,9 @@ class _Runner:
     by the surrounding :func:`preserved_state`) keep each layer's first output; without
     logits the pass stops right after the last needed layer. When that layer is a plain
     ``nn.Conv2d`` (the only layer the objective reads) and the objective names its channels,
-    only those channels are computed (:func:`_pruned_conv_forward`).
+    only those channels are computed (:func:`_pruned_conv_forward`). Large images use the
+    channels-last layout on the CPU (:data:`CHANNELS_LAST_MIN_PIXELS`), unless the model
+    rejects it (e.g. a ``.view`` of a convolution's output): then it is NCHW from there on.
     """
 
     def __init__(self, model: nn.Module, objective: Objective, c: int, mean: Any, std: Any) -> None:
@@ -1237,6 +1246,7 @@ class _Runner:
         self.mean = _as_stats(mean, c, "mean", device)
         self.std = _as_stats(std, c, "std", device)
         self.owner = threading.get_ident()
+        self.channels_last = device.type == "cpu"
         self.acts: dict[str, torch.Tensor] = {}
         self.handles = []
         layers = sorted(objective.layers)
@@ -1277,8 +1287,16 @@ class _Runner:
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         """Objective values (B,) for display-space images (B x C x H x W)."""
-        self.acts = {}
         x = self.normalize(img)
+        if self.channels_last and x.dim() == 4 and x.shape[2] * x.shape[3] >= CHANNELS_LAST_MIN_PIXELS:
+            try:
+                return self._values(img, x.contiguous(memory_format=torch.channels_last))
+            except RuntimeError:
+                self.channels_last = False  # the model needs NCHW tensors; a real error repeats below
+        return self._values(img, x)
+
+    def _values(self, img: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        self.acts = {}
         if x is img:
             x = img.clone()  # a model that changes its input in place must not change ours
         logits = None

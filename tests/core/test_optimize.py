@@ -714,3 +714,51 @@ def test_other_threads_see_the_full_layer_during_a_run():
 
     optimize(net, channel("2", 5), (2, 12, 12), steps=2, snapshots=None, callback=callback)
     assert len(got) == 1 and torch.allclose(got[0], want, atol=1e-6)
+
+
+# ---------------------------------------------------------------- channels-last layout for large images
+class _ViewNet(nn.Module):
+    """Reshapes a conv output with .view, which a channels-last tensor does not allow."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        y = self.conv(x).relu()
+        return self.fc(y.view(y.shape[0], -1))
+
+
+def test_channels_last_gives_the_nchw_result(monkeypatch):
+    import cnnwidgets.core.optimize as opt_mod
+
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1))
+    formats = []
+    net[0].register_forward_pre_hook(lambda m, a: formats.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+    kw = dict(batch=2, steps=5, lr=0.05, snapshots=None, seed=1)
+    monkeypatch.setattr(opt_mod, "CHANNELS_LAST_MIN_PIXELS", 16 * 16)
+    cl = optimize(net, channel("3", [1, 2]), (3, 16, 16), **kw)
+    assert formats and all(formats)
+    formats.clear()
+    monkeypatch.setattr(opt_mod, "CHANNELS_LAST_MIN_PIXELS", 10**9)
+    nchw = optimize(net, channel("3", [1, 2]), (3, 16, 16), **kw)
+    assert formats and not any(formats)
+    assert torch.allclose(cl.per_image, nchw.per_image, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(cl.images, nchw.images, atol=1e-4)
+
+
+def test_a_model_that_needs_nchw_falls_back(monkeypatch):
+    import cnnwidgets.core.optimize as opt_mod
+
+    net = _ViewNet()
+    with pytest.raises(RuntimeError):  # the premise: .view fails on a channels-last conv output
+        net(torch.rand(1, 3, 8, 8).contiguous(memory_format=torch.channels_last))
+    kw = dict(steps=4, lr=0.05, snapshots=None, seed=2)
+    monkeypatch.setattr(opt_mod, "CHANNELS_LAST_MIN_PIXELS", 8 * 8)
+    res = optimize(net, class_logit(1), (3, 8, 8), **kw)
+    monkeypatch.setattr(opt_mod, "CHANNELS_LAST_MIN_PIXELS", 10**9)
+    ref = optimize(net, class_logit(1), (3, 8, 8), **kw)
+    assert torch.equal(res.images, ref.images) and res.history == ref.history
