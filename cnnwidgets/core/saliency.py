@@ -153,11 +153,9 @@ def _check_logits(out: Any) -> torch.Tensor:
     return out
 
 
-def _resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
-    """int64 (N,) class indices on the logits' device; None picks each image's top class."""
-    n, k = logits.shape
-    if target is None:
-        return logits.detach().argmax(dim=1)
+def _given_targets(target: Target, n: int) -> torch.Tensor:
+    """int64 (N,) from an int or one int per image; the range 0..K-1 is checked later, by
+    :func:`_check_target_range`, against the logits the attribution pass computes anyway."""
     if isinstance(target, bool):
         raise TypeError(f"target must be an int or a sequence of ints, got bool {target!r}")
     try:
@@ -172,11 +170,14 @@ def _resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
                 f"target must be an int or hold one int per image (N = {n}), got shape {tuple(t.shape)}"
             ) from None
         t = t.to(torch.long).expand(n).clone()
+    return t
+
+
+def _check_target_range(t: torch.Tensor, k: int) -> None:
     bad = (t < 0) | (t >= k)
-    if bad.any():
+    if bool(bad.any()):
         bad_values = sorted(set(t[bad].tolist()))
         raise ValueError(f"target must be in 0..{k - 1} (the model has K = {k} classes), got {bad_values}")
-    return t.to(logits.device)
 
 
 # ---------------------------------------------------------------- softmax bypass
@@ -241,9 +242,12 @@ def _prepared(
         targets = None
         if logits:
             stack.enter_context(_logits_only(model))
-            with torch.no_grad():
-                out = _check_logits(model(x.clone()))  # clone: a model may change its input in place
-            targets = _resolve_targets(target, out)
+            if target is None:  # each image's top class: one pass to find it
+                with torch.no_grad():
+                    out = _check_logits(model(x.clone()))  # clone: a model may change its input in place
+                targets = out.detach().argmax(dim=1)
+            else:  # no extra pass: the attribution's own logits check the range
+                targets = _given_targets(target, x.shape[0]).to(device)
         stack.enter_context(torch.enable_grad())
         yield x, targets
 
@@ -253,6 +257,7 @@ def _input_gradient(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) ->
     """d logit[i, targets[i]] / d x[i] for every image i, in one forward/backward pass."""
     xg = x.clone().requires_grad_(True)
     out = _check_logits(model(xg.clone()))  # a non-leaf copy: an in-place first layer is fine
+    _check_target_range(targets, out.shape[1])
     score = out.gather(1, targets.view(-1, 1)).sum()
     if not score.requires_grad:  # the score does not depend on the input
         return torch.zeros_like(x)
@@ -293,11 +298,28 @@ def _smoothgrad(
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     sigma = noise * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))  # per image
 
+    drawn: dict[int, torch.Tensor] = {}
+
+    def image_noise(i: int) -> torch.Tensor:
+        # all samples of image i in one draw, images in order: the same noise whatever the
+        # batch_size; only the image(s) of the current batch are kept
+        if i not in drawn:
+            for done in [k for k in drawn if k < i]:
+                del drawn[done]
+            drawn[i] = torch.randn((samples, *x.shape[1:]), generator=generator)
+        return drawn[i]
+
     def make_inputs(jobs: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # job j is sample j % samples of image j // samples; noise is drawn one image at a
-        # time in job order, so the result does not depend on batch_size
+        # job j is sample j % samples of image j // samples
         idx = torch.arange(jobs.start, jobs.stop, device=x.device) // samples
-        eps = torch.stack([torch.randn(x.shape[1:], generator=generator) for _ in range(jobs.stop - jobs.start)])
+        parts = []
+        j = jobs.start
+        while j < jobs.stop:
+            i, k = divmod(j, samples)
+            take = min(samples - k, jobs.stop - j)
+            parts.append(image_noise(i)[k : k + take])
+            j += take
+        eps = parts[0] if len(parts) == 1 else torch.cat(parts)
         inputs = x[idx] + eps.to(device=x.device, dtype=x.dtype) * sigma[idx].view(-1, 1, 1, 1)
         return idx, inputs, torch.ones(len(idx), device=x.device)
 
@@ -406,7 +428,8 @@ def _gradcam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, layer: st
         raise ValueError(
             f"Grad-CAM needs a layer with a spatial output N x K x h x w; layer {name!r} outputs shape {shape}"
         )
-    score = _check_logits(out).gather(1, targets.view(-1, 1)).sum()
+    _check_target_range(targets, _check_logits(out).shape[1])
+    score = out.gather(1, targets.view(-1, 1)).sum()
     grad = None
     if score.requires_grad:
         (grad,) = torch.autograd.grad(score, a, allow_unused=True)

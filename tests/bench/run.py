@@ -623,13 +623,26 @@ def rgb_cnn() -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def bare_batch_gradient(model: nn.Module, x: torch.Tensor, n: int, target: int) -> torch.Tensor:
-    """Baseline: ``n`` copies of the image stacked in ONE batch, one forward, one backward of
-    the summed target logits, the input gradient read."""
-    xb = x.repeat(n, 1, 1, 1).requires_grad_(True)
+def bare_batch_gradient(model: nn.Module, batch: torch.Tensor, target: int) -> torch.Tensor:
+    """Baseline: the method's input images (built beforehand, untimed) as ONE batch, one
+    forward, one backward of the summed target logits, the input gradient read."""
+    xb = batch.clone().requires_grad_(True)
     logits = model(xb)
     logits[:, target].sum().backward()
     return xb.grad
+
+
+def path_images(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """IG's images from a black baseline: x * a for a = 0, 1/steps, ..., 1 (steps + 1)."""
+    alphas = torch.linspace(0, 1, steps + 1, dtype=x.dtype).view(-1, 1, 1, 1)
+    return x * alphas
+
+
+def noisy_images(x: torch.Tensor, samples: int, noise: float = 0.15) -> torch.Tensor:
+    """SmoothGrad's images: x + N(0, (noise * (max - min))^2), ``samples`` of them."""
+    g = torch.Generator().manual_seed(1)
+    sigma = noise * float(x.max() - x.min())
+    return x + sigma * torch.randn((samples, *x.shape[1:]), generator=g)
 
 
 class BatchSizeRecorder:
@@ -653,10 +666,13 @@ class BatchSizeRecorder:
         "ours = cnnwidgets.core.saliency.integrated_gradients(model, x, target, steps=50) (trapezoid\n"
         "    rule: 51 path images) / smoothgrad(model, x, target, samples=25, seed=0), one image,\n"
         "    default batch_size=32 (IG: batches of 32 + 19; SmoothGrad: one batch of 25). Includes\n"
-        "    the call's checks, its no-grad forward pass for the target, building the path / noisy\n"
-        "    images and the weighted sum\n"
-        "baseline = the same number of images (51 / 25 copies of x) stacked in ONE batch,\n"
-        "    requires_grad_, one forward, logits[:, target].sum().backward(), read .grad\n"
+        "    the call's checks, building the path / noisy images and the weighted sum (a given\n"
+        "    target needs no extra forward pass; target=None would add one for the top class)\n"
+        "baseline = the same kind of images, built beforehand (51 path images x * a from black /\n"
+        "    25 noisy copies of x at noise 0.15) stacked in ONE batch, requires_grad_, one forward,\n"
+        "    logits[:, target].sum().backward(), read .grad. (Copies of x alone run faster than\n"
+        "    noisy or scaled images: identical images make the max-pool and ReLU branches\n"
+        "    predictable, so they would flatter the baseline)\n"
         "both: model.eval(), parameters requires_grad=False (as the methods set them); ours and\n"
         "    baseline alternate run by run, so load changes hit both alike\n"
         "threads = torch.set_num_threads for both sides: 1 and torch's default (2 here), restored\n"
@@ -705,12 +721,15 @@ def _saliency_rows(quick: bool, d, integrated_gradients, smoothgrad) -> list[Row
                 for p in model.parameters():
                     p.requires_grad_(False)
                 methods = [
-                    ("Integrated Gradients 50 steps", lambda: integrated_gradients(model, x, target, steps=50), 51),
-                    ("SmoothGrad 25 samples", lambda: smoothgrad(model, x, target, samples=25, seed=0), 25),
+                    ("Integrated Gradients 50 steps", lambda: integrated_gradients(model, x, target, steps=50),
+                     path_images(x, 50)),
+                    ("SmoothGrad 25 samples", lambda: smoothgrad(model, x, target, samples=25, seed=0),
+                     noisy_images(x, 25)),
                 ]
-                for method, ours_fn, n in methods:
+                for method, ours_fn, batch in methods:
+                    n = batch.shape[0]
                     ours, base = measure_pair(
-                        ours_fn, lambda: bare_batch_gradient(model, x, n, target), warmup=warm, repeats=reps,
+                        ours_fn, lambda: bare_batch_gradient(model, batch, target), warmup=warm, repeats=reps,
                         budget_s=budget,
                     )
                     name = f"Saliency {label}, {n_threads} thread{'s' if n_threads > 1 else ''}: {method}"

@@ -419,8 +419,23 @@ def test_integrated_gradients_evaluates_in_batches_of_at_most_batch_size():
     net[0].register_forward_pre_hook(lambda _m, inp: sizes.append(inp[0].shape[0]))
     x = torch.randn(3, 2, 8, 8, generator=gen(19), dtype=torch.float64)
     integrated_gradients(net, x, target=0, steps=10, batch_size=7)
-    # one forward for the predicted classes / validation (N = 3), then 3 x 11 path images by 7
-    assert sizes[0] == 3 and sizes[1:] == [7, 7, 7, 7, 5]
+    # a given target needs no extra pass: 3 x 11 path images by 7 (the range is checked on
+    # the logits of the first of them)
+    assert sizes == [7, 7, 7, 7, 5]
+    sizes.clear()
+    integrated_gradients(net, x, target=None, steps=10, batch_size=7)
+    # the predicted classes first (N = 3), then the same batches
+    assert sizes == [3, 7, 7, 7, 7, 5]
+
+
+def test_a_target_out_of_range_is_still_refused_before_any_result():
+    net = smooth_cnn()  # 3 classes
+    x = torch.randn(2, 2, 8, 8, generator=gen(20), dtype=torch.float64)
+    for method in (vanilla_gradient, gradcam):
+        with pytest.raises(ValueError, match=r"target must be in 0\.\.2 \(the model has K = 3 classes\), got \[3\]"):
+            method(net, x, target=[0, 3])
+    with pytest.raises(ValueError, match=r"target must be in 0\.\.2 .*got \[-1\]"):
+        smoothgrad(net, x, target=-1, samples=2)
 
 
 def test_blur_and_noise_baselines():
