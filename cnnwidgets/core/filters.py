@@ -258,8 +258,6 @@ def kernel_tiles(
             RuntimeWarning,
             stacklevel=2,
         )
-    elif finite is not None:
-        finite = None
     if mode == "rgb" and normalize == "tile":
         normalize = "filter"  # an RGB tile is a whole filter
     groups = {"global": 1, "filter": out_c, "tile": out_c * in_c}[normalize]
@@ -339,6 +337,9 @@ def render_grid(
     numpy.ndarray
         uint8 (H, W, 3) with ``W = cols * (kw * zoom + padding) - padding`` and likewise H.
     """
+    lut = np.asarray(lut)
+    if lut.shape != (256, 3) or lut.dtype != np.uint8:
+        raise ValueError(f"lut must be a uint8 array of shape (256, 3), got {lut.dtype} {lut.shape}")
     n, kh, kw = codes.shape[:3]
     rows, cols = grid_shape(n, columns)
     if n == 0:

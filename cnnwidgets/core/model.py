@@ -24,6 +24,7 @@ __all__ = [
     "conv_layers",
     "final_softmax",
     "get_layer",
+    "has_own_forward",
     "model_device",
     "named_layers",
     "preserved_state",
@@ -508,11 +509,77 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.
 _CONTEXTLIB = os.path.dirname(contextlib.__file__) + os.sep + "contextlib"
 
 
+class _ForwardSwitch:
+    """The instance-level ``forward`` that :func:`replaced_forward` installs: each thread that
+    holds a replacement gets it, every other thread gets the forward the module had before.
+
+    A deep copy or a pickle of the module taken meanwhile carries the module's own forward,
+    never the replacement (the copy is a separate module).
+    """
+
+    def __init__(self, module: nn.Module, before: Any) -> None:
+        self.module_ref = weakref.ref(module)
+        self.before = before  # an instance forward set by someone else, or _MISSING
+        self.by_thread: dict[int, Callable[..., Any]] = {}
+
+    def _base(self) -> Callable[..., Any]:
+        if self.before is not _MISSING:
+            return self.before
+        module = self.module_ref()
+        return type(module).forward.__get__(module)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        f = self.by_thread.get(threading.get_ident())
+        return (f if f is not None else self._base())(*args, **kwargs)
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        import copy
+
+        module = self.module_ref()
+        new = memo.get(id(module), module)  # the module being copied is in memo already
+        if self.before is not _MISSING:
+            return copy.deepcopy(self.before, memo)
+        return _OwnForward(new)
+
+    def __reduce__(self) -> tuple:
+        module = self.module_ref()
+        if self.before is not _MISSING:
+            return (_identity_of, (self.before,))
+        return (_OwnForward, (module,))
+
+
+class _OwnForward:
+    """``module.forward`` as the module's class defines it (what copies of a switched module get)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return type(self.module).forward(self.module, *args, **kwargs)
+
+
+def _identity_of(x: Any) -> Any:
+    return x
+
+
+_SWITCH_LOCK = threading.Lock()
+
+
+def has_own_forward(module: nn.Module) -> bool:
+    """Whether someone (not cnnwidgets) has set an instance-level ``forward`` on ``module``."""
+    f = module.__dict__.get("forward", _MISSING)
+    if isinstance(f, _ForwardSwitch):
+        return f.before is not _MISSING
+    return f is not _MISSING
+
+
 @contextlib.contextmanager
 def replaced_forward(module: nn.Module, forward: Callable[..., Any]) -> Iterator[nn.Module]:
-    """Within the block ``module.forward`` is ``forward`` (set on the instance, so the module's
-    hooks still run around it); the module's own ``forward`` is back afterwards, also after an
-    error, and an instance-level ``forward`` set before is restored as it was.
+    """Within the block, and on this thread only, ``module.forward`` is ``forward``.
+
+    The module's hooks still run around it. Other threads calling the module meanwhile get its
+    usual forward; blocks on several threads may overlap in any order; afterwards the module is
+    as before (no instance-level ``forward`` unless it had one), also after an error.
 
     Examples
     --------
@@ -523,15 +590,27 @@ def replaced_forward(module: nn.Module, forward: Callable[..., Any]) -> Iterator
     >>> "forward" in relu.__dict__
     False
     """
-    before = module.__dict__.get("forward", _MISSING)
-    module.forward = forward  # type: ignore[method-assign]
+    me = threading.get_ident()
+    with _SWITCH_LOCK:
+        switch = module.__dict__.get("forward", _MISSING)
+        if not isinstance(switch, _ForwardSwitch):
+            switch = _ForwardSwitch(module, switch)
+            module.forward = switch  # type: ignore[method-assign]
+        outer = switch.by_thread.get(me)  # nested on this thread: restored on the way out
+        switch.by_thread[me] = forward
     try:
         yield module
     finally:
-        if before is _MISSING:
-            module.__dict__.pop("forward", None)
-        else:
-            module.forward = before  # type: ignore[method-assign]
+        with _SWITCH_LOCK:
+            if outer is None:
+                switch.by_thread.pop(me, None)
+            else:
+                switch.by_thread[me] = outer
+            if not switch.by_thread and module.__dict__.get("forward") is switch:
+                if switch.before is _MISSING:
+                    module.__dict__.pop("forward", None)
+                else:
+                    module.forward = switch.before  # type: ignore[method-assign]
 
 
 def passthrough(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:  # noqa: A002

@@ -48,6 +48,7 @@ import numbers
 import operator
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -61,6 +62,7 @@ from .model import (
     check_model,
     final_softmax,
     get_layer,
+    has_own_forward,
     model_device,
     named_layers,
     passthrough,
@@ -219,9 +221,10 @@ class Objective:
     batch_size : int, optional
         For batch-mode objectives (one target per image), the number of images they address.
     channels : dict of str to set of int, optional
-        For each layer in ``layers``, the output channels ``fn`` reads (None: unknown, any of
-        them). With it, :func:`optimize` computes only those channels of a target
-        ``nn.Conv2d`` (the pass stops there anyway): :func:`channel` and :func:`neuron` set it.
+        For each layer in ``layers``, the output channels ``fn`` reads. None (or a layer
+        missing from it, or mapped to None): unknown, any of them. With it, :func:`optimize`
+        computes only those channels of a target ``nn.Conv2d`` (the pass stops there anyway):
+        :func:`channel` and :func:`neuron` set it.
 
     Examples
     --------
@@ -248,8 +251,10 @@ class Objective:
         self.needs_logits: bool = bool(needs_logits)
         self.name: str = str(name)
         self.batch_size: int | None = batch_size
+        known = channels is not None and all(v is not None for v in channels.values()) and set(layers) <= set(channels)
+        # a layer without a channel list (or with None) may be read anywhere: then nothing is pruned
         self.channels: dict[str, frozenset[int]] | None = (
-            None if channels is None else {k: frozenset(int(c) for c in v) for k, v in channels.items()}
+            {k: frozenset(int(c) for c in v) for k, v in channels.items()} if known else None  # type: ignore[union-attr]
         )
 
     def __call__(self, acts: dict[str, torch.Tensor], logits: torch.Tensor | None = None) -> torch.Tensor:
@@ -1182,17 +1187,18 @@ def _as_stats(v: Any, c: int, name: str, device: torch.device) -> torch.Tensor |
     return t.view(1, -1, 1, 1).to(device)
 
 
-def _pruned_conv_forward(module: nn.Conv2d, channels: frozenset[int], owner: int) -> Callable[..., torch.Tensor] | None:
+def _pruned_conv_forward(module: nn.Conv2d, channels: frozenset[int]) -> Callable[..., torch.Tensor] | None:
     """A ``forward`` for ``module`` that computes only ``channels`` (the rest stay 0).
 
     Used when the forward pass ends at this convolution and the objective reads only a few of
     its output channels: the kept filters are convolved, then placed into a zero tensor of the
     full B x K x h x w shape, so objectives index it as usual and their gradients are those of
-    the full layer. Other threads (and channel lists not worth it) get the normal forward.
-    None when the layer does not allow it (grouped convolution, unusual weights, a channel out
-    of range -- the objective then reports that itself).
+    the full layer. Installed with :func:`~cnnwidgets.core.model.replaced_forward`, so other
+    threads get the normal forward. None when the layer does not allow it or it is not worth it
+    (grouped convolution, a subclass, more than half the channels, a channel out of range --
+    the objective then reports that itself).
     """
-    k = module.out_channels
+    k = int(module.weight.shape[0])  # what the layer computes, whatever out_channels says
     if (
         type(module) is not nn.Conv2d
         or module.groups != 1
@@ -1207,11 +1213,8 @@ def _pruned_conv_forward(module: nn.Conv2d, channels: frozenset[int], owner: int
     sel = torch.tensor(sorted(channels), dtype=torch.long, device=module.weight.device)
     weight = module.weight.detach().index_select(0, sel).contiguous()
     bias = None if module.bias is None else module.bias.detach().index_select(0, sel)
-    full = type(module).forward
 
     def forward(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
-        if threading.get_ident() != owner:
-            return full(module, input)
         part = module._conv_forward(input, weight, bias)
         out = part.new_zeros(part.shape[0], k, *part.shape[2:])
         return out.index_copy(1, sel, part)
@@ -1224,6 +1227,10 @@ def _pruned_conv_forward(module: nn.Conv2d, channels: frozenset[int], owner: int
 #: for one 3 x 128 x 128 image through VGG16's first seven convolutions and 1.34-1.46x for a
 #: batch of 8; for 28 x 28 inputs it was slightly slower, hence the threshold.
 CHANNELS_LAST_MIN_PIXELS = 64 * 64
+
+#: Models that raised a layout error on channels-last input (e.g. a ``.view`` of a
+#: convolution's output): later runs go straight to NCHW.
+_NEEDS_NCHW: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 class _Runner:
@@ -1246,7 +1253,7 @@ class _Runner:
         self.mean = _as_stats(mean, c, "mean", device)
         self.std = _as_stats(std, c, "std", device)
         self.owner = threading.get_ident()
-        self.channels_last = device.type == "cpu"
+        self.channels_last = device.type == "cpu" and model not in _NEEDS_NCHW
         self.acts: dict[str, torch.Tensor] = {}
         self.handles = []
         layers = sorted(objective.layers)
@@ -1257,8 +1264,8 @@ class _Runner:
         self._patched: contextlib.AbstractContextManager | None = None
         if len(layers) == 1 and not objective.needs_logits and objective.channels is not None:
             module = get_layer(model, layers[0])
-            forward = (_pruned_conv_forward(module, objective.channels.get(layers[0], frozenset()), self.owner)
-                       if isinstance(module, nn.Conv2d) and "forward" not in module.__dict__ else None)
+            forward = (_pruned_conv_forward(module, objective.channels.get(layers[0], frozenset()))
+                       if isinstance(module, nn.Conv2d) and not has_own_forward(module) else None)
             if forward is not None:
                 self._patched = replaced_forward(module, forward)
                 self._patched.__enter__()
@@ -1291,8 +1298,12 @@ class _Runner:
         if self.channels_last and x.dim() == 4 and x.shape[2] * x.shape[3] >= CHANNELS_LAST_MIN_PIXELS:
             try:
                 return self._values(img, x.contiguous(memory_format=torch.channels_last))
-            except RuntimeError:
-                self.channels_last = False  # the model needs NCHW tensors; a real error repeats below
+            except RuntimeError as exc:
+                text = str(exc).lower()
+                if "stride" not in text and "contiguous" not in text:
+                    raise  # not about the memory layout: a real error, raised once
+                self.channels_last = False  # e.g. a .view of a conv output: NCHW from now on
+                _NEEDS_NCHW.add(self.model)
         return self._values(img, x)
 
     def _values(self, img: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -1731,6 +1742,8 @@ def optimize(
                 stopped = True
                 break
             img = image_fn()
+            if (transforms or penalties) and img.is_leaf:
+                img = img.clone()  # the pixels themselves: user code may change its input in place
             seen = img
             for t in transforms:
                 seen = _apply(t, seen, gen)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .model import check_model
+from .model import check_model, replaced_forward
 
 __all__ = ["RELU_RULES", "ReluRule", "relu_rule"]
 
@@ -65,8 +65,6 @@ _FUNCTIONS: dict[str, type[torch.autograd.Function]] = {
     "guided": _GuidedReLU,
 }
 
-_MISSING = object()
-
 
 def _make_forward(fn: type[torch.autograd.Function]) -> Callable[[torch.Tensor], torch.Tensor]:
     def forward(input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.ReLU's argument name
@@ -79,8 +77,9 @@ def _make_forward(fn: type[torch.autograd.Function]) -> Callable[[torch.Tensor],
 def relu_rule(model: nn.Module, rule: ReluRule) -> Iterator[nn.Module]:
     """Context manager: every ``nn.ReLU`` of ``model`` back-propagates by ``rule``.
 
-    For the duration of the block, each module of ``model`` (the root included) that is an
-    instance of ``nn.ReLU`` or a subclass gets an instance attribute ``forward`` computing
+    For the duration of the block, and on the calling thread only (other threads see the usual
+    ReLU), each module of ``model`` (the root included) that is an instance of ``nn.ReLU`` or a
+    subclass gets a ``forward`` (:func:`~cnnwidgets.core.model.replaced_forward`) computing
     ``x.clamp(min=0)`` through a custom autograd function. The forward values are those of
     ReLU, but the result is always a new tensor, also for ``ReLU(inplace=True)``: the input is
     never overwritten. A module called several times in one forward pass records one
@@ -126,16 +125,8 @@ def relu_rule(model: nn.Module, rule: ReluRule) -> Iterator[nn.Module]:
     if rule not in _FUNCTIONS:
         raise ValueError(f"rule must be one of {', '.join(repr(r) for r in RELU_RULES)}; got {rule!r}")
     forward = _make_forward(_FUNCTIONS[rule])
-    patched: list[tuple[nn.Module, Any]] = []
-    try:
+    with contextlib.ExitStack() as stack:
         for m in model.modules():  # each module once, also if registered under several names
             if isinstance(m, nn.ReLU):
-                patched.append((m, m.__dict__.get("forward", _MISSING)))
-                m.forward = forward  # type: ignore[method-assign]
+                stack.enter_context(replaced_forward(m, forward))
         yield model
-    finally:
-        for m, before in reversed(patched):
-            if before is _MISSING:
-                m.__dict__.pop("forward", None)
-            else:
-                m.forward = before  # type: ignore[method-assign]

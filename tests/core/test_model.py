@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -638,3 +640,88 @@ def test_preserved_state_removes_hooks_of_modules_added_inside(seq_cnn, count_ho
         extra.register_forward_hook(lambda *a: None)
         seq_cnn[0].register_forward_pre_hook(lambda *a: None)
     assert count_hooks(seq_cnn) == 0
+
+
+# ---------------------------------------------------------------- replaced_forward
+def _swap_in_thread(module, forward, entered, release, seen, x):
+    """Enter replaced_forward on a thread of its own, record what the module gives there,
+    wait for ``release``, leave."""
+    from cnnwidgets.core.model import replaced_forward
+
+    def run():
+        with replaced_forward(module, forward):
+            seen.append(module(x))
+            entered.set()
+            release.wait(10)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def test_replaced_forward_is_per_thread_and_overlaps_in_any_order():
+    from cnnwidgets.core.model import replaced_forward
+
+    relu = nn.ReLU()
+    x = torch.tensor([-1.0, 2.0])
+    a_in, a_out, b_in, b_out = (threading.Event() for _ in range(4))
+    seen_a, seen_b = [], []
+    ta = _swap_in_thread(relu, lambda v: v * 10, a_in, a_out, seen_a, x)
+    assert a_in.wait(10)
+    tb = _swap_in_thread(relu, lambda v: v * 100, b_in, b_out, seen_b, x)
+    assert b_in.wait(10)
+    # each thread its own forward; this thread the module's own
+    assert torch.equal(seen_a[0], x * 10) and torch.equal(seen_b[0], x * 100)
+    assert torch.equal(relu(x), torch.tensor([0.0, 2.0]))
+    a_out.set()  # the first to enter leaves first: not nested
+    ta.join(10)
+    assert torch.equal(relu(x), torch.tensor([0.0, 2.0]))
+    with replaced_forward(relu, lambda v: v - 1):  # and this thread, while B still holds one
+        assert torch.equal(relu(x), x - 1)
+    b_out.set()
+    tb.join(10)
+    assert "forward" not in relu.__dict__ and torch.equal(relu(x), torch.tensor([0.0, 2.0]))
+
+
+def test_replaced_forward_nests_and_restores_an_existing_instance_forward():
+    from cnnwidgets.core.model import has_own_forward, replaced_forward
+
+    relu = nn.ReLU()
+    mine = lambda v: v + 5  # noqa: E731 - a user's own instance forward
+    relu.forward = mine
+    assert has_own_forward(relu)
+    x = torch.tensor([-1.0])
+    with replaced_forward(relu, lambda v: v * 2):
+        with replaced_forward(relu, lambda v: v * 3):
+            assert relu(x).item() == -3.0
+        assert relu(x).item() == -2.0
+        assert has_own_forward(relu)
+    assert relu.__dict__["forward"] is mine and relu(x).item() == 4.0
+    with pytest.raises(RuntimeError):
+        with replaced_forward(relu, lambda v: v * 2):
+            raise RuntimeError("boom")
+    assert relu.__dict__["forward"] is mine
+
+
+def test_a_copy_or_pickle_taken_during_a_swap_has_the_modules_own_forward():
+    import copy
+    import io
+
+    from cnnwidgets.core.model import replaced_forward
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    x = torch.tensor([[1.0, -3.0]])
+    with replaced_forward(net[1], lambda v: v * 0):
+        dup = copy.deepcopy(net)
+        buf = io.BytesIO()
+        torch.save(net, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    want = net(x)
+    for other in (dup, loaded):
+        assert torch.equal(other(x), want)
+        with torch.no_grad():
+            other[0].weight.zero_()
+            other[0].bias.fill_(-1.0)
+        assert torch.equal(other(x), torch.zeros(1, 2))  # its own layers, not the original's
+    assert torch.equal(net(x), want)

@@ -762,3 +762,81 @@ def test_a_model_that_needs_nchw_falls_back(monkeypatch):
     monkeypatch.setattr(opt_mod, "CHANNELS_LAST_MIN_PIXELS", 10**9)
     ref = optimize(net, class_logit(1), (3, 8, 8), **kw)
     assert torch.equal(res.images, ref.images) and res.history == ref.history
+
+
+def test_channel_lists_that_do_not_cover_a_layer_mean_unknown():
+    custom = Objective(lambda acts, logits: acts["0"].mean(dim=(1, 2, 3)), {"0"}, channels={"other": {0}})
+    assert custom.channels is None
+    assert (channel("0", 1) + custom).channels is None
+    assert Objective(lambda a, l: a["0"][:, 0].mean((1, 2)), {"0"}, channels={"0": None}).channels is None
+    assert (channel("0", 1) - 2 * neuron("0", 3)).channels == {"0": frozenset({1, 3})}
+    # so a hand-made term that reads every map is computed on the full layer
+    torch.manual_seed(8)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3))
+    obj = channel("0", 1) + custom
+    res = optimize(net, obj, (1, 6, 6), steps=1, snapshots=None, seed=0)
+    with torch.no_grad():
+        x = res.initial
+        acts = {"0": net(x)}
+    assert torch.allclose(res.per_image[0], obj(acts, None), atol=1e-6)
+
+
+def test_a_conv_with_fewer_filters_than_out_channels_says_so():
+    net = nn.Sequential(nn.Conv2d(1, 16, 3))
+    net[0].weight = nn.Parameter(net[0].weight[:8].detach().clone())
+    net[0].bias = nn.Parameter(net[0].bias[:8].detach().clone())
+    with pytest.raises(ValueError, match=r"channel must be in 0\.\.7"):
+        optimize(net, channel("0", 10), (1, 6, 6), steps=1, snapshots=None)
+
+
+def test_an_error_that_is_not_about_the_layout_is_raised_after_one_pass(monkeypatch):
+    import cnnwidgets.core.optimize as opt_mod
+
+    calls = []
+
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            calls.append(1)
+            raise RuntimeError("something else went wrong")
+
+    monkeypatch.setattr(opt_mod, "CHANNELS_LAST_MIN_PIXELS", 8 * 8)
+    with pytest.raises(RuntimeError, match="something else"):
+        optimize(Broken(), channel("conv", 0), (3, 8, 8), steps=2, snapshots=None)
+    assert len(calls) == 1
+
+
+def test_user_transforms_and_penalties_may_work_in_place():
+    torch.manual_seed(9)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+
+    def brighten(img, generator=None):
+        return img.mul_(1.0)  # in place, on what it is given
+
+    def pen(img):
+        return img.sub_(0.0).abs().mean(dim=(1, 2, 3)) * 0.0
+
+    res = optimize(net, channel("0", 1), (1, 8, 8), steps=3, snapshots=None, transforms=[brighten], penalties=[pen])
+    ref = optimize(net, channel("0", 1), (1, 8, 8), steps=3, snapshots=None)
+    assert torch.allclose(res.images, ref.images, atol=1e-6)
+
+
+def test_the_softmax_bypass_is_invisible_to_other_threads():
+    torch.manual_seed(10)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3), nn.Softmax(dim=1))
+    x = torch.rand(1, 1, 4, 4)
+    got = []
+
+    def callback(step, values, image_fn):
+        if step == 0:  # the bypass is on for the optimizing thread now
+            t = threading.Thread(target=lambda: got.append(net(x).detach()))
+            t.start()
+            t.join()
+        return False
+
+    with pytest.warns(UserWarning, match="Softmax"):
+        optimize(net, class_logit(1), (1, 4, 4), steps=2, snapshots=None, callback=callback)
+    assert len(got) == 1 and torch.allclose(got[0].sum(), torch.tensor(1.0))  # probabilities there

@@ -228,3 +228,25 @@ def test_unknown_rule():
     with pytest.raises(TypeError, match="torch.nn.Module"):
         with relu_rule(net.state_dict(), "guided"):
             pass
+
+
+def test_other_threads_keep_the_ordinary_relu_gradient():
+    import threading
+
+    net = nn.Sequential(nn.ReLU())
+    x = torch.tensor([-1.0, 2.0], requires_grad=True)
+    upstream = torch.tensor([1.0, -1.0])
+    got = []
+
+    def other():
+        xi = x.detach().clone().requires_grad_(True)
+        net(xi).backward(upstream)
+        got.append(xi.grad)
+
+    with relu_rule(net, "deconvnet"):
+        net(x).backward(upstream)
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert torch.equal(x.grad, torch.tensor([1.0, 0.0]))  # deconvnet: the positive part of upstream
+    assert torch.equal(got[0], torch.tensor([0.0, -1.0]))  # ordinary: upstream where x > 0

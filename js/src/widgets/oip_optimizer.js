@@ -69,7 +69,7 @@ function render({ model, el }) {
       labelled("by", sel("clip_by", [["norm", "pixel norm"], ["contribution", "contribution"]], "cnnw-clip-by")),
       labelled("jitter", num("jitter", "cnnw-jitter", { int: true, min: 0, width: "3.5em" })),
       labelled("rotate °", num("rotate", "cnnw-rotate", { min: 0, width: "3.5em" })),
-      labelled("scale ±", num("scale", "cnnw-scale", { min: 0, max: 0.9, width: "3.5em" })),
+      labelled("scale ±", num("scale", "cnnw-scale", { min: 0, max: 0.99, width: "3.5em" })),
     ]),
   );
   const startBtn = h("button", { class: "cnnw-start", onclick: () => send("start") }, ["start"]);
