@@ -1213,9 +1213,13 @@ def _pruned_conv_forward(module: nn.Conv2d, channels: frozenset[int]) -> Callabl
     sel = torch.tensor(sorted(channels), dtype=torch.long, device=module.weight.device)
     weight = module.weight.detach().index_select(0, sel).contiguous()
     bias = None if module.bias is None else module.bias.detach().index_select(0, sel)
+    ordered = sorted(channels)
+    lo_hi = (ordered[0], ordered[-1]) if ordered[-1] - ordered[0] + 1 == len(ordered) else None
 
     def forward(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
         part = module._conv_forward(input, weight, bias)
+        if lo_hi is not None:  # one channel, or a run of neighbours: zero padding on both sides
+            return F.pad(part, (0, 0, 0, 0, lo_hi[0], k - 1 - lo_hi[1]))
         out = part.new_zeros(part.shape[0], k, *part.shape[2:])
         return out.index_copy(1, sel, part)
 

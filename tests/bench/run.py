@@ -876,11 +876,11 @@ def machine_info() -> str:
 
 # ---------------------------------------------------------------------------- OIPOptimizer
 def _bare_oip_loop(model: nn.Module, layer_prefix: nn.Module, channel: int, steps: int, lr: float,
-                   mean: float, std: float) -> torch.Tensor:
+                   mean: float, std: float, shape: tuple[int, int, int] = (1, 28, 28)) -> torch.Tensor:
     """The straightforward loop: gray + noise start, forward to the layer, mean of one map,
     gradient normalized by its RMS, step, clamp to [0, 1]."""
     g = torch.Generator().manual_seed(0)
-    x = (0.5 + (torch.rand(1, 1, 28, 28, generator=g) - 0.5) * (20 / 255)).requires_grad_(True)
+    x = (0.5 + (torch.rand(1, *shape, generator=g) - 0.5) * (20 / 255)).requires_grad_(True)
     for p in model.parameters():
         p.requires_grad_(False)
     for _ in range(steps):
@@ -937,6 +937,7 @@ def bench_oip(quick: bool) -> list[Row]:
         torch.set_num_threads(1)
         rows.append(_oip_widget_row(d, cnnwidgets, quick))
         vgg = _vgg_to_conv3_3()
+        rows.append(_oip_vgg_widget_row(vgg, cnnwidgets, quick))
         for n_threads in dict.fromkeys([threads, 1]):
             torch.set_num_threads(n_threads)
             rows.append(_oip_batch_row(vgg, opt, n_threads, quick, target=n_threads == threads))
@@ -1023,6 +1024,21 @@ def _raw_batch_row(vgg: nn.Module, n_threads: int, quick: bool) -> Row:
     return Row(f"raw torch, same prefix, {n_threads} thread{'s' if n_threads > 1 else ''}: fwd+bwd of a batch of {b} "
                f"vs {b} single images (the ceiling for batching)", ours.median, base.median, r, "- (information)", None,
                f"{ours.repeats}/{base.repeats}")
+
+
+def _oip_vgg_widget_row(vgg: nn.Module, cnnwidgets, quick: bool) -> Row:
+    """The widget loop where a step is real work: one channel of conv3_3 at 3 x 128 x 128."""
+    steps = 4 if quick else 10
+    w = cnnwidgets.OIPOptimizer(vgg, "14", channel=5, input_shape=(3, 128, 128), lr=0.02)
+    try:
+        ours, base, r = _paired_ratio(lambda: w.run(steps=steps),
+                                      lambda: _bare_oip_loop(vgg, vgg[:15], 5, steps, 0.02, 0.0, 1.0, (3, 128, 128)),
+                                      warmup=1, repeats=2 if quick else 5)
+    finally:
+        w.close()
+    return Row(f"OIPOptimizer VGG16-shaped conv3_3 128x128: widget loop vs bare torch loop, {steps} steps, 1 thread "
+               f"({steps / ours.median:.1f} vs {steps / base.median:.1f} steps/s)", ours.median, base.median, r,
+               "- (information)", None, f"{ours.repeats}/{base.repeats}")
 
 
 def _oip_batch_row(vgg: nn.Module, opt, n_threads: int, quick: bool, *, target: bool) -> Row:

@@ -644,9 +644,11 @@ def _odd_conv_net() -> nn.Sequential:
         lambda: channel("2", 5),
         lambda: neuron("2", 7, 1, 2),
         lambda: channel("2", [3, 9, 3]),
+        lambda: channel("2", [8, 6, 7]),
         lambda: channel("2", 4) - 0.5 * neuron("2", 11),
+        lambda: channel("2", 0) + channel("2", 15),
     ],
-    ids=["channel", "neuron", "batch-list", "combined"],
+    ids=["channel", "neuron", "batch-list", "batch-run", "combined", "first-and-last"],
 )
 def test_pruned_target_conv_gives_the_full_layers_result(make_objective, monkeypatch):
     net = _odd_conv_net()
