@@ -121,6 +121,17 @@ Target = Union[int, Sequence[int], np.ndarray, torch.Tensor, None]
 #: Standard deviation of the Gaussian used for the "blur" baseline, as a fraction of max(H, W).
 BLUR_SIGMA_FRACTION: float = 0.1
 
+#: With ``batch_size=None``, path or noisy images go through the model in batches of about this
+#: many input values (32 images of 3 x 128 x 128): 10 images of 3 x 224 x 224 at a time, all 51
+#: path images of an MNIST digit at once.
+BATCH_VALUES: int = 32 * 3 * 128 * 128
+
+
+def _batch_size(batch_size: int | None, x: torch.Tensor) -> int:
+    if batch_size is None:
+        return max(1, BATCH_VALUES // max(1, x[0].numel()))
+    return batch_size
+
 
 
 # ---------------------------------------------------------------- validation
@@ -508,7 +519,7 @@ def smoothgrad(
     target: Target = None,
     samples: int = 25,
     noise: float = 0.15,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     seed: int | None = None,
 ) -> torch.Tensor:
     """SmoothGrad: the vanilla gradient averaged over noisy copies of the input (Smilkov et al., 2017).
@@ -523,8 +534,9 @@ def smoothgrad(
     noise : float
         Standard deviation of the Gaussian noise as a fraction of each image's value range
         ``x[i].max() - x[i].min()`` (>= 0; 0 gives the vanilla gradient).
-    batch_size : int
-        At most this many noisy images go through the model at once.
+    batch_size : int, optional
+        At most this many noisy images go through the model at once; None: as many as make
+        about :data:`BATCH_VALUES` input values.
     seed : int, optional
         Seeds a private generator (the result then does not depend on ``batch_size``); None
         draws from torch's global generator.
@@ -541,11 +553,12 @@ def smoothgrad(
     torch.Size([2, 3, 2, 2])
     """
     samples = _check_int(samples, "samples", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    if batch_size is not None:
+        batch_size = _check_int(batch_size, "batch_size", 1)
     if isinstance(noise, bool) or not (isinstance(noise, numbers.Real) and math.isfinite(noise) and noise >= 0):
         raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
     with _prepared(model, x, target) as (xd, t):
-        return _smoothgrad(model, xd, t, samples, float(noise), batch_size, seed)
+        return _smoothgrad(model, xd, t, samples, float(noise), _batch_size(batch_size, xd), seed)
 
 
 def integrated_gradients(
@@ -554,7 +567,7 @@ def integrated_gradients(
     target: Target = None,
     steps: int = 50,
     baseline: Baseline | torch.Tensor = "black",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     seed: int | None = None,
 ) -> torch.Tensor:
     """Integrated Gradients (Sundararajan et al., 2017), trapezoid rule.
@@ -577,8 +590,9 @@ def integrated_gradients(
         blurred by a Gaussian with sigma ``BLUR_SIGMA_FRACTION * max(H, W)``. ``"noise"``:
         uniform noise between each image's min and max value. A tensor broadcastable to
         N x C x H x W is used as is.
-    batch_size : int
-        At most this many path images go through the model at once (memory stays bounded).
+    batch_size : int, optional
+        At most this many path images go through the model at once (memory stays bounded);
+        None: as many as make about :data:`BATCH_VALUES` input values.
     seed : int, optional
         Seed for the ``"noise"`` baseline; None draws from torch's global generator.
 
@@ -596,12 +610,13 @@ def integrated_gradients(
     True
     """
     steps = _check_int(steps, "steps", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    if batch_size is not None:
+        batch_size = _check_int(batch_size, "batch_size", 1)
     if isinstance(baseline, str) and baseline not in BASELINES:
         names = ", ".join(repr(b) for b in BASELINES)
         raise ValueError(f"baseline must be one of {names} or a tensor; got {baseline!r}")
     with _prepared(model, x, target) as (xd, t):
-        return _integrated_gradients(model, xd, t, steps, baseline, batch_size, seed)
+        return _integrated_gradients(model, xd, t, steps, baseline, _batch_size(batch_size, xd), seed)
 
 
 def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.Tensor:

@@ -665,7 +665,8 @@ class BatchSizeRecorder:
     notes=(
         "ours = cnnwidgets.core.saliency.integrated_gradients(model, x, target, steps=50) (trapezoid\n"
         "    rule: 51 path images) / smoothgrad(model, x, target, samples=25, seed=0), one image,\n"
-        "    default batch_size=32 (IG: batches of 32 + 19; SmoothGrad: one batch of 25). Includes\n"
+        "    default batch size (about 1.5 M input values: the demo's 51 / 25 images in one batch,\n"
+        "    RGB 3x128x128 in batches of 32 + 19 / one of 25). Includes\n"
         "    the call's checks, building the path / noisy images and the weighted sum (a given\n"
         "    target needs no extra forward pass; target=None would add one for the top class)\n"
         "baseline = the same kind of images, built beforehand (51 path images x * a from black /\n"

@@ -597,3 +597,23 @@ def test_to_heatmap_abs_and_signed_known_values():
         to_heatmap(a, mode="pos")
     with pytest.raises(ValueError, match="N x C x H x W"):
         to_heatmap(a[0, 0, 0])
+
+
+def test_default_batches_follow_the_image_size(monkeypatch):
+    import cnnwidgets.core.saliency as sal
+
+    net = smooth_cnn()
+    sizes: list[int] = []
+    net[0].register_forward_pre_hook(lambda _m, inp: sizes.append(inp[0].shape[0]))
+    x = torch.randn(2, 2, 8, 8, generator=gen(21), dtype=torch.float64)
+    integrated_gradients(net, x, target=0, steps=10)
+    assert sizes == [22]  # 2 x 11 small path images: one batch
+    sizes.clear()
+    monkeypatch.setattr(sal, "BATCH_VALUES", 5 * 2 * 8 * 8)  # room for 5 images of 2 x 8 x 8
+    got = integrated_gradients(net, x, target=0, steps=10)
+    assert sizes == [5, 5, 5, 5, 2]
+    torch.testing.assert_close(got, integrated_gradients(net, x, target=0, steps=10, batch_size=1000),
+                               rtol=1e-12, atol=1e-14)
+    sizes.clear()
+    smoothgrad(net, x, target=0, samples=3, seed=0)
+    assert sizes == [5, 1]
