@@ -60,6 +60,7 @@ from .model import (
     preserved_state,
     replaced_forward,
 )
+from .optimize import gaussian_blur
 from .relu_rules import relu_rule
 
 __all__ = [
@@ -337,19 +338,6 @@ def _smoothgrad(
     return _batched_gradients(model, targets, n * samples, batch_size, make_inputs, x) / samples
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of each channel (replicate padding), N x C x H x W."""
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(device=x.device, dtype=x.dtype)
-    c = x.shape[1]
-    out = F.pad(x, (radius, radius, 0, 0), mode="replicate")
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    out = F.pad(out, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 def _make_baseline(x: torch.Tensor, baseline: Baseline | torch.Tensor, seed: int | None) -> torch.Tensor:
     if isinstance(baseline, (torch.Tensor, np.ndarray)):
         b = torch.as_tensor(baseline).to(device=x.device, dtype=x.dtype)
@@ -362,7 +350,7 @@ def _make_baseline(x: torch.Tensor, baseline: Baseline | torch.Tensor, seed: int
     if baseline == "black":
         return torch.zeros_like(x)
     if baseline == "blur":
-        return _blur(x, BLUR_SIGMA_FRACTION * max(x.shape[-2:]))
+        return gaussian_blur(x, BLUR_SIGMA_FRACTION * max(x.shape[-2:]))
     if baseline == "noise":
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         u = torch.rand(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
