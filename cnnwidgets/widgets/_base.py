@@ -34,6 +34,17 @@ def checked(validator):
     return wrapper
 
 
+def one_of(proposal, choices: tuple[str, ...]) -> str:
+    """The proposed value if it is one of ``choices``, else a ValueError that names them all
+    (for ``@validate`` bodies wrapped in :func:`checked`)."""
+    value = proposal["value"]
+    if value not in choices:
+        names = [repr(c) for c in choices]
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+        raise ValueError(f"{proposal['trait'].name} must be {listed}, got {value!r}")
+    return value
+
+
 def bundle(name: str) -> pathlib.Path:
     """Path of the built front-end module ``static/<name>.js``.
 

@@ -20,7 +20,7 @@ from ..core.deconv import reconstruct as deconv_reconstruct
 from ..core.filters import grid_shape, render_grid
 from ..core.images import ImageSet
 from ..core.model import capture_activations, check_model, model_device
-from ._base import BaseWidget, PageScheduled, checked
+from ._base import BaseWidget, PageScheduled, checked, one_of
 from ._worker import LatestWorker, model_lock
 from .selection import Selection, SelectionMixin
 
@@ -403,16 +403,12 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     @t.validate("sort")
     @checked
     def _v_sort(self, proposal):
-        if proposal["value"] not in ("index", "mean", "max"):
-            raise ValueError(f"sort must be 'index', 'mean' or 'max', got {proposal['value']!r}")
-        return proposal["value"]
+        return one_of(proposal, ("index", "mean", "max"))
 
     @t.validate("scale")
     @checked
     def _v_scale(self, proposal):
-        if proposal["value"] not in ("shared", "per_map"):
-            raise ValueError(f"scale must be 'shared' or 'per_map', got {proposal['value']!r}")
-        return proposal["value"]
+        return one_of(proposal, ("shared", "per_map"))
 
     @t.validate("opacity")
     @checked

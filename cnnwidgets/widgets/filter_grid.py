@@ -12,7 +12,7 @@ from ..core.colormaps import is_diverging
 from ..core.colormaps import lut as make_lut
 from ..core.filters import FilterTiles, conv_weight, first_conv_layer, grid_shape, kernel_tiles, render_grid
 from ..core.model import CONV_TYPES, check_model, conv_layers, get_layer
-from ._base import BaseWidget, checked
+from ._base import BaseWidget, checked, one_of
 from .selection import SelectionMixin
 
 __all__ = ["FilterGrid"]
@@ -192,10 +192,7 @@ class FilterGrid(SelectionMixin, BaseWidget):
     @t.validate("normalize")
     @checked
     def _check_normalize(self, proposal):
-        v = proposal["value"]
-        if v not in ("global", "filter", "tile"):
-            raise ValueError(f"normalize must be 'global', 'filter' or 'tile', got {v!r}")
-        return v
+        return one_of(proposal, ("global", "filter", "tile"))
 
     @t.validate("padding")
     @checked
@@ -208,9 +205,7 @@ class FilterGrid(SelectionMixin, BaseWidget):
     @t.validate("mode")
     @checked
     def _check_mode(self, proposal):
-        m = proposal["value"]
-        if m not in ("kernel", "rgb"):
-            raise ValueError(f"mode must be 'kernel' or 'rgb', got {m!r}")
+        m = one_of(proposal, ("kernel", "rgb"))
         if m == "rgb" and self.layer:
             in_c = conv_weight(self._model, self.layer).shape[1]
             if in_c != 3:

@@ -18,7 +18,7 @@ from torch import nn
 from ..core import optimize as opt
 from ..core.images import ImageSet
 from ..core.model import capture_activations, check_model, model_device
-from ._base import BaseWidget, checked
+from ._base import BaseWidget, checked, one_of
 from ._worker import model_lock
 from .selection import Selection, SelectionMixin
 
@@ -425,30 +425,22 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     @t.validate("objective")
     @checked
     def _v_objective(self, proposal):
-        if proposal["value"] not in ("channel", "neuron", "class"):
-            raise ValueError(f"objective must be 'channel', 'neuron' or 'class', got {proposal['value']!r}")
-        return proposal["value"]
+        return one_of(proposal, ("channel", "neuron", "class"))
 
     @t.validate("param")
     @checked
     def _v_param(self, proposal):
-        if proposal["value"] not in ("pixel", "fourier"):
-            raise ValueError(f"param must be 'pixel' or 'fourier', got {proposal['value']!r}")
-        return proposal["value"]
+        return one_of(proposal, ("pixel", "fourier"))
 
     @t.validate("init")
     @checked
     def _v_init(self, proposal):
-        if proposal["value"] not in ("gray", "multiscale", "dataset"):
-            raise ValueError(f"init must be 'gray', 'multiscale' or 'dataset', got {proposal['value']!r}")
-        return proposal["value"]
+        return one_of(proposal, ("gray", "multiscale", "dataset"))
 
     @t.validate("step_rule")
     @checked
     def _v_rule(self, proposal):
-        if proposal["value"] not in ("rms", "adam"):
-            raise ValueError(f"step_rule must be 'rms' or 'adam', got {proposal['value']!r}")
-        return proposal["value"]
+        return one_of(proposal, ("rms", "adam"))
 
     @t.validate("l2", "tv", "blur_sigma", "rotate")
     @checked
@@ -469,9 +461,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     @t.validate("clip_by")
     @checked
     def _v_clip_by(self, proposal):
-        if proposal["value"] not in ("norm", "contribution"):
-            raise ValueError(f"clip_by must be 'norm' or 'contribution', got {proposal['value']!r}")
-        return proposal["value"]
+        return one_of(proposal, ("norm", "contribution"))
 
     @t.validate("scale")
     @checked

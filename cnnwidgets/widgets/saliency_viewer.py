@@ -19,7 +19,7 @@ from ..core.colormaps import lut as make_lut
 from ..core.images import ImageSet
 from ..core.model import capture_activations, check_model, conv_layers, model_device
 from ..core.saliency import BASELINES, METHODS, attribute, final_softmax, logits_only, softmax_notice_off, to_heatmap
-from ._base import BaseWidget, PageScheduled, checked
+from ._base import BaseWidget, PageScheduled, checked, one_of
 from ._worker import LatestWorker, model_lock
 from .selection import Selection, SelectionMixin
 
@@ -329,9 +329,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     @t.validate("display")
     @checked
     def _v_display(self, proposal):
-        if proposal["value"] not in ("abs", "signed"):
-            raise ValueError(f"display must be 'abs' or 'signed', got {proposal['value']!r}")
-        return proposal["value"]
+        return one_of(proposal, ("abs", "signed"))
 
     @t.validate("cmap")
     @checked
@@ -365,9 +363,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     @t.validate("view")
     @checked
     def _v_view(self, proposal):
-        if proposal["value"] not in ("single", "compare", "grid"):
-            raise ValueError(f"view must be 'single', 'compare' or 'grid', got {proposal['value']!r}")
-        return proposal["value"]
+        return one_of(proposal, ("single", "compare", "grid"))
 
     @t.validate("compare_methods")
     @checked

@@ -27,7 +27,7 @@ from ..core.embedding import (
 )
 from ..core.images import ImageSet
 from ..core.model import check_model, get_layer, model_device
-from ._base import BaseWidget, checked
+from ._base import BaseWidget, checked, one_of
 from ._worker import model_lock
 from .selection import Selection, SelectionMixin
 
@@ -299,9 +299,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
     @t.validate("color_by")
     @checked
     def _v_color(self, proposal):
-        if proposal["value"] not in ("label", "predicted", "correct"):
-            raise ValueError(f"color_by must be 'label', 'predicted' or 'correct', got {proposal['value']!r}")
-        return proposal["value"]
+        return one_of(proposal, ("label", "predicted", "correct"))
 
     @t.validate("selected")
     @checked
@@ -312,9 +310,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
     @t.validate("method")
     @checked
     def _v_method(self, proposal):
-        if proposal["value"] not in ("tsne", "pca", "umap"):
-            raise ValueError(f"method must be 'tsne', 'pca' or 'umap', got {proposal['value']!r}")
-        return proposal["value"]
+        return one_of(proposal, ("tsne", "pca", "umap"))
 
     @t.validate("perplexity")
     @checked
