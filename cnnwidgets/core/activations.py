@@ -5,7 +5,6 @@ Everything here is plain torch/numpy; no widget imports.
 
 from __future__ import annotations
 
-import operator
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._validate import as_int
 from .filters import FilterTiles, kernel_tiles
 from .inputs import as_batch
 from .model import get_layer, model_device, preserved_state
@@ -57,12 +57,7 @@ def _as_maps(acts: Any, name: str = "acts") -> torch.Tensor:
 
 
 def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got bool {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}") from None
+    v = as_int(value, name)
     if v < 1:
         raise ValueError(f"{name} must be at least 1, got {v}")
     return v
@@ -238,12 +233,7 @@ def top_images(
     module = get_layer(model, layer)
     k = _positive_int(k, "k")
     batch_size = _positive_int(batch_size, "batch_size")
-    if isinstance(channel, bool):
-        raise TypeError(f"channel must be an int, got bool {channel!r}")
-    try:
-        channel = operator.index(channel)
-    except TypeError:
-        raise TypeError(f"channel must be an int, got {type(channel).__name__}: {channel!r}") from None
+    channel = as_int(channel, "channel")
     if by not in ("max", "mean"):
         raise ValueError(f"by must be 'max' or 'mean', got {by!r}")
     device = model_device(model)

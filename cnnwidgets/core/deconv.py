@@ -10,13 +10,13 @@ Plain torch; no widget imports.
 
 from __future__ import annotations
 
-import operator
 import threading
 
 
 import torch
 from torch import nn
 
+from ._validate import as_int as _check_index
 from .model import get_layer, model_device, preserved_state
 from .relu_rules import relu_rule
 
@@ -25,15 +25,6 @@ __all__ = ["reconstruct"]
 
 class _StopForward(Exception):
     """Raised from a forward hook to end the forward pass once the layer has run."""
-
-
-def _check_index(value: object, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got bool {value!r}")
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}") from None
 
 
 def _run_to_layer(model: nn.Module, module: nn.Module, layer: str, x: torch.Tensor, call: int) -> torch.Tensor:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import operator
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._validate import as_int
 from .activations import _batches, _positive_int
 from .model import get_layer, model_device, named_layers, preserved_state
 
@@ -655,12 +655,7 @@ def neighbors(features: Any, index: int, k: int = 8) -> np.ndarray:
     """
     x = check_features(features)
     n = x.shape[0]
-    if isinstance(index, bool):
-        raise TypeError(f"index must be an int, got bool {index!r}")
-    try:
-        index = operator.index(index)
-    except TypeError:
-        raise TypeError(f"index must be an int, got {type(index).__name__}: {index!r}") from None
+    index = as_int(index, "index")
     if not 0 <= index < n:
         raise ValueError(f"index must be in 0..{n - 1}, got {index}")
     k = _positive_int(k, "k")

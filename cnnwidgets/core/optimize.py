@@ -45,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-import operator
 import threading
 import warnings
 import weakref
@@ -57,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._validate import check_int as _check_int
 from .model import (
     caller_stacklevel,
     check_model,
@@ -137,18 +137,6 @@ class DeadTargetError(ValueError):
 
 
 # ---------------------------------------------------------------- small validators
-def _check_int(value: Any, name: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got bool {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}") from None
-    if minimum is not None and v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
-
-
 def _check_float(value: Any, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}: {value!r}")

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._validate import check_int as _check_int
 from .model import (
     caller_stacklevel,
     check_model,
@@ -144,18 +145,6 @@ def _check_batch(x: Any) -> torch.Tensor:
             "Hint: cnnwidgets.core.as_batch converts images to a batch; use x[None] for one image."
         )
     return x
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got bool {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _check_logits(out: Any) -> torch.Tensor:
