@@ -72,6 +72,15 @@ def test_oip_start_live_stop(open_notebook):
     _same(nb, f"{OIP} canvas.cnnw-oip-image", _scaled(final, 224 // 28))
     assert np.ptp(final) > 0
     assert nb.kernel_json("oip.history[-1] > oip.history[0]")  # the objective went up
+    # the clipping rule and the random scaling are set from the page, and shown when set from Python
+    page.select_option(f"{OIP} select.cnnw-clip-by", "contribution")
+    nb.wait_kernel("oip.clip_by", "contribution")
+    page.evaluate(f"() => {{ const i = document.querySelector('{OIP} input.cnnw-scale'); i.value = '0.1'; "
+                  "i.dispatchEvent(new Event('change')); }")
+    nb.wait_kernel("oip.scale", 0.1)
+    nb.kernel("oip.scale = 0.25; oip.clip_by = 'norm'")
+    page.wait_for_function(f"() => document.querySelector('{OIP} input.cnnw-scale').value === '0.25' && "
+                           f"document.querySelector('{OIP} select.cnnw-clip-by').value === 'norm'", timeout=10_000)
     DOCS.mkdir(exist_ok=True)
     page.locator(OIP).screenshot(path=str(DOCS / "oip_optimizer.png"))
     assert not nb.errors, nb.errors
