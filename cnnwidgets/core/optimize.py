@@ -1215,9 +1215,9 @@ def _pruned_conv_forward(module: nn.Conv2d, channels: frozenset[int]) -> Callabl
 
 
 #: On the CPU, images of at least this many pixels (H * W) go through the model in the
-#: channels-last memory layout: measured on this project's 2-core machine, 1.04-1.11x faster
-#: for one 3 x 128 x 128 image through VGG16's first seven convolutions and 1.34-1.46x for a
-#: batch of 8; for 28 x 28 inputs it was slightly slower, hence the threshold.
+#: channels-last memory layout: on this project's 2-core machine 1.33x faster for a batch of 8
+#: 3 x 128 x 128 images through VGG16's first seven convolutions (tests/bench/run.py, row
+#: "channels-last vs NCHW layout"); for 28 x 28 inputs it was slightly slower, hence the threshold.
 CHANNELS_LAST_MIN_PIXELS = 64 * 64
 
 #: Models that raised a layout error on channels-last input (e.g. a ``.view`` of a

@@ -945,6 +945,8 @@ def bench_oip(quick: bool) -> list[Row]:
             rows.append(_raw_batch_row(vgg, n_threads, quick))
         torch.set_num_threads(1)
         rows.append(_oip_small_batch_row(d, opt, quick))
+        rows.extend(_oip_thread_rows(d, cnnwidgets, threads, quick))
+        rows.append(_channels_last_row(vgg, opt, threads, quick))
         torch.set_num_threads(threads)
         n_steps = 20 if quick else 200
         all128 = measure(lambda: opt.optimize(d.model, opt.channel("features.6", list(range(128))), (1, 28, 28),
@@ -1003,6 +1005,54 @@ def _oip_small_batch_row(d, opt, quick: bool) -> Row:
         warmup=1, repeats=3 if quick else 5)
     return Row(f"OIP batch mode, demo features.6 28x28, 1 thread: {b} channels x {steps} steps as one batch vs one at a "
                "time", ours.median, base.median, r, "- (information)", None, f"{ours.repeats}/{base.repeats}")
+
+
+def _oip_thread_rows(d, cnnwidgets, threads: int, quick: bool) -> list[Row]:
+    """The README's thread-count tip: the widget on the demo with one torch thread vs torch's
+    default, for one image and for a batch of 128 maps."""
+    if threads == 1:
+        return []
+    rows = []
+    for label, chans, steps in (("one image", 5, 100 if quick else 200), ("128 maps", list(range(128)), 10 if quick else 20)):
+        w = cnnwidgets.OIPOptimizer(d.model, "features.6", channel=chans, images=d.images[:1], mean=d.mean,
+                                    std=d.std, lr=0.02)
+
+        def run_with(n: int) -> None:
+            torch.set_num_threads(n)  # the widget's thread takes the setting when it starts
+            w.run(steps=steps)
+
+        try:
+            ours, base, r = _paired_ratio(lambda: run_with(1), lambda: run_with(threads), warmup=1,
+                                          repeats=3 if quick else 5)
+        finally:
+            w.close()
+            torch.set_num_threads(1)
+        rows.append(Row(f"OIPOptimizer demo features.6, {label}, {steps} steps: 1 thread vs {threads} threads",
+                        ours.median, base.median, r, "- (information)", None, f"{ours.repeats}/{base.repeats}"))
+    return rows
+
+
+def _channels_last_row(vgg: nn.Module, opt, threads: int, quick: bool) -> Row:
+    """What the channels-last layout gains: optimize() on 3 x 128 x 128 images with the layout
+    as chosen (channels-last) vs forced NCHW, batch of 8, torch's default threads."""
+    b, steps = (4, 2) if quick else (8, 3)
+    chans = list(range(b))
+    kw = dict(batch=b, steps=steps, lr=0.02, seed=0, snapshots=None)
+    default = opt.CHANNELS_LAST_MIN_PIXELS
+
+    def nchw():
+        opt.CHANNELS_LAST_MIN_PIXELS = 10**12
+        try:
+            opt.optimize(vgg, opt.channel("14", chans), (3, 128, 128), **kw)
+        finally:
+            opt.CHANNELS_LAST_MIN_PIXELS = default
+
+    torch.set_num_threads(threads)
+    ours, base, r = _paired_ratio(lambda: opt.optimize(vgg, opt.channel("14", chans), (3, 128, 128), **kw), nchw,
+                                  warmup=0, repeats=2 if quick else 3)
+    torch.set_num_threads(1)
+    return Row(f"OIP VGG16-shaped conv3_3 128x128, batch of {b}, {threads} threads: channels-last vs NCHW layout",
+               ours.median, base.median, r, "- (information)", None, f"{ours.repeats}/{base.repeats}")
 
 
 def _raw_batch_row(vgg: nn.Module, n_threads: int, quick: bool) -> Row:
