@@ -39,6 +39,29 @@ def requires_grad_flags(model: nn.Module) -> dict[str, bool]:
     return {name: p.requires_grad for name, p in model.named_parameters()}
 
 
+def _first_weight(m: nn.Module):
+    for p in m.parameters():
+        return p.data_ptr()
+    return None
+
+
+def is_run_of(m: nn.Module, target: nn.Module) -> bool:
+    """Whether ``m`` is ``target`` or its counterpart in one of cnnwidgets' private views (same
+    type, sharing its weights): the views run the user's model, never the user's hooks."""
+    if m is target:
+        return True
+    w = _first_weight(target)
+    return type(m) is type(target) and w is not None and _first_weight(m) == w
+
+
+def view_pre_hook(target: nn.Module, fn: Callable) -> object:
+    """Call ``fn(module, inputs)`` before ``target`` or its counterpart in any private view runs,
+    in any thread (a global forward pre-hook); returns the handle to remove."""
+    return nn.modules.module.register_module_forward_pre_hook(
+        lambda m, inp: fn(m, inp) if is_run_of(m, target) else None
+    )
+
+
 # ---------------------------------------------------------------- model definitions
 def make_seq_cnn() -> nn.Sequential:
     """Layer names '0'..'6': conv(1->4, 3x3), relu, pool, conv(4->6, 3x3), relu, flatten, linear."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 from typing import Any
 
@@ -32,4 +34,29 @@ def check_int(value: Any, name: str, minimum: int | None = None) -> int:
     v = as_int(value, name)
     if minimum is not None and v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
+def check_float(value: Any, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
+    """``value`` as a finite float (any real number but a bool), else a TypeError or ValueError
+    naming ``name``; ``positive`` / ``nonneg`` also refuse values <= 0 / < 0.
+
+    Examples
+    --------
+    >>> check_float(2, "sigma")
+    2.0
+    >>> check_float(-1.0, "sigma", nonneg=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: sigma must be >= 0, got -1.0
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}: {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if positive and v <= 0:
+        raise ValueError(f"{name} must be > 0, got {v}")
+    if nonneg and v < 0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
     return v

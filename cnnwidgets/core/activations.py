@@ -5,7 +5,6 @@ Everything here is plain torch/numpy; no widget imports.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -17,7 +16,8 @@ from torch import nn
 from ._validate import as_int
 from .filters import FilterTiles, kernel_tiles
 from .inputs import as_batch
-from .model import get_layer, model_device, preserved_state
+from .model import get_layer, model_device
+from .runner import LayerTap, require_4d, using_model
 
 __all__ = [
     "STAT_COLUMNS",
@@ -37,10 +37,6 @@ MapScale = Literal["shared", "per_map"]
 
 #: Columns of :func:`map_stats`.
 STAT_COLUMNS: tuple[str, ...] = ("mean", "max", "min")
-
-
-class _StopForward(Exception):
-    """Raised from a forward hook to end the forward pass once the layer has run."""
 
 
 def _as_maps(acts: Any, name: str = "acts") -> torch.Tensor:
@@ -220,8 +216,8 @@ def top_images(
 
     Notes
     -----
-    Runs under ``torch.no_grad()`` and :func:`preserved_state` (eval mode during the pass; the
-    model's modes, ``requires_grad`` flags and hooks are left as found), on the model's device.
+    Runs under ``torch.no_grad()`` on a private view of the model
+    (:func:`~cnnwidgets.core.runner.private_model`), on the model's device.
 
     Examples
     --------
@@ -230,7 +226,7 @@ def top_images(
     >>> idx.shape, scores.dtype
     ((3,), dtype('float32'))
     """
-    module = get_layer(model, layer)
+    get_layer(model, layer)  # raises with the list of valid names
     k = _positive_int(k, "k")
     batch_size = _positive_int(batch_size, "batch_size")
     channel = as_int(channel, "channel")
@@ -241,36 +237,20 @@ def top_images(
     scores = np.empty(n, dtype=np.float32)
     got: list[torch.Tensor] = []
 
-    owner = threading.get_ident()
-
-    def hook(_m: nn.Module, _inp: object, out: object) -> None:
-        if threading.get_ident() != owner:
-            return  # the same model used at the same time by another thread
-        if not isinstance(out, torch.Tensor) or out.dim() != 4:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(
-                f"layer {layer!r} must output a 4-D feature map (N x K x h x w), its output has shape {shape}"
-            )
+    def check(name: str, out: Any) -> None:
+        require_4d(name, out)
         kk = out.shape[1]
         if not 0 <= channel < kk:
             raise ValueError(f"channel must be in 0..{kk - 1} (layer {layer!r} has {kk} channels), got {channel}")
-        maps = out[:, channel].flatten(1)
-        got.append(maps.amax(dim=1) if by == "max" else maps.mean(dim=1, dtype=torch.float64))
-        raise _StopForward
 
     done = 0
-    with preserved_state(model), torch.no_grad():
-        module.register_forward_hook(hook)
+    with using_model(model) as run, torch.no_grad(), LayerTap(run, layer, check=check) as tap:
         for batch in batches:
-            got.clear()
-            try:
-                model(batch)
-            except _StopForward:
-                pass
-            if not got:
-                raise ValueError(f"layer {layer!r} did not run during the forward pass")
+            out = tap.run(batch)[1][layer]
+            maps = out[:, channel].flatten(1)
+            got = maps.amax(dim=1) if by == "max" else maps.mean(dim=1, dtype=torch.float64)
             b = batch.shape[0]
-            scores[done : done + b] = got[0].detach().to(device="cpu", dtype=torch.float32).numpy()
+            scores[done : done + b] = got.detach().to(device="cpu", dtype=torch.float32).numpy()
             done += b
             if progress is not None:
                 progress(done, n)

@@ -10,61 +10,26 @@ Plain torch; no widget imports.
 
 from __future__ import annotations
 
-import threading
 
 
 import torch
 from torch import nn
 
 from ._validate import as_int as _check_index
-from .model import get_layer, model_device, preserved_state
+from .model import get_layer, model_device
+from .runner import LayerTap, require_4d, using_model
 from .relu_rules import relu_rule
 
 __all__ = ["reconstruct"]
 
 
-class _StopForward(Exception):
-    """Raised from a forward hook to end the forward pass once the layer has run."""
-
-
-def _run_to_layer(model: nn.Module, module: nn.Module, layer: str, x: torch.Tensor, call: int) -> torch.Tensor:
-    """Forward ``x`` and return the output of ``module``'s ``call``-th call.
-
-    For ``call >= 0`` the pass stops right after that call. A negative ``call`` counts from the
-    end, so the whole pass runs; the outputs it keeps are then shielded from later in-place
-    operations by handing the model a copy.
-    """
-    outs: list[object] = []
-
-    owner = threading.get_ident()
-
-    def hook(_m: nn.Module, _inp: object, out: object) -> object:
-        if threading.get_ident() != owner:
-            return None  # the same model used at the same time by another thread
-        outs.append(out)
-        if call >= 0:
-            if len(outs) == call + 1:
-                raise _StopForward
-            return None
-        return out.clone() if isinstance(out, torch.Tensor) else None
-
-    handle = module.register_forward_hook(hook)
-    try:
-        model(x)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    if not outs:
-        raise ValueError(f"layer {layer!r} did not run during the forward pass")
-    if not -len(outs) <= call < len(outs):
-        raise ValueError(f"call={call} is out of range: layer {layer!r} ran {len(outs)} time(s) in the forward pass")
-    out = outs[call]
-    if not isinstance(out, torch.Tensor) or out.dim() != 4:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(
-            f"layer {layer!r} must output a 4-D feature map (N x K x h x w), its output has shape {shape}"
-        )
+def _run_to_layer(model: nn.Module, layer: str, x: torch.Tensor, call: int) -> torch.Tensor:
+    """Forward ``x`` and return the output of ``layer``'s ``call``-th call (the pass stops
+    there; a negative ``call`` counts from the end, so the whole pass runs)."""
+    with LayerTap(model, layer, call=call) as tap:
+        outs = tap.run(x)[1]
+    out = outs[layer]
+    require_4d(layer, out)
     return out
 
 
@@ -113,9 +78,9 @@ def reconstruct(
 
     Notes
     -----
-    Runs under :func:`preserved_state`: the model is in eval mode during the call (so
-    BatchNorm uses its running statistics and Dropout is off) and is left with its own modes,
-    ``requires_grad`` flags, hooks and ReLU modules. Parameters do not get gradients.
+    Runs on a private view of the model (:func:`~cnnwidgets.core.runner.private_model`), in
+    eval mode (BatchNorm uses its running statistics, Dropout is off); nothing is visible on
+    the model itself. Parameters do not get gradients.
 
     Examples
     --------
@@ -124,7 +89,7 @@ def reconstruct(
     >>> proj.shape, ch.shape
     (torch.Size([2, 1, 12, 12]), torch.Size([2]))
     """
-    module = get_layer(model, layer)
+    get_layer(model, layer)  # raises with the list of valid names
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4:
         desc = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(
@@ -135,12 +100,10 @@ def reconstruct(
         channel = _check_index(channel, "channel")
     call = _check_index(call, "call")
     device = model_device(model)
-    with preserved_state(model), torch.enable_grad():
-        for p in model.parameters():
-            p.requires_grad_(False)
+    with using_model(model) as run, torch.enable_grad():
         xg = x.detach().to(device).clone().requires_grad_(True)
-        with relu_rule(model, "deconvnet"):
-            acts = _run_to_layer(model, module, layer, xg, call)
+        with relu_rule(run, "deconvnet"):
+            acts = _run_to_layer(run, layer, xg, call)
             n, k = acts.shape[:2]
             if channel is not None and not 0 <= channel < k:
                 raise ValueError(f"channel must be in 0..{k - 1} (layer {layer!r} has {k} channels), got {channel}")

@@ -24,7 +24,9 @@ from torch import nn
 
 from ._validate import as_int
 from .activations import _batches, _positive_int
-from .model import get_layer, model_device, named_layers, preserved_state
+from .layers import leaf_layers
+from .model import _add_hook, get_layer, model_device, named_layers
+from .runner import LayerTap, require_tensor, using_model
 
 __all__ = [
     "EMBEDDING_METHODS",
@@ -78,10 +80,6 @@ class Stopped(Exception):
         self.total = total
 
 
-class _StopForward(Exception):
-    """Raised from a forward hook to end the forward pass once the layer has run."""
-
-
 # ---------------------------------------------------------------- features
 def default_feature_layer(model: nn.Module, example: Any = None) -> str:
     """The last hidden layer before the classifier: the layer whose output feeds the last Linear.
@@ -126,7 +124,7 @@ def default_feature_layer(model: nn.Module, example: Any = None) -> str:
     if not any(isinstance(m, nn.Linear) for m in layers.values()):
         raise ValueError(f"the model has no nn.Linear layer, so it has no default feature layer. {hint}")
     if example is None:
-        leaves = [(n, m) for n, m in layers.items() if not any(True for _ in m.children())]
+        leaves = list(leaf_layers(model).items())
         last = max((i for i, (_, m) in enumerate(leaves) if isinstance(m, nn.Linear)), default=-1)
         if last <= 0:
             raise ValueError(f"no layer is registered before the model's last nn.Linear. {hint}")
@@ -148,12 +146,17 @@ def default_feature_layer(model: nn.Module, example: Any = None) -> str:
             events.append(("start", name, inp[0] if inp else None))
         return pre_hook
 
-    with preserved_state(model), torch.no_grad():
-        for n, m in layers.items():
-            m.register_forward_hook(make_end(n))
+    with using_model(model) as run, torch.no_grad():
+        added = []
+        for n, m in named_layers(run).items():
+            added.append((m._forward_hooks, _add_hook(m._forward_hooks, make_end(n))))
             if isinstance(m, nn.Linear):
-                m.register_forward_pre_hook(make_start(n))
-        model(x)
+                added.append((m._forward_pre_hooks, _add_hook(m._forward_pre_hooks, make_start(n))))
+        try:
+            run(x)
+        finally:
+            for hooks, hook_id in added:
+                hooks.pop(hook_id, None)
     starts = [i for i, e in enumerate(events) if e[0] == "start"]
     if not starts:
         raise ValueError(f"no nn.Linear layer ran during the forward pass. {hint}")
@@ -235,8 +238,8 @@ def extract_features(
 
     Notes
     -----
-    Runs under ``torch.no_grad()`` and :func:`preserved_state` (eval mode during the pass; the
-    model's modes, ``requires_grad`` flags and hooks are left as found), on the model's device.
+    Runs under ``torch.no_grad()`` on a private view of the model
+    (:func:`~cnnwidgets.core.runner.private_model`), on the model's device.
     ``pool="flatten"`` on an early layer is large: N*K*h*w*4 bytes.
 
     Examples
@@ -259,35 +262,16 @@ def extract_features(
     batches = itertools.chain([first], batches)
     if layer is None:
         layer = default_feature_layer(model, first[:1])
-    module = get_layer(model, layer)
-    got: list[torch.Tensor] = []
-
-    def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-        if not isinstance(out, torch.Tensor):
-            raise ValueError(
-                f"layer {layer!r} outputs a {type(out).__name__}, not a tensor; pick a layer with a "
-                "tensor output"
-            )
-        got.append(out)
-        raise _StopForward
-
     features: np.ndarray | None = None
     done = 0
-    with preserved_state(model), torch.no_grad():
-        module.register_forward_hook(hook)
+    with using_model(model) as run, torch.no_grad(), LayerTap(run, layer, check=require_tensor) as tap:
         for batch in batches:
             if should_stop is not None and should_stop():
                 raise Stopped(done, n)
-            got.clear()
-            try:
-                model(batch)
-            except _StopForward:
-                pass
-            if not got:
-                raise ValueError(f"layer {layer!r} did not run during the forward pass")
+            out = tap.run(batch)[1][layer]
             b = int(batch.shape[0])
-            f = _pool_features(got[0], pool, b, layer).detach().to(device="cpu", dtype=torch.float32)
-            got.clear()
+            f = _pool_features(out, pool, b, layer).detach().to(device="cpu", dtype=torch.float32)
+            del out
             if features is None:
                 features = np.empty((n, f.shape[1]), dtype=np.float32)
             features[done : done + b] = f.numpy()

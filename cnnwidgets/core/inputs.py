@@ -1,14 +1,23 @@
-"""Input images: convert what users have into the batch a model takes, and back for display."""
+"""Input images: convert what users have into the batch a model takes, and back for display.
+
+The per-channel normalization ``(x - mean) / std`` and its inverse are written here once
+(:func:`normalize`, :func:`denormalize`); the rest of the core calls them. Two checks of the
+statistics come with them: :func:`check_stats` for data sets (both or neither, one value
+or one per channel) and :func:`stats_tensor` for the optimization (either may come alone).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
 
-__all__ = ["as_batch", "to_display", "check_stats"]
+__all__ = ["as_batch", "to_display", "check_stats", "stats_tensor", "normalize", "denormalize"]
+
+#: Checked per-channel statistics (1 or C values), or None for none.
+Stats = Union[torch.Tensor, np.ndarray, None]
 
 
 def check_stats(mean: Any, std: Any, channels: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -31,6 +40,73 @@ def check_stats(mean: Any, std: Any, channels: int) -> tuple[np.ndarray | None, 
     if (out[0] is None) != (out[1] is None):
         raise ValueError("pass both mean and std, or neither")
     return out[0], out[1]
+
+
+def stats_tensor(v: Any, channels: int, name: str, device: torch.device | str | None = None) -> torch.Tensor | None:
+    """``mean`` or ``std`` (``name``) as a float32 tensor 1 x C x 1 x 1 (1 x 1 x 1 x 1 for one value).
+
+    The check of the optimization, where either statistic may come alone: ``v`` holds 1 or
+    ``channels`` values, and a ``std`` must be > 0. None gives None.
+
+    Examples
+    --------
+    >>> stats_tensor([0.5, 0.25, 0.0], 3, "mean").shape
+    torch.Size([1, 3, 1, 1])
+    >>> stats_tensor(0.0, 3, "std")
+    Traceback (most recent call last):
+    ...
+    ValueError: std must be > 0, got [0.0]
+    """
+    if v is None:
+        return None
+    t = torch.as_tensor(v, dtype=torch.float32).flatten()
+    if t.numel() not in (1, channels):
+        raise ValueError(f"{name} must have 1 or C = {channels} values, got {t.numel()}")
+    if name == "std" and bool((t <= 0).any()):
+        raise ValueError(f"std must be > 0, got {t.tolist()}")
+    return t.view(1, -1, 1, 1).to(device)
+
+
+def _per_channel(v: torch.Tensor | np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """``v`` (1 or C values) shaped 1 x C x 1 x 1 on ``like``'s device, for broadcasting."""
+    t = v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v))
+    return t.view(1, -1, 1, 1).to(like.device)
+
+
+def normalize(x: torch.Tensor, mean: Stats, std: Stats) -> torch.Tensor:
+    """``(x - mean) / std`` per channel of the N x C x H x W batch ``x``.
+
+    ``mean`` and ``std`` hold 1 or C values (checked ones: :func:`check_stats`,
+    :func:`stats_tensor`); a None one is left out, and with both None ``x`` itself is
+    returned.
+
+    Examples
+    --------
+    >>> m, s = np.array([0.5, 0.0], np.float32), np.array([0.5, 2.0], np.float32)
+    >>> normalize(torch.ones(1, 2, 1, 1), m, s).flatten()
+    tensor([1.0000, 0.5000])
+    """
+    if mean is not None:
+        x = x - _per_channel(mean, x)
+    if std is not None:
+        x = x / _per_channel(std, x)
+    return x
+
+
+def denormalize(x: torch.Tensor, mean: Stats, std: Stats) -> torch.Tensor:
+    """``x * std + mean`` per channel: the inverse of :func:`normalize`.
+
+    Examples
+    --------
+    >>> m, s = np.array([0.5, 0.0], np.float32), np.array([0.5, 2.0], np.float32)
+    >>> denormalize(normalize(torch.ones(1, 2, 1, 1), m, s), m, s).flatten()
+    tensor([1., 1.])
+    """
+    if std is not None:
+        x = x * _per_channel(std, x)
+    if mean is not None:
+        x = x + _per_channel(mean, x)
+    return x
 
 
 def as_batch(
@@ -80,8 +156,7 @@ def as_batch(
                 raise ValueError("images is empty (N = 0); pass at least one image")
             t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255.0)
             m, s = check_stats(mean, std, t.shape[1])
-            if m is not None:
-                t = (t - torch.from_numpy(m).view(1, -1, 1, 1)) / torch.from_numpy(s).view(1, -1, 1, 1)
+            t = normalize(t, m, s)
             return t.to(device) if device is not None else t
         if not np.issubdtype(images.dtype, np.floating):
             raise TypeError(
@@ -136,7 +211,7 @@ def to_display(
     c = t.shape[1]
     m, s = check_stats(mean, std, c)
     if m is not None:
-        t = t * torch.from_numpy(s).view(1, -1, 1, 1) + torch.from_numpy(m).view(1, -1, 1, 1)
+        t = denormalize(t, m, s)
     else:
         lo = t.amin(dim=(1, 2, 3), keepdim=True)
         hi = t.amax(dim=(1, 2, 3), keepdim=True)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
+import numbers
 import pathlib
+from typing import Any
 
 import anywidget
+import ipywidgets
 import traitlets
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
@@ -19,6 +23,11 @@ class InvalidValue(ValueError, traitlets.TraitError):
     then rolls the value back)."""
 
 
+class InvalidType(TypeError, traitlets.TraitError):
+    """A trait value of the wrong type was rejected (a bool where a number is expected): a
+    TypeError for users, a TraitError for traitlets (which then rolls the value back)."""
+
+
 def checked(validator):
     """Wrap a ``@validate`` body so that its ValueError becomes :class:`InvalidValue`."""
 
@@ -26,7 +35,7 @@ def checked(validator):
     def wrapper(self, proposal):
         try:
             return validator(self, proposal)
-        except InvalidValue:
+        except (InvalidValue, InvalidType):
             raise
         except (ValueError, TypeError) as exc:
             raise InvalidValue(str(exc)) from None
@@ -42,6 +51,124 @@ def one_of(proposal, choices: tuple[str, ...]) -> str:
         names = [repr(c) for c in choices]
         listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
         raise ValueError(f"{proposal['trait'].name} must be {listed}, got {value!r}")
+    return value
+
+
+class Int(traitlets.Int):
+    """``traitlets.Int`` that refuses bools (``True`` is an ``int`` to Python, and JSON
+    ``true``/``false`` from the page arrive as bools): every Int trait of the views is one of
+    these, so a bool never reaches the compute code as a channel, a class or a count."""
+
+    def validate(self, obj, value):
+        if isinstance(value, bool):
+            what = f"{self.name} must be" if self.name else "each entry must be"
+            raise InvalidType(f"{what} an int, got bool {value!r}. Hint: pass a number (0 or 1), not True/False")
+        return super().validate(obj, value)
+
+
+class Float(traitlets.Float):
+    """``traitlets.Float`` that refuses bools (which it would turn into 0.0 or 1.0)."""
+
+    def validate(self, obj, value):
+        if isinstance(value, bool):
+            what = f"{self.name} must be" if self.name else "each entry must be"
+            raise InvalidType(f"{what} a number, got bool {value!r}. Hint: pass a number, not True/False")
+        return super().validate(obj, value)
+
+
+def bounded_int(value: Any, name: str, lo: int, hi: int, hint: str = "") -> int:
+    """``value`` as an int in ``lo..hi``: a TypeError for a bool or a non-integer, a ValueError
+    out of range; both name ``name``, the range and what was given (plus ``hint``)."""
+    from ..core._validate import as_int
+
+    v = as_int(value, name)
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, got {v}" + (f". Hint: {hint}" if hint else ""))
+    return v
+
+
+def bounded_float(value: Any, name: str, lo: float, hi: float, hint: str = "", *, above: bool = False) -> float:
+    """``value`` as a finite float in ``[lo, hi]`` (``(lo, hi]`` with ``above``): a TypeError
+    for a bool or a non-number, a ValueError for NaN, infinity or out of range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}: {value!r}")
+    v = float(value)
+    low_ok = v > lo if above else v >= lo
+    if not (math.isfinite(v) and low_ok and v <= hi):
+        span = f"{'>' if above else '>='} {lo:g} and <= {hi:g}"
+        raise ValueError(f"{name} must be a finite number {span}, got {v}" + (f". Hint: {hint}" if hint else ""))
+    return v
+
+
+def int_in(proposal, lo: int, hi: int, hint: str = "") -> int:
+    """:func:`bounded_int` for a ``@validate`` body (wrapped in :func:`checked`)."""
+    return bounded_int(proposal["value"], proposal["trait"].name, lo, hi, hint)
+
+
+def float_in(proposal, lo: float, hi: float, hint: str = "", *, above: bool = False) -> float:
+    """:func:`bounded_float` for a ``@validate`` body (wrapped in :func:`checked`)."""
+    return bounded_float(proposal["value"], proposal["trait"].name, lo, hi, hint, above=above)
+
+
+#: Largest label value: labels reach the page as int16 codes.
+MAX_LABEL = 32767
+
+
+def check_labels(labels: Any) -> Any:
+    """``labels`` (a sequence, array or tensor of class indices), checked: integers (not
+    floats, bools or strings) in ``0..MAX_LABEL``; returned as an int64 numpy array, or None.
+
+    Raises
+    ------
+    TypeError
+        For a non-integer dtype (float labels would be truncated, NaN would become a huge
+        negative number), with a hint to cast.
+    ValueError
+        For a label out of range (the page draws labels as 16-bit codes).
+    """
+    if labels is None:
+        return None
+    import numpy as np
+    import torch
+
+    arr = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
+    if arr.dtype == object and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in arr):
+        values = [int(v) for v in arr]  # Python ints too large for int64
+    elif arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(
+            f"labels must be integer class indices, got dtype {arr.dtype}. Hint: cast them first, e.g. "
+            "labels.astype(int) or labels.long() (after checking they are whole numbers, not NaN), "
+            "or map class names to indices"
+        )
+    else:
+        values = arr
+    if len(values):
+        lo, hi = (values.min(), values.max()) if isinstance(values, np.ndarray) else (min(values), max(values))
+        if lo < 0 or hi > MAX_LABEL:
+            raise ValueError(
+                f"labels must be class indices in 0..{MAX_LABEL}, got {int(lo) if lo < 0 else int(hi)}. Hint: "
+                "number the classes 0..K-1, e.g. codes = numpy.unique(labels, return_inverse=True)[1]"
+            )
+    return np.asarray(values, dtype=np.int64)
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a page may send megabytes)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"{len(value)} bytes"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, +-inf: not valid JSON) replaced by None,
+    inside dicts, lists and tuples too; bytes and other values are returned as they are."""
+    if isinstance(value, float) or (isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
     return value
 
 
@@ -80,30 +207,137 @@ def frontend_safe(method):
     return wrapper
 
 
+def _widgets_in(value):
+    """The widgets in a trait value: a widget, or widgets inside lists, tuples and dicts."""
+    if isinstance(value, ipywidgets.Widget):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _widgets_in(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _widgets_in(v)
+
+
+def held_widgets(widget) -> list:
+    """The widgets ``widget`` holds in its traits, directly or through them (a box's children,
+    every widget's layout and style, a bqplot figure's marks, scales and axes ...), parents
+    first; ``widget`` itself excluded. Traits not created yet are not created."""
+    seen = {id(widget)}
+    found = []
+    stack = [widget]
+    while stack:
+        w = stack.pop()
+        values = getattr(w, "_trait_values", {})  # never triggers a dynamic default
+        for name in sorted(values):
+            for child in _widgets_in(values[name]):
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    found.append(child)
+                    stack.append(child)
+    return found
+
+
+def close_widgets(*widgets) -> None:
+    """Close ``widgets`` (None skipped) and every widget they hold (:func:`held_widgets`), so
+    that none stays in ipywidgets' registry of open widgets. Each widget's own ``close`` runs
+    (a view's stops its threads); an error in one does not keep the others open."""
+    todo = []
+    for w in widgets:
+        if w is not None:
+            todo.append(w)
+            todo.extend(held_widgets(w))
+    seen = set()
+    for w in todo:
+        if id(w) in seen:
+            continue
+        seen.add(id(w))
+        try:
+            w.close()
+        except Exception as exc:  # noqa: BLE001 - close the rest anyway
+            log.warning("cnnwidgets: closing %s failed: %s: %s", type(w).__name__, type(exc).__name__, exc)
+
+
 class BaseWidget(anywidget.AnyWidget):
-    """Base class: a short ``repr`` that never serializes large binary traits."""
+    """Base class: a short ``repr`` that never serializes large binary traits.
+
+    :meth:`close` also closes the widgets this one holds (its layout, a chart) and drops the
+    attributes named in ``_released`` (the model, the images, what was computed from them), so
+    a closed view keeps nothing large alive even while a variable still refers to it.
+    """
 
     last_error: str | None = None
+    _closed: bool = False
+    #: Attributes :meth:`close` sets to None.
+    _released: tuple[str, ...] = ()
     #: Name of the bundle in ``static/`` that renders this widget.
     _bundle: str = ""
+    #: The traits the page may set: the controls its front end writes (``model.set`` in
+    #: js/src/widgets/<bundle>.js). :meth:`set_state` drops every other key the page sends
+    #: (read-only and kernel-computed traits: data, metadata, status) and re-sends the
+    #: kernel's value. Each view lists its own; none by default.
+    _page_writable: frozenset[str] = frozenset()
 
     def __init__(self, **kwargs) -> None:
         # anywidget turns a plain ``_esm`` attribute into the synced module source
         self._esm = bundle(self._bundle).read_text(encoding="utf-8")
         super().__init__(**kwargs)
 
+    def close(self) -> None:
+        """Close the widget and the widgets it holds, and drop its model and images. Safe to
+        call twice, and on an object whose constructor raised."""
+        self._closed = True
+        held = held_widgets(self)
+        super().close()
+        close_widgets(*held)
+        for name in self._released:
+            if name in self.__dict__:
+                setattr(self, name, None)
+
+    def __del__(self):
+        # ipywidgets closes a widget when it is garbage collected; never a message from here
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - nothing useful can be done in a finalizer
+            pass
+
     def set_state(self, sync_data):
         """Apply state sent by the front end; a rejected value is logged and the page re-synced.
 
         Values set from Python go through the same validators and raise as usual; only
         updates coming from the page land here, so a bad click never shows a traceback.
+        A closed widget ignores them. Keys not in ``_page_writable`` are dropped (the page
+        gets the kernel's value back), whatever the page or a script on the comm sends.
         """
-        try:
-            super().set_state(sync_data)
-        except Exception as exc:  # noqa: BLE001 - events from the page must never raise
-            self.last_error = f"{type(exc).__name__}: {exc}"
+        if self._closed:
+            return
+        # only the controls the page has: what the kernel computes or shows is not the page's to set
+        refused = [k for k in sync_data if k not in self._page_writable]
+        errors, resend = [], [k for k in refused if k in self.keys]
+        if refused:
+            given = ", ".join(f"{k!r} (got {_short_repr(sync_data[k])})" for k in refused)
+            errors.append(
+                f"{given} cannot be set from the page (computed by the kernel, or not a control of "
+                f"this view); the page may set {', '.join(sorted(self._page_writable)) or 'nothing'}"
+            )
+            sync_data = {k: v for k, v in sync_data.items() if k in self._page_writable}
+        if sync_data:
+            try:
+                super().set_state(sync_data)
+            except Exception as exc:  # noqa: BLE001 - events from the page must never raise
+                errors.append(f"{type(exc).__name__}: {exc}")
+                resend.extend(k for k in sync_data if k in self.keys)
+        if errors:
+            self.last_error = "; ".join(errors)
             log.warning("cnnwidgets: ignored a value from the page: %s", self.last_error)
-            self.send_state([k for k in sync_data if k in self.keys])
+        if resend:
+            self.send_state(resend)
+
+    def get_state(self, key=None, drop_defaults=False):
+        """The state as sent to the page, with every NaN or infinity (not valid JSON: the page
+        would drop the whole message) replaced by None, in dicts and lists too."""
+        state = super().get_state(key=key, drop_defaults=drop_defaults)
+        return {k: _json_safe(v) for k, v in state.items()}
 
     #: Traits that change with the image index, exported per image by :meth:`save_html`.
     _export_keys: tuple[str, ...] = ()

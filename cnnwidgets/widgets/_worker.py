@@ -1,26 +1,86 @@
-"""Background work for widgets: the latest request wins, the notebook never blocks."""
+"""Background work for widgets: the latest request wins, the notebook never blocks.
+
+Every background thread of the widgets is started with :func:`start_thread`, which records it
+with a function that asks it to stop. One :mod:`atexit` hook (:func:`stop_all`) asks every
+thread still running to stop and joins them with a bounded timeout, so that a script ending
+while a view still computes exits normally: a daemon thread still inside torch or openTSNE
+native code when the interpreter finalizes aborts the process (``terminate called without an
+active exception``, exit status 134). The threads' loops check their stop flag between steps
+and batches.
+"""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from ._base import log
 
-_MODEL_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
-_REGISTRY_LOCK = threading.Lock()
+#: Seconds the exit hook waits, in all, for the background threads to stop.
+EXIT_TIMEOUT = 10.0
+
+#: Running background threads and how to ask each one to stop. Holds no widget: a stop
+#: function is a worker's or an Event's method, never a widget's.
+_JOBS: dict[threading.Thread, Callable[[], None]] = {}
+_JOBS_LOCK = threading.Lock()
 
 
-def model_lock(model: Any) -> threading.RLock:
-    """One re-entrant lock per model, so that views sharing a model never run it at once
-    (each call switches it to eval mode and back)."""
-    with _REGISTRY_LOCK:
-        lock = _MODEL_LOCKS.get(model)
-        if lock is None:
-            lock = _MODEL_LOCKS[model] = threading.RLock()
-        return lock
+def start_thread(target: Callable[[], None], name: str, stop: Callable[[], None]) -> threading.Thread:
+    """Start ``target`` in a daemon thread called ``name``; ``stop()`` must ask it to end soon
+    (set the flag its loop checks) without blocking. The thread is recorded until it ends, for
+    :func:`stop_all`."""
+
+    def run() -> None:
+        try:
+            target()
+        finally:
+            with _JOBS_LOCK:
+                _JOBS.pop(thread, None)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    with _JOBS_LOCK:
+        _JOBS[thread] = stop
+    try:
+        thread.start()
+    except BaseException:
+        with _JOBS_LOCK:
+            _JOBS.pop(thread, None)
+        raise
+    return thread
+
+
+def stop_all(timeout: float = EXIT_TIMEOUT) -> bool:
+    """Ask every background thread to stop, then join them within ``timeout`` seconds in all.
+
+    Registered with :mod:`atexit`. Returns True when none is left running.
+    """
+    with _JOBS_LOCK:
+        jobs = list(_JOBS.items())
+    for _thread, stop in jobs:
+        try:
+            stop()
+        except Exception:  # noqa: BLE001 - one failing stop must not keep the others running
+            pass
+    deadline = time.monotonic() + timeout
+    me = threading.current_thread()
+    for thread, _stop in jobs:
+        if thread is not me:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(t.is_alive() for t, _ in jobs if t is not me)
+
+
+atexit.register(stop_all)
+
+def model_lock(model: Any) -> contextlib.AbstractContextManager:
+    """Nothing to hold: every view and background job runs its own private view of the model
+    (:func:`cnnwidgets.core.runner.using_model`), which also serializes the few models that
+    cannot have one."""
+    return contextlib.nullcontext()
 
 
 class LatestWorker:
@@ -29,17 +89,27 @@ class LatestWorker:
     ``submit(fn)`` replaces any job that has not started yet, so rapid slider moves do not
     queue up work: when the thread gets free it runs the newest request and drops the rest.
     ``wait()`` blocks until the thread is idle; ``close()`` stops it.
+
+    The thread runs a method of the worker only, and forgets each job once it has run, so it
+    never keeps the widget that owns the worker alive. With ``owner``, the thread also ends
+    when ``owner`` is garbage collected without having closed the worker. ``stop`` (a
+    ``threading.Event`` the jobs check between their steps) is set whenever the worker is asked
+    to close (by ``close()``, its owner's collection or the exit hook), so a long job ends early.
     """
 
-    def __init__(self, name: str = "cnnwidgets-worker") -> None:
+    def __init__(self, name: str = "cnnwidgets-worker", owner: Any = None, stop: Any = None) -> None:
+        self._stop_event = stop
         self._cond = threading.Condition()
         self._job: Callable[[], None] | None = None
         self._busy = False
         self._closed = False
         self.dropped = 0
         self.done = 0
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        # signals only (no join): a finalizer may run in any thread, this one included
+        self._finalizer = weakref.finalize(owner, self._signal_close) if owner is not None else None
+        if self._finalizer is not None:
+            self._finalizer.atexit = False  # stop_all() handles the exit
+        self._thread = start_thread(self._run, name, self._signal_close)
 
     def submit(self, fn: Callable[[], None]) -> None:
         with self._cond:
@@ -60,13 +130,22 @@ class LatestWorker:
         with self._cond:
             return self._busy or self._job is not None
 
-    def close(self) -> None:
+    def _signal_close(self) -> None:
+        if self._stop_event is not None:
+            self._stop_event.set()
         with self._cond:
             self._closed = True
             self._job = None
             self._cond.notify_all()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Drop a pending job, let a running one finish (``timeout`` seconds at most) and end
+        the thread. Safe to call twice, and from inside a job."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        self._signal_close()
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout)
 
     @property
     def alive(self) -> bool:
@@ -84,8 +163,10 @@ class LatestWorker:
             try:
                 job()
             except Exception as exc:  # noqa: BLE001 - a failed update must not kill the thread
-                log.warning("cnnwidgets: background update failed: %s: %s", type(exc).__name__, exc)
+                if not self._closed:  # a job cut short by close() is not worth a warning
+                    log.warning("cnnwidgets: background update failed: %s: %s", type(exc).__name__, exc)
             finally:
+                job = None  # the job (a closure over the widget) must not outlive its run
                 with self._cond:
                     self._busy = False
                     self.done += 1

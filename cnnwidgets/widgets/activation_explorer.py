@@ -20,7 +20,7 @@ from ..core.deconv import reconstruct as deconv_reconstruct
 from ..core.filters import grid_shape, render_grid
 from ..core.images import ImageSet
 from ..core.model import capture_activations, check_model, model_device
-from ._base import BaseWidget, PageScheduled, checked, one_of
+from ._base import BaseWidget, Float, Int, PageScheduled, bounded_int, check_labels, checked, float_in, int_in, one_of
 from ._worker import LatestWorker, model_lock
 from .selection import Selection, SelectionMixin
 
@@ -119,22 +119,27 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     _export_keys = ("index", "_image", "_image_meta", "_maps", "_map_stats", "_order", "_maps_meta",
                     "_recon", "_recon_meta")
     _shared = ("index", "layer", "channel")
+    #: The toolbar's controls, a click on a map or a thumbnail (js/src/widgets/activation_explorer.js).
+    _page_writable = frozenset({"index", "layer", "channel", "sort", "scale", "opacity"})
+    #: Largest zoom of the maps grid, ``k`` (top images) and batch view size.
+    MAX_ZOOM = 64
+    MAX_K = 100
 
     # --- what the user chooses
-    index = t.Int(0).tag(sync=True)
-    n_images = t.Int(0, read_only=True).tag(sync=True)
+    index = Int(0).tag(sync=True)
+    n_images = Int(0, read_only=True).tag(sync=True)
     layer = t.Unicode("").tag(sync=True)
     layers = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    channel = t.Int(-1).tag(sync=True)
+    channel = Int(-1).tag(sync=True)
     sort = t.Unicode("index").tag(sync=True)  # "index" | "mean" | "max"
     scale = t.Unicode("shared").tag(sync=True)  # "shared" | "per_map"
-    opacity = t.Float(0.6).tag(sync=True)
-    zoom = t.Int(0).tag(sync=True)  # 0 = automatic
-    k = t.Int(9).tag(sync=True)
+    opacity = Float(0.6).tag(sync=True)
+    zoom = Int(0).tag(sync=True)  # 0 = automatic
+    k = Int(9).tag(sync=True)
 
     # --- status for the page
     busy = t.Bool(False).tag(sync=True)
-    progress = t.Float(-1.0).tag(sync=True)  # -1: no dataset pass running
+    progress = Float(-1.0).tag(sync=True)  # -1: no dataset pass running
     status = t.Unicode("").tag(sync=True)
 
     # --- data sent to the page (binary)
@@ -169,7 +174,7 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     ) -> None:
         self._model = check_model(model)
         self._device = model_device(model)
-        self._images = ImageSet(images, labels, classes, mean=mean, std=std)
+        self._images = ImageSet(images, check_labels(labels), classes, mean=mean, std=std)
         self._x = self._images.x
         self._cache: OrderedDict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -183,29 +188,36 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         if not names:
             raise ValueError("no layer of the model has a 4-D (N x C x H x W) output for these images")
         self._layer_names = names
+        # channels per layer: the same for every image of the set (one C x H x W shape), so
+        # channel checks never need a forward pass on the kernel thread
+        self._n_channels = {k: int(acts[k].shape[0]) for k in names}
         if layer is not None:
             self._check_layer_name(layer)
         if selection is not None and not isinstance(selection, Selection):
             self._join(selection)  # raises the TypeError with its hint
         self._closed = False
         self._from_page = False
-        self._worker = LatestWorker("cnnwidgets-activations")
-        self._recon_worker = LatestWorker("cnnwidgets-deconvnet")
-        self._dataset_worker = LatestWorker("cnnwidgets-top-images")
         self._stop_dataset = threading.Event()
-        super().__init__()
-        self.set_trait("n_images", n)
-        self.set_trait("layers", names)
-        self._lut = make_lut("gray").tobytes()
-        self._overlay_lut = make_lut(OVERLAY_CMAP).tobytes()
-        self._ready = False
-        with self.hold_trait_notifications():
-            self.layer = layer if layer is not None else names[0]
-        self._ready = True
-        self._join(selection, explicit=("layer",) if layer is not None else ())
-        self._update_image()
-        self._recon_worker.wait()
-        self.on_msg(self._on_page_message)
+        self._worker = LatestWorker("cnnwidgets-activations", owner=self)
+        try:  # from here on a failure closes what was started (threads, the widget's comm)
+            self._recon_worker = LatestWorker("cnnwidgets-deconvnet", owner=self)
+            self._dataset_worker = LatestWorker("cnnwidgets-top-images", owner=self, stop=self._stop_dataset)
+            super().__init__()
+            self.set_trait("n_images", n)
+            self.set_trait("layers", names)
+            self._lut = make_lut("gray").tobytes()
+            self._overlay_lut = make_lut(OVERLAY_CMAP).tobytes()
+            self._ready = False
+            with self.hold_trait_notifications():
+                self.layer = layer if layer is not None else names[0]
+            self._ready = True
+            self._join(selection, explicit=("layer",) if layer is not None else ())
+            self._update_image()
+            self._recon_worker.wait()
+            self.on_msg(self._on_page_message)
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ compute (cached)
     def _forward(
@@ -367,8 +379,12 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         """Block until background updates (page requests, dataset passes) are done."""
         return all(w.wait(timeout) for w in (self._worker, self._recon_worker, self._dataset_worker))
 
+    #: Let go by close(): the model, the images and the cached activations.
+    _released = ("_model", "_images", "_x", "_cache")
+
     def close(self) -> None:
-        """Stop the background threads and close the widget."""
+        """Stop the background threads, leave the Selection and close the widget (with its
+        layout); the model and the images are let go, so the view cannot be used after this."""
         self._closed = True
         for name in ("_stop_dataset",):
             if hasattr(self, name):
@@ -395,7 +411,7 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     def _v_channel(self, proposal):
         c = proposal["value"]
         if self.layer:
-            n = self._forward(self.index)[1][self.layer].shape[0]
+            n = self._n_channels[self.layer]
             if not -1 <= c < n:
                 raise ValueError(f"channel must be -1 (none) or in 0..{n - 1} for layer {self.layer!r}, got {c}")
         return c
@@ -413,24 +429,17 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     @t.validate("opacity")
     @checked
     def _v_opacity(self, proposal):
-        v = float(proposal["value"])
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"opacity must be between 0 and 1, got {v}")
-        return v
+        return float_in(proposal, 0.0, 1.0, "0 shows the image only, 1 the map only")
 
     @t.validate("zoom")
     @checked
     def _v_zoom(self, proposal):
-        if not 0 <= proposal["value"] <= 64:
-            raise ValueError(f"zoom must be 0 (automatic) to 64, got {proposal['value']}")
-        return proposal["value"]
+        return int_in(proposal, 0, self.MAX_ZOOM, "screen pixels per map pixel; 0 = automatic")
 
     @t.validate("k")
     @checked
     def _v_k(self, proposal):
-        if not 1 <= proposal["value"] <= 100:
-            raise ValueError(f"k must be 1..100, got {proposal['value']}")
-        return proposal["value"]
+        return int_in(proposal, 1, self.MAX_K, "how many top images to find")
 
     # ------------------------------------------------------------------ page events
     @t.observe("index")
@@ -442,7 +451,7 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     def _on_layer(self, change):
         if self._ready:
             if self.channel >= 0:
-                n = self._forward(self.index)[1][change["new"]].shape[0]
+                n = self._n_channels[change["new"]]
                 if self.channel >= n:
                     self.channel = -1
             self._schedule(self._update_maps_and_recon)
@@ -480,7 +489,8 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
 
     def request_batch_view(self, n: int = 12) -> None:
         """Project the strongest map of the current layer for ``n`` images from the current
-        one on (in the background), for the batch view."""
+        one on (in the background), for the batch view (at most ``MAX_K``)."""
+        n = bounded_int(n, "n", 1, self.MAX_K, "images in the batch view")
         start = self.index
         idx = list(range(start, min(self._x.shape[0], start + n)))
         layer = self.layer
@@ -640,6 +650,8 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
             self.status = f"top {len(idx)} images for channel {channel} of {layer}"
 
     def __repr__(self) -> str:
+        if self._closed:
+            return "ActivationExplorer(closed)"
         return f"ActivationExplorer(n_images={self._x.shape[0]}, layer={self.layer!r}, index={self.index})"
 
 

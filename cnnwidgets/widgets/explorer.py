@@ -9,6 +9,7 @@ import ipywidgets as ipw
 import torch
 from torch import nn
 
+from ._base import close_widgets, held_widgets
 from .activation_explorer import ActivationExplorer
 from .filter_grid import FilterGrid
 from .oip_optimizer import OIPOptimizer
@@ -65,24 +66,28 @@ class Explorer(ipw.VBox):
     ) -> None:
         self.selection = Selection()
         kw = {"mean": mean, "std": std, "selection": self.selection}
-        self.activations = ActivationExplorer(model, images, labels, classes, **kw)
-        self.filters = FilterGrid(model, selection=self.selection, height=320)
-        self.saliency = SaliencyViewer(model, images, labels, classes, **kw)
-        n = min(int(tsne_images), len(self.activations._images))
-        sub_labels = None if labels is None else labels[:n]
-        self.tsne = TSNEScatter(model, self.activations._images.x[:n], sub_labels, classes, **kw)
-        self.optimizer = OIPOptimizer(model, images=self.activations._images.x[:1], **kw)
-        super().__init__(
-            [
-                self.selection,
-                ipw.HBox([_section("Feature maps", self.activations), _section("Attribution", self.saliency)],
-                         layout=ipw.Layout(flex_flow="row wrap")),
-                ipw.HBox([_section("Filters", self.filters), _section("Feature space (t-SNE)", self.tsne)],
-                         layout=ipw.Layout(flex_flow="row wrap")),
-                _section("Optimized input pattern", self.optimizer),
-            ]
-        )
-        self.add_class("cnnw-explorer")
+        try:  # a view that fails closes the views built before it (their threads, widgets)
+            self.activations = ActivationExplorer(model, images, labels, classes, **kw)
+            self.filters = FilterGrid(model, selection=self.selection, height=320)
+            self.saliency = SaliencyViewer(model, images, labels, classes, **kw)
+            n = min(int(tsne_images), len(self.activations._images))
+            sub_labels = None if labels is None else labels[:n]
+            self.tsne = TSNEScatter(model, self.activations._images.x[:n], sub_labels, classes, **kw)
+            self.optimizer = OIPOptimizer(model, images=self.activations._images.x[:1], **kw)
+            super().__init__(
+                [
+                    self.selection,
+                    ipw.HBox([_section("Feature maps", self.activations), _section("Attribution", self.saliency)],
+                             layout=ipw.Layout(flex_flow="row wrap")),
+                    ipw.HBox([_section("Filters", self.filters), _section("Feature space (t-SNE)", self.tsne)],
+                             layout=ipw.Layout(flex_flow="row wrap")),
+                    _section("Optimized input pattern", self.optimizer),
+                ]
+            )
+            self.add_class("cnnw-explorer")
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def views(self) -> list[ipw.Widget]:
@@ -112,8 +117,17 @@ class Explorer(ipw.VBox):
         return export_html(views, path, title=title, frames=frames)
 
     def close(self) -> None:
-        """Stop every background thread and close all views."""
-        for v in self.views:
-            v.close()
-        self.selection.close()
+        """Stop every background thread and close all views, the Selection and the dashboard's
+        boxes and titles; the views let go of the model and the images. Safe to call twice, and
+        on a dashboard whose constructor raised."""
+        views = [getattr(self, name, None) for name in ("filters", "activations", "saliency", "optimizer", "tsne")]
+        held = held_widgets(self)  # boxes, titles, layouts (and the views, the Selection)
         super().close()
+        close_widgets(*views, getattr(self, "selection", None), *held)
+
+    def __del__(self):
+        # ipywidgets closes a widget when it is garbage collected; never a message from here
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - nothing useful can be done in a finalizer
+            pass

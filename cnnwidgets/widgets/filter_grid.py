@@ -12,7 +12,7 @@ from ..core.colormaps import is_diverging
 from ..core.colormaps import lut as make_lut
 from ..core.filters import FilterTiles, conv_weight, first_conv_layer, grid_shape, kernel_tiles, render_grid
 from ..core.model import CONV_TYPES, check_model, conv_layers, get_layer
-from ._base import BaseWidget, checked, one_of
+from ._base import BaseWidget, Int, bounded_int, checked, int_in, one_of
 from .selection import SelectionMixin
 
 __all__ = ["FilterGrid"]
@@ -61,6 +61,12 @@ class FilterGrid(SelectionMixin, BaseWidget):
 
     _bundle = "filter_grid"
     _shared = ("layer", "channel")
+    #: The toolbar's controls and a click on a tile (js/src/widgets/filter_grid.js).
+    _page_writable = frozenset({"layer", "mode", "normalize", "cmap", "zoom", "channel"})
+    #: Largest zoom (screen pixels per weight) and grid height the page draws.
+    MAX_ZOOM = 32
+    MAX_HEIGHT = 4096
+    MAX_COLUMNS = 4096
 
     # --- what the user chooses
     layer = t.Unicode("").tag(sync=True)
@@ -68,13 +74,13 @@ class FilterGrid(SelectionMixin, BaseWidget):
     mode = t.Unicode("kernel").tag(sync=True)  # "kernel" | "rgb"
     normalize = t.Unicode("global").tag(sync=True)  # "global" | "filter" | "tile"
     cmap = t.Unicode("gray").tag(sync=True)
-    zoom = t.Int(4).tag(sync=True)
-    columns = t.Int(0).tag(sync=True)
-    padding = t.Int(1).tag(sync=True)
-    height = t.Int(480).tag(sync=True)
+    zoom = Int(4).tag(sync=True)
+    columns = Int(0).tag(sync=True)
+    padding = Int(1).tag(sync=True)
+    height = Int(480).tag(sync=True)
 
     # --- what the page produces
-    channel = t.Int(-1).tag(sync=True)
+    channel = Int(-1).tag(sync=True)
 
     # --- data sent to the page (binary)
     _codes = t.Bytes(b"").tag(sync=True)
@@ -107,17 +113,21 @@ class FilterGrid(SelectionMixin, BaseWidget):
         self._tiles: FilterTiles | None = None
         self._auto_mode = mode is None
         super().__init__()
-        self.set_trait("layers", names)
-        with self.hold_trait_notifications():
-            self.normalize = normalize
-            self.cmap = cmap
-            self.zoom = zoom
-            self.columns = columns
-            self.height = height
-            self.layer = layer
-            self.mode = mode if mode is not None else self._default_mode(layer)
-        self._compute()
-        self._join(selection, explicit=explicit)
+        try:  # a rejected setting closes the widget (its comm) again
+            self.set_trait("layers", names)
+            with self.hold_trait_notifications():
+                self.normalize = normalize
+                self.cmap = cmap
+                self.zoom = zoom
+                self.columns = columns
+                self.height = height
+                self.layer = layer
+                self.mode = mode if mode is not None else self._default_mode(layer)
+            self._compute()
+            self._join(selection, explicit=explicit)
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ public API
     @property
@@ -135,6 +145,16 @@ class FilterGrid(SelectionMixin, BaseWidget):
         """How many tiles the grid holds (``out x in`` in kernel mode, ``out`` in RGB mode)."""
         return self.tiles.n_tiles
 
+    #: Let go by close(): the model and the tiles of its weights.
+    _released = ("_model", "_tiles")
+
+    def close(self) -> None:
+        """Leave the Selection and close the widget; the model is let go, so the view cannot
+        be used after this."""
+        self._closed = True
+        self._leave()
+        super().close()
+
     def refresh(self) -> None:
         """Re-read the layer's weights (e.g. after a training epoch) and redraw."""
         names = conv_layers(self._model)
@@ -148,7 +168,7 @@ class FilterGrid(SelectionMixin, BaseWidget):
             self.tiles.codes,
             self._current_lut(),
             columns=self._grid["columns"],
-            zoom=self.zoom if zoom is None else int(zoom),
+            zoom=self.zoom if zoom is None else bounded_int(zoom, "zoom", 1, self.MAX_ZOOM, "screen pixels per weight"),
             padding=self.padding,
         )
 
@@ -170,18 +190,17 @@ class FilterGrid(SelectionMixin, BaseWidget):
     @t.validate("zoom")
     @checked
     def _check_zoom(self, proposal):
-        z = proposal["value"]
-        if not 1 <= z <= 32:
-            raise ValueError(f"zoom must be between 1 and 32, got {z}")
-        return z
+        return int_in(proposal, 1, self.MAX_ZOOM, "screen pixels per weight")
 
     @t.validate("columns")
     @checked
     def _check_columns(self, proposal):
-        c = proposal["value"]
-        if c < 0:
-            raise ValueError(f"columns must be >= 0 (0 = automatic), got {c}")
-        return c
+        return int_in(proposal, 0, self.MAX_COLUMNS, "tiles per row; 0 = automatic")
+
+    @t.validate("height")
+    @checked
+    def _check_height(self, proposal):
+        return int_in(proposal, 16, self.MAX_HEIGHT, "the grid's visible height in screen pixels")
 
     @t.validate("cmap")
     @checked
@@ -291,6 +310,8 @@ class FilterGrid(SelectionMixin, BaseWidget):
             self._grid = grid
 
     def __repr__(self) -> str:
+        if self._closed:
+            return "FilterGrid(closed)"
         if self._tiles is None:
             return "FilterGrid()"
         return f"FilterGrid(layer={self.layer!r}, mode={self.mode!r}, n_tiles={self.n_tiles})"

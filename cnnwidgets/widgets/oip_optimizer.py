@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Sequence
@@ -16,10 +15,11 @@ import traitlets as t
 from torch import nn
 
 from ..core import optimize as opt
+from ..core._validate import as_int
 from ..core.images import ImageSet
 from ..core.model import capture_activations, check_model, model_device
-from ._base import BaseWidget, checked, one_of
-from ._worker import model_lock
+from ._base import BaseWidget, Float, Int, bounded_int, checked, close_widgets, float_in, int_in, one_of
+from ._worker import model_lock, start_thread
 from .selection import Selection, SelectionMixin
 
 __all__ = ["OIPOptimizer"]
@@ -66,49 +66,67 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
 
     _bundle = "oip_optimizer"
     _shared = ("layer", "channel")
+    #: The toolbars' controls (js/src/widgets/oip_optimizer.js); runs start by message.
+    _page_writable = frozenset({
+        "layer", "channel", "objective", "negate", "class_index", "steps", "lr", "step_rule", "param", "init",
+        "seed", "precursors", "converge", "l2", "tv", "blur_every", "blur_sigma", "clip_percentile", "clip_by",
+        "jitter", "rotate", "scale",
+    })
+    #: Bounds of the settings. ``precursors`` is also limited to PRECURSOR_PIXELS values in all
+    #: (the K starting images are made at once), ``jitter`` to the image side, ``blur_sigma``
+    #: to half of it.
+    MAX_STEPS = 100_000
+    MAX_LR = 100.0
+    MAX_WEIGHT = 1e4
+    MAX_PRECURSORS = 1024
+    PRECURSOR_PIXELS = 2**26
+    MAX_BATCH = 64
+    MAX_SEED = 2**32 - 1
+    MAX_INPUT_SIDE = 2048
+    MAX_INPUT_CHANNELS = 64
 
     # --- objective
     layer = t.Unicode("").tag(sync=True)
     layers = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    channel = t.Int(0).tag(sync=True)
-    batch_channels = t.List(t.Int()).tag(sync=True)
+    channel = Int(0).tag(sync=True)
+    batch_channels = t.List(Int()).tag(sync=True)
     objective = t.Unicode("channel").tag(sync=True)  # "channel" | "neuron" | "class"
     negate = t.Bool(False).tag(sync=True)
-    class_index = t.Int(0).tag(sync=True)
-    n_classes = t.Int(0, read_only=True).tag(sync=True)
+    class_index = Int(0).tag(sync=True)
+    n_classes = Int(0, read_only=True).tag(sync=True)
     # --- optimization
-    steps = t.Int(200).tag(sync=True)
-    lr = t.Float(0.02).tag(sync=True)
+    steps = Int(200).tag(sync=True)
+    lr = Float(0.02).tag(sync=True)
     step_rule = t.Unicode("rms").tag(sync=True)  # "rms" | "adam"
     param = t.Unicode("pixel").tag(sync=True)  # "pixel" | "fourier"
     init = t.Unicode("gray").tag(sync=True)  # "gray" | "multiscale" | "dataset"
-    dataset_index = t.Int(0).tag(sync=True)
-    seed = t.Int(0).tag(sync=True)
-    precursors = t.Int(0).tag(sync=True)  # K random starts tried first; 0 = off
+    dataset_index = Int(0).tag(sync=True)
+    seed = Int(0).tag(sync=True)
+    precursors = Int(0).tag(sync=True)  # K random starts tried first; 0 = off
     converge = t.Bool(False).tag(sync=True)
     # --- regularizers and transforms
-    l2 = t.Float(0.0).tag(sync=True)
-    tv = t.Float(0.0).tag(sync=True)
-    blur_every = t.Int(0).tag(sync=True)
-    blur_sigma = t.Float(0.5).tag(sync=True)
-    clip_percentile = t.Float(0.0).tag(sync=True)
+    l2 = Float(0.0).tag(sync=True)
+    tv = Float(0.0).tag(sync=True)
+    blur_every = Int(0).tag(sync=True)
+    blur_sigma = Float(0.5).tag(sync=True)
+    clip_percentile = Float(0.0).tag(sync=True)
     clip_by = t.Unicode("norm").tag(sync=True)  # "norm" | "contribution"
-    jitter = t.Int(0).tag(sync=True)
-    rotate = t.Float(0.0).tag(sync=True)
-    scale = t.Float(0.0).tag(sync=True)  # random rescale by 1 - s, 1 or 1 + s each step
+    jitter = Int(0).tag(sync=True)
+    rotate = Float(0.0).tag(sync=True)
+    scale = Float(0.0).tag(sync=True)  # random rescale by 1 - s, 1 or 1 + s each step
     # --- state
     running = t.Bool(False).tag(sync=True)
     paused = t.Bool(False).tag(sync=True)
-    step = t.Int(0).tag(sync=True)
-    steps_per_second = t.Float(0.0).tag(sync=True)
-    value = t.Float(0.0).tag(sync=True)
+    step = Int(0).tag(sync=True)
+    steps_per_second = Float(0.0).tag(sync=True)
+    value = Float(0.0).tag(sync=True)
     status = t.Unicode("").tag(sync=True)
     # --- data
     _image = t.Bytes(b"").tag(sync=True)
     _image_meta = t.Dict().tag(sync=True)
     _snapshots = t.Bytes(b"").tag(sync=True)
     _snapshots_meta = t.Dict().tag(sync=True)
-    probabilities = t.List(t.Float(), read_only=True).tag(sync=True)
+    probabilities = t.List(Float(), read_only=True).tag(sync=True)
     chart = t.Instance(bq.Figure).tag(sync=True, **ipw.widget_serialization)
 
     #: Live updates per second, at most.
@@ -137,9 +155,12 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         self._device = model_device(model)
         self._images = ImageSet(images, mean=mean, std=std) if images is not None else None
         if input_shape is not None:
-            shape = tuple(int(v) for v in input_shape)
-            if len(shape) != 3 or min(shape) < 1:
-                raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {tuple(input_shape)}")
+            shape = tuple(input_shape)
+            if len(shape) != 3:
+                raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {shape}")
+            shape = (bounded_int(shape[0], "input_shape C", 1, self.MAX_INPUT_CHANNELS, "channels of the image"),
+                     *(bounded_int(v, f"input_shape {n}", 1, self.MAX_INPUT_SIDE, "image side in pixels")
+                       for n, v in zip("HW", shape[1:])))
         elif self._images is not None:
             shape = self._images.shape
         else:
@@ -170,29 +191,38 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         self._resume.set()
         self._result: opt.OIPResult | None = None
         self._history: list[float] = []
+        self._done = threading.Event()  # set while no run is going on
+        self._done.set()
+        self._start_lock = threading.Lock()  # one run at a time: start() checks and claims under it
         self._closed = False
         self._ready = False
-        super().__init__(chart=self._make_chart())
-        self.set_trait("layers", names)
-        # a class count only for a classifier's (N, K) output; 0 for a features-only model
-        self.set_trait("n_classes", int(logits.shape[-1]) if logits.dim() == 2 else 0)
-        with self.hold_trait_notifications():
-            self.layer = layer if layer is not None else (convs[-1] if convs else names[-1])
-            if isinstance(channel, (list, tuple, np.ndarray, torch.Tensor)):
-                chans = [int(c) for c in channel]
-                if not chans:
-                    raise ValueError("channel list is empty; give at least one channel")
-                self.batch_channels = chans
-                self.channel = chans[0]
-            else:
-                self.channel = int(channel)
-            self.steps, self.lr, self.seed = steps, lr, seed
-            self.objective, self.param, self.init, self.step_rule = objective, param, init, step_rule
-        self._ready = True
-        self._join(selection, explicit=("layer", "channel") if layer is not None else ())
-        self._error: Exception | None = None
-        self._show(self._start_images(), final=False)
-        self.on_msg(self._on_page_message)
+        chart = self._make_chart()
+        try:  # a failure closes the widget (its comm) and the chart's widgets
+            super().__init__(chart=chart)
+            self.set_trait("layers", names)
+            # a class count only for a classifier's (N, K) output; 0 for a features-only model
+            self.set_trait("n_classes", int(logits.shape[-1]) if logits.dim() == 2 else 0)
+            with self.hold_trait_notifications():
+                self.layer = layer if layer is not None else (convs[-1] if convs else names[-1])
+                if isinstance(channel, (list, tuple, np.ndarray, torch.Tensor)):
+                    chans = [as_int(c.item() if hasattr(c, "item") else c, "channel") for c in channel]
+                    if not chans:
+                        raise ValueError("channel list is empty; give at least one channel")
+                    self.batch_channels = chans
+                    self.channel = chans[0]
+                else:
+                    self.channel = as_int(channel, "channel")  # no bool; the range is the trait's
+                self.steps, self.lr, self.seed = steps, lr, seed
+                self.objective, self.param, self.init, self.step_rule = objective, param, init, step_rule
+            self._ready = True
+            self._join(selection, explicit=("layer", "channel") if layer is not None else ())
+            self._error: Exception | None = None
+            self._show(self._start_images(), final=False)
+            self.on_msg(self._on_page_message)
+        except BaseException:
+            self.close()
+            close_widgets(chart)  # if the constructor failed before the chart was held
+            raise
 
     # ------------------------------------------------------------------ helpers
     def _normalize(self, img: torch.Tensor) -> torch.Tensor:
@@ -293,29 +323,77 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         -------
         numpy.ndarray or None
             float32 (B, C, H, W) in [0, 1] when ``block``; None otherwise.
+
+        Raises
+        ------
+        KeyboardInterrupt
+            Ctrl+C (or the notebook's interrupt button) while ``block`` waits stops the run
+            within one step: the thread ends, ``running`` is False, the images reached so far
+            are shown and kept in :attr:`result`, and the KeyboardInterrupt is raised again.
+        RuntimeError
+            While another run is in progress (call :meth:`stop` or :meth:`wait` first).
         """
+        self._refuse_while_running()  # before the steps of the run in progress change
         if steps is not None:
             self.steps = steps
         self.start()
         if not block:
             return None
-        self.wait()
+        try:
+            self.wait()
+        except KeyboardInterrupt:
+            self._stop.set()
+            self._resume.set()
+            self.wait(30)  # the thread ends within a step; a second Ctrl+C gets through too
+            raise
         if self._error is not None:
             raise self._error
         assert self._result is not None
         return self._result.images.numpy().astype(np.float32)
 
+    def _refuse_while_running(self) -> None:
+        if not self._done.is_set():
+            raise RuntimeError(
+                f"an optimization run is in progress (step {self.step}): call stop() to end it, or wait() "
+                "for it to finish, before starting another"
+            )
+
     def start(self) -> None:
-        """Start (or restart) the optimization in the background."""
-        self.stop()
-        self._check_ready()
+        """Start the optimization in the background.
+
+        Raises
+        ------
+        RuntimeError
+            While a run is in progress: one run at a time (call :meth:`stop` or :meth:`wait`).
+        """
+        if self._closed:
+            raise RuntimeError("this OIPOptimizer is closed; create a new one")
+        with self._start_lock:  # the check and the claim together: of two starts at once, one runs
+            self._refuse_while_running()
+            self.stop()  # the last run is over: let its thread go
+            self._done.clear()
+        try:
+            self._check_ready()
+        except BaseException:
+            self._done.set()
+            raise
         self._stop.clear()
         self._resume.set()
         self._error: Exception | None = None
         self.paused = False
         self.running = True
-        self._thread = threading.Thread(target=self._run, name="cnnwidgets-oip", daemon=True)
-        self._thread.start()
+        stop, resume = self._stop, self._resume  # the exit hook's stop holds no widget
+
+        def ask_stop() -> None:
+            stop.set()
+            resume.set()
+
+        try:
+            self._thread = start_thread(self._run, "cnnwidgets-oip", ask_stop)
+        except BaseException:
+            self.running = False
+            self._done.set()
+            raise
 
     def pause(self) -> None:
         """Pause after the current step; :meth:`resume` goes on."""
@@ -328,12 +406,10 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         self.paused = False
 
     def stop(self) -> None:
-        """Stop the optimization (takes effect within one step)."""
+        """Stop the optimization (takes effect within one step) and wait for the thread."""
         self._stop.set()
         self._resume.set()
-        th = self._thread
-        if th is not None and th.is_alive() and th is not threading.current_thread():
-            th.join(timeout=30)
+        self.wait(30)
 
     def reset(self) -> None:
         """Stop, forget the result and show the starting image again."""
@@ -349,16 +425,30 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         self.status = "reset"
 
     def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run is over (and its thread gone): True, or False after ``timeout``.
+
+        Waits in short slices, so that Ctrl+C reaches a notebook or script waiting here at
+        once (and never interrupts a ``Thread.join``: an interrupted join marks the running
+        thread as finished on Python 3.11 and 3.12, bpo-45274).
+        """
         th = self._thread
-        if th is not None:
-            th.join(timeout)
-            return not th.is_alive()
-        return True
+        if th is None or th is threading.current_thread():
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done.wait(0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        th.join(5)  # only the last lines of the thread are left: returns at once
+        return not th.is_alive()
+
+    #: Let go by close(): the model and the images (the last result stays).
+    _released = ("_model", "_images")
 
     def close(self) -> None:
-        """Stop the thread and close the widget."""
+        """Stop the thread, leave the Selection and close the widget with its chart; the model
+        and the images are let go, so the view cannot be used after this."""
         self._closed = True
-        if hasattr(self, "_stop"):
+        if hasattr(self, "_done"):
             self.stop()
         self._leave()
         super().close()
@@ -401,6 +491,9 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     @checked
     def _v_batch(self, proposal):
         chans = [int(c) for c in proposal["value"]]
+        if len(chans) > self.MAX_BATCH:
+            raise ValueError(f"batch_channels may hold at most {self.MAX_BATCH} channels (one image each), "
+                             f"got {len(chans)}. Hint: optimize them in several batches")
         width = self._widths.get(self.layer)
         bad = [c for c in chans if width is not None and not 0 <= c < width]
         if bad:
@@ -410,17 +503,22 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     @t.validate("steps")
     @checked
     def _v_steps(self, proposal):
-        if proposal["value"] < 1:
-            raise ValueError(f"steps must be a positive number of steps, got {proposal['value']}")
-        return proposal["value"]
+        return int_in(proposal, 1, self.MAX_STEPS, "a positive number of steps; stop() ends a run early")
 
     @t.validate("lr")
     @checked
     def _v_lr(self, proposal):
-        v = float(proposal["value"])
-        if not (v > 0 and math.isfinite(v)):
-            raise ValueError(f"lr (learning rate) must be > 0, got {v}")
-        return v
+        return float_in(proposal, 0.0, self.MAX_LR, "the learning rate, e.g. 0.02", above=True)
+
+    @t.validate("class_index")
+    @checked
+    def _v_class_index(self, proposal):
+        return int_in(proposal, 0, max(self.n_classes - 1, 0), "a class of the model's output")
+
+    @t.validate("seed")
+    @checked
+    def _v_seed(self, proposal):
+        return int_in(proposal, 0, self.MAX_SEED)
 
     @t.validate("objective")
     @checked
@@ -442,21 +540,25 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     def _v_rule(self, proposal):
         return one_of(proposal, ("rms", "adam"))
 
-    @t.validate("l2", "tv", "blur_sigma", "rotate")
+    @t.validate("l2", "tv")
     @checked
-    def _v_nonneg(self, proposal):
-        v = float(proposal["value"])
-        if not v >= 0:
-            raise ValueError(f"{proposal['trait'].name} must be >= 0, got {v}")
-        return v
+    def _v_weight(self, proposal):
+        return float_in(proposal, 0.0, self.MAX_WEIGHT, "the weight of the penalty; 0 = off")
+
+    @t.validate("rotate")
+    @checked
+    def _v_rotate(self, proposal):
+        return float_in(proposal, 0.0, 180.0, "degrees: each step turns by -rotate, 0 or +rotate")
+
+    @t.validate("blur_sigma")
+    @checked
+    def _v_blur_sigma(self, proposal):
+        return float_in(proposal, 0.0, max(self._shape[1:]) / 2, "in pixels, at most half the image side")
 
     @t.validate("clip_percentile")
     @checked
     def _v_clip(self, proposal):
-        v = float(proposal["value"])
-        if not 0 <= v <= 100:
-            raise ValueError(f"clip_percentile must be a percentile in 0..100, got {v}")
-        return v
+        return float_in(proposal, 0.0, 100.0, "a percentile")
 
     @t.validate("clip_by")
     @checked
@@ -466,17 +568,31 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     @t.validate("scale")
     @checked
     def _v_scale(self, proposal):
-        v = float(proposal["value"])
+        v = float_in(proposal, 0.0, 1.0)
         if not 0 <= v < 1:
             raise ValueError(f"scale must be in 0..1 (0.1 rescales by 0.9, 1 or 1.1), got {v}")
         return v
 
-    @t.validate("blur_every", "jitter", "precursors")
+    @property
+    def max_precursors(self) -> int:
+        """The largest ``precursors`` for this image size (the K starting images are made at once)."""
+        c, h, w = self._shape
+        return max(1, min(self.MAX_PRECURSORS, self.PRECURSOR_PIXELS // (c * h * w)))
+
+    @t.validate("precursors")
     @checked
-    def _v_nonneg_int(self, proposal):
-        if proposal["value"] < 0:
-            raise ValueError(f"{proposal['trait'].name} must be >= 0, got {proposal['value']}")
-        return proposal["value"]
+    def _v_precursors(self, proposal):
+        return int_in(proposal, 0, self.max_precursors, "random starting images tried first; 0 = off")
+
+    @t.validate("jitter")
+    @checked
+    def _v_jitter(self, proposal):
+        return int_in(proposal, 0, max(self._shape[1:]), "the largest shift in pixels, at most the image side")
+
+    @t.validate("blur_every")
+    @checked
+    def _v_blur_every(self, proposal):
+        return int_in(proposal, 0, self.MAX_STEPS, "blur after every n-th step; 0 = off")
 
     @t.observe("layer")
     def _on_layer(self, change):
@@ -561,7 +677,8 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
                     best, value, _ = opt.precursor_scan(
                         self._model, objective, self._shape, candidates=self.precursors,
                         init="multiscale" if self.init == "multiscale" else "gray",
-                        mean=self._mean, std=self._std, seed=self.seed,
+                        mean=self._mean, std=self._std, seed=self.seed, stop=self._stop,
+                        chunk=max(1, 2**20 // max(1, self._shape[0] * self._shape[1] * self._shape[2])),
                     )
                 init = best.repeat(self.batch, 1, 1, 1)
             with model_lock(self._model):
@@ -590,8 +707,16 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             self._send_snapshots(result)
             how = "stopped" if result.stopped else "converged" if result.converged else "done"
             top = int(np.argmax(self.probabilities)) if self.probabilities else -1
-            self.status = (f"{how} after {result.steps_done} steps; the model says class {top} "
-                           f"with p = {max(self.probabilities):.3f}" if top >= 0 else how)
+            finite = np.isfinite(np.asarray(self._history, dtype=np.float64))
+            if not finite.all() or not bool(torch.isfinite(result.images).all()):
+                # NaN/inf reach the page as null (BaseWidget.get_state); the status says why
+                first = int(np.argmin(finite)) + 1 if not finite.all() else result.steps_done
+                self.status = (f"diverged: the objective is NaN or infinite from step {first} on. Hint: lower "
+                               f"lr (now {self.lr:g}) or the penalty weights, or check the model for NaN outputs")
+                self.last_error = self.status
+            else:
+                self.status = (f"{how} after {result.steps_done} steps; the model says class {top} "
+                               f"with p = {max(self.probabilities):.3f}" if top >= 0 else how)
         except opt.DeadTargetError as exc:
             self._error = exc
             self.status = str(exc)
@@ -602,6 +727,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         finally:
             self.running = False
             self.paused = False
+            self._done.set()
 
     def _send_snapshots(self, result: opt.OIPResult) -> None:
         steps = sorted(result.snapshots)

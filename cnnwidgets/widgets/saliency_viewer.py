@@ -17,9 +17,11 @@ from torch import nn
 from ..core.colormaps import blend_overlay, heat_codes
 from ..core.colormaps import lut as make_lut
 from ..core.images import ImageSet
+from ..core.runner import using_model
 from ..core.model import capture_activations, check_model, conv_layers, model_device
 from ..core.saliency import BASELINES, METHODS, attribute, final_softmax, logits_only, softmax_notice_off, to_heatmap
-from ._base import BaseWidget, PageScheduled, checked, one_of
+from ._base import (BaseWidget, Float, Int, PageScheduled, bounded_int, check_labels, checked, close_widgets, float_in,
+                    frontend_safe, int_in, one_of)
 from ._worker import LatestWorker, model_lock
 from .selection import Selection, SelectionMixin
 
@@ -67,32 +69,40 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     _bundle = "saliency_viewer"
     _export_keys = ("index", "_image", "_image_meta", "_probs", "_heat", "_heat_meta")
     _shared = ("index", "layer", "channel", "target")
+    #: The toolbar's controls and clicks on panels (js/src/widgets/saliency_viewer.js), and
+    #: the grid view's size.
+    _page_writable = frozenset({"index", "method", "target", "layer", "display", "opacity", "view", "steps",
+                                "samples", "noise", "baseline", "grid_size"})
+    #: Largest Integrated Gradients ``steps`` and SmoothGrad ``samples`` (passes per map), and
+    #: largest number of images in the grid view.
+    MAX_PASSES = 1000
+    MAX_GRID = 100
 
     # --- choices
-    index = t.Int(0).tag(sync=True)
-    n_images = t.Int(0, read_only=True).tag(sync=True)
+    index = Int(0).tag(sync=True)
+    n_images = Int(0, read_only=True).tag(sync=True)
     method = t.Unicode("vanilla").tag(sync=True)
     methods = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    target = t.Int(PREDICTED).tag(sync=True)
+    target = Int(PREDICTED).tag(sync=True)
     class_names = t.List(t.Unicode(), read_only=True).tag(sync=True)
     layer = t.Unicode("").tag(sync=True)
     layers = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    channel = t.Int(-1).tag(sync=True)
+    channel = Int(-1).tag(sync=True)
     display = t.Unicode("abs").tag(sync=True)  # "abs" | "signed"
     cmap = t.Unicode("inferno").tag(sync=True)
-    opacity = t.Float(0.6).tag(sync=True)
+    opacity = Float(0.6).tag(sync=True)
     view = t.Unicode("single").tag(sync=True)  # "single" | "compare" | "grid"
     compare_methods = t.List(t.Unicode(), default_value=list(COMPARE_DEFAULT)).tag(sync=True)
-    grid_size = t.Int(12).tag(sync=True)
-    steps = t.Int(50).tag(sync=True)
-    samples = t.Int(25).tag(sync=True)
-    noise = t.Float(0.15).tag(sync=True)
+    grid_size = Int(12).tag(sync=True)
+    steps = Int(50).tag(sync=True)
+    samples = Int(25).tag(sync=True)
+    noise = Float(0.15).tag(sync=True)
     baseline = t.Unicode("black").tag(sync=True)
 
     # --- status
     busy = t.Bool(False).tag(sync=True)
     status = t.Unicode("").tag(sync=True)
-    progress = t.Float(-1.0).tag(sync=True)
+    progress = Float(-1.0).tag(sync=True)
 
     # --- data (binary)
     _image = t.Bytes(b"").tag(sync=True)
@@ -125,7 +135,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     ) -> None:
         self._model = check_model(model)
         self._device = model_device(model)
-        self._images = ImageSet(images, labels, classes, mean=mean, std=std)
+        self._images = ImageSet(images, check_labels(labels), classes, mean=mean, std=std)
         if selection is not None and not isinstance(selection, Selection):
             self._join(selection)  # raises the TypeError with its hint
         logits = self._logits(0)
@@ -138,11 +148,12 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         self._ready = False
         self._from_page = False
         self._closed = False
-        super().__init__(chart=self._make_chart(names))
-        self._worker = LatestWorker("cnnwidgets-saliency")
-        self._panel_worker = LatestWorker("cnnwidgets-saliency-panels")
         self._stop = threading.Event()
-        try:
+        chart = self._make_chart(names)
+        try:  # a failure closes what was started: threads, the chart's widgets, the comm
+            super().__init__(chart=chart)
+            self._worker = LatestWorker("cnnwidgets-saliency", owner=self)
+            self._panel_worker = LatestWorker("cnnwidgets-saliency-panels", owner=self, stop=self._stop)
             self.set_trait("n_images", len(self._images))
             self.set_trait("methods", list(METHODS))
             self.set_trait("class_names", names)
@@ -155,16 +166,17 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             self._join(selection, explicit=("layer",) if layer is not None else ())
             self._update_image()
             self._update_heat()
-        except Exception:
+            self.on_msg(self._on_page_message)
+        except BaseException:
             self.close()
+            close_widgets(chart)  # if the constructor failed before the chart was held
             raise
-        self.on_msg(self._on_page_message)
 
     # ------------------------------------------------------------------ setup helpers
     def _logits(self, index: int) -> torch.Tensor:
-        with model_lock(self._model), logits_only(self._model):
+        with using_model(self._model) as run, logits_only(run):
             try:
-                out, _ = capture_activations(self._model, self._images.x[index : index + 1].to(self._device), [])
+                out, _ = capture_activations(run, self._images.x[index : index + 1].to(self._device), [])
             except RuntimeError as exc:
                 raise ValueError(
                     f"the model rejects images of shape {self._images.shape} (C, H, W): {exc}"
@@ -286,7 +298,13 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         """Block until background computations are done."""
         return self._worker.wait(timeout) and self._panel_worker.wait(timeout)
 
+    #: Let go by close(): the model and the images.
+    _released = ("_model", "_images")
+
     def close(self) -> None:
+        """Stop the background threads, leave the Selection and close the widget with its chart
+        (figure, bars, scales, axes); the model and the images are let go, so the view cannot
+        be used after this."""
         self._closed = True
         if hasattr(self, "_stop"):
             self._stop.set()
@@ -340,18 +358,17 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     @t.validate("opacity", "noise")
     @checked
     def _v_unit(self, proposal):
-        v = float(proposal["value"])
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"{proposal['trait'].name} must be between 0 and 1, got {v}")
-        return v
+        return float_in(proposal, 0.0, 1.0)
 
-    @t.validate("steps", "samples", "grid_size")
+    @t.validate("steps", "samples")
     @checked
     def _v_count(self, proposal):
-        v = proposal["value"]
-        if not 1 <= v <= 1000:
-            raise ValueError(f"{proposal['trait'].name} must be 1..1000, got {v}")
-        return v
+        return int_in(proposal, 1, self.MAX_PASSES, "passes through the model for one map")
+
+    @t.validate("grid_size")
+    @checked
+    def _v_grid_size(self, proposal):
+        return int_in(proposal, 1, self.MAX_GRID, "images in the grid view")
 
     @t.validate("baseline")
     @checked
@@ -394,13 +411,20 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         if self._ready:
             self._refresh_panels()
 
+    @frontend_safe
     def _on_bar_select(self, change):
+        """A click on a class bar (the bqplot chart's page state): explain that class."""
         sel = change["new"]
-        if self._ready and sel is not None and len(sel) == 1 and int(sel[0]) != self.resolve_target():
-            try:
-                self.target = int(sel[0])
-            except ValueError:
-                pass
+        if not self._ready or sel is None or len(sel) != 1:
+            return
+        value = np.asarray(sel).reshape(-1)[0].item()  # "x", NaN, 2.5 ... arrive here too
+        try:
+            c = bounded_int(value, "the selected bar", 0, self._n_classes - 1, "one class index")
+        except (TypeError, ValueError):
+            self._bars.selected = [self.resolve_target()]  # the chart shows the explained class again
+            raise
+        if c != self.resolve_target():
+            self.target = c
 
     def _on_page_message(self, _widget, content, _buffers):
         try:
@@ -441,7 +465,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         self._bars.y = p.astype(np.float64)
 
     def _update_heat(self) -> None:
-        index, method = self.index, self.method
+        index, method, code = self.index, self.method, self.target
         try:
             cls = self.resolve_target(index)
             heat = self.heatmap(index, method)
@@ -459,7 +483,8 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
                                "display": self.display, "note": " ".join(notes)}
             self.status = notes[0] if notes else ""
             self.busy = False
-        if list(self._bars.selected or []) != [cls]:
+        # a click on another bar meanwhile is not undone by this (older) update: the newer one follows
+        if self.target == code and list(self._bars.selected or []) != [cls]:
             self._bars.selected = [cls]
 
     def _refresh_panels(self) -> None:
@@ -503,4 +528,6 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         return blend_overlay(img, codes, self._table(), self.opacity)
 
     def __repr__(self) -> str:
+        if self._closed:
+            return "SaliencyViewer(closed)"
         return f"SaliencyViewer(n_images={len(self._images)}, method={self.method!r}, index={self.index})"

@@ -6,7 +6,7 @@ from typing import Any
 
 import traitlets as t
 
-from ._base import BaseWidget, checked
+from ._base import BaseWidget, Int, checked
 
 __all__ = ["Selection", "SelectionMixin"]
 
@@ -43,11 +43,13 @@ class Selection(BaseWidget):
     """
 
     _bundle = "selection"
+    #: The page only shows the summary (js/src/widgets/selection.js): the views set the rest.
+    _page_writable = frozenset()
 
-    index = t.Int(0).tag(sync=True)
+    index = Int(0).tag(sync=True)
     layer = t.Unicode("").tag(sync=True)
-    channel = t.Int(-1).tag(sync=True)
-    target = t.Int(-1).tag(sync=True)
+    channel = Int(-1).tag(sync=True)
+    target = Int(-1).tag(sync=True)
 
     def __init__(self, *, index: int = 0, layer: str = "", channel: int = -1, target: int = -1) -> None:
         super().__init__()
@@ -128,12 +130,14 @@ class SelectionMixin:
             self._sel_handlers.append((selection, pull, name))
 
     def _leave(self) -> None:
+        """Unlink from the Selection (both directions) and let go of it."""
         for obj, handler, name in getattr(self, "_sel_handlers", []):
             try:
                 obj.unobserve(handler, names=name)
             except ValueError:
                 pass
         self._sel_handlers = []
+        self.selection = None
 
     def _sel_push(self, name: str, value: Any) -> None:
         sel = self.selection

@@ -27,8 +27,9 @@ from ..core.embedding import (
 )
 from ..core.images import ImageSet
 from ..core.model import check_model, get_layer, model_device
-from ._base import BaseWidget, checked, one_of
-from ._worker import model_lock
+from ._base import (MAX_LABEL, BaseWidget, Float, Int, bounded_float, bounded_int, check_labels, checked, float_in,
+                    int_in, one_of)
+from ._worker import model_lock, start_thread
 from .selection import Selection, SelectionMixin
 
 __all__ = ["TSNEScatter", "thumbnail_atlas"]
@@ -123,25 +124,33 @@ class TSNEScatter(SelectionMixin, BaseWidget):
 
     _bundle = "tsne_scatter"
     _shared = ("index",)
+    #: Clicks, box selections, the colour menu and the legend (js/src/widgets/tsne_scatter.js),
+    #: and the number of neighbours shown.
+    _page_writable = frozenset({"index", "selected", "color_by", "hidden_classes", "k"})
+    #: Bounds of the settings: neighbours shown, perplexity, point size and canvas side (pixels).
+    MAX_K = 64
+    MAX_PERPLEXITY = 1000.0
+    MAX_POINT_SIZE = 64.0
+    MAX_SIDE = 4096
 
-    index = t.Int(-1).tag(sync=True)
-    selected = t.List(t.Int()).tag(sync=True)
+    index = Int(-1).tag(sync=True)
+    selected = t.List(Int()).tag(sync=True)
     method = t.Unicode("tsne").tag(sync=True)
     layer = t.Unicode("").tag(sync=True)
-    perplexity = t.Float(30.0).tag(sync=True)
-    seed = t.Int(0).tag(sync=True)
+    perplexity = Float(30.0).tag(sync=True)
+    seed = Int(0).tag(sync=True)
     color_by = t.Unicode("label").tag(sync=True)  # "label" | "predicted" | "correct"
-    hidden_classes = t.List(t.Int()).tag(sync=True)
+    hidden_classes = t.List(Int()).tag(sync=True)
     class_names = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    k = t.Int(8).tag(sync=True)
-    point_size = t.Float(3.0).tag(sync=True)
-    width = t.Int(640).tag(sync=True)
-    height = t.Int(520).tag(sync=True)
+    k = Int(8).tag(sync=True)
+    point_size = Float(3.0).tag(sync=True)
+    width = Int(640).tag(sync=True)
+    height = Int(520).tag(sync=True)
 
     running = t.Bool(False).tag(sync=True)
-    iteration = t.Int(0).tag(sync=True)
+    iteration = Int(0).tag(sync=True)
     status = t.Unicode("").tag(sync=True)
-    progress = t.Float(-1.0).tag(sync=True)
+    progress = Float(-1.0).tag(sync=True)
 
     _positions = t.Bytes(b"").tag(sync=True)
     _labels = t.Bytes(b"").tag(sync=True)
@@ -171,7 +180,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
     ) -> None:
         self._model = check_model(model)
         self._device = model_device(model)
-        self._images = ImageSet(images, labels, classes, mean=mean, std=std)
+        self._images = ImageSet(images, check_labels(labels), classes, mean=mean, std=std)
         n = len(self._images)
         if n < 5:
             raise ValueError(f"a map needs at least 5 images, got {n}")
@@ -198,26 +207,31 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         pages, meta = thumbnail_atlas(thumbs)
         self._thumbs = thumbs
         super().__init__()
-        n_classes = None
-        if self._images.classes is not None:
-            names = list(self._images.classes)
-        elif self._images.labels is not None:
-            n_classes = int(self._images.labels.max()) + 1
-            names = [str(i) for i in range(n_classes)]
-        else:
-            names = []
-        self.set_trait("class_names", names)
-        self.layer = feature_layer
-        self.method = method
-        self.perplexity = float(perplexity)
-        self.seed = int(seed)
-        labels_arr = self._images.labels if self._images.labels is not None else np.full(n, -1)
-        self._labels = labels_arr.astype(np.int16).tobytes()
-        self._atlas_meta = meta
-        self._atlas = [p.tobytes() for p in pages]
-        self._ready = True
-        self._join(selection)
-        self.start()
+        try:  # a failure closes the widget (its comm) and the thread, if started
+            n_classes = None
+            if self._images.classes is not None:
+                names = list(self._images.classes)
+            elif self._images.labels is not None:
+                # labels are checked to be in 0..MAX_LABEL: at most that many short names
+                n_classes = int(self._images.labels.max()) + 1
+                names = [str(i) for i in range(n_classes)]
+            else:
+                names = []
+            self.set_trait("class_names", names)
+            self.layer = feature_layer
+            self.method = method
+            self.perplexity = bounded_float(perplexity, "perplexity", 0.0, self.MAX_PERPLEXITY, above=True)
+            self.seed = bounded_int(seed, "seed", 0, 2**32 - 1)
+            labels_arr = self._images.labels if self._images.labels is not None else np.full(n, -1)
+            self._labels = labels_arr.astype(np.int16).tobytes()
+            self._atlas_meta = meta
+            self._atlas = [p.tobytes() for p in pages]
+            self._ready = True
+            self._join(selection)
+            self.start()
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ public API
     @property
@@ -256,21 +270,29 @@ class TSNEScatter(SelectionMixin, BaseWidget):
 
     def start(self) -> None:
         """(Re)compute features and the embedding in the background."""
+        if self._closed:
+            raise RuntimeError("this TSNEScatter is closed; create a new one")
         self.stop()
         self._stop.clear()
         self._done.clear()
         self.running = True
-        self._thread = threading.Thread(target=self._run, name="cnnwidgets-tsne", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._run, "cnnwidgets-tsne", self._stop.set)
 
     def stop(self) -> None:
         """Stop the background computation (the positions reached so far stay)."""
+        if not hasattr(self, "_stop"):
+            return  # a constructor that raised early
         self._stop.set()
         th = self._thread
         if th is not None and th.is_alive() and th is not threading.current_thread():
             th.join(timeout=30)
 
+    #: Let go by close(): the model, the images, their thumbnails and features.
+    _released = ("_model", "_images", "_thumbs", "_features")
+
     def close(self) -> None:
+        """Stop the background computation, leave the Selection and close the widget; the
+        model and the images are let go, so the view cannot be used after this."""
         self._closed = True
         self.stop()
         self._leave()
@@ -287,6 +309,9 @@ class TSNEScatter(SelectionMixin, BaseWidget):
 
     def mosaic(self, grid: int | None = None) -> np.ndarray:
         """All images merged into one picture by their 2-D position, uint8 (G*h, G*w, C)."""
+        if grid is not None:  # G x G thumbnails: bounded, or one call could allocate gigabytes
+            limit = max(256, int(np.ceil(np.sqrt(len(self._images)))))
+            grid = bounded_int(grid, "grid", 1, limit, "cells per side of the mosaic")
         return mosaic(self._thumbs, self.embedding, grid)
 
     # ------------------------------------------------------------------ validation
@@ -305,7 +330,15 @@ class TSNEScatter(SelectionMixin, BaseWidget):
     @checked
     def _v_selected(self, proposal):
         n = len(self._images)
-        return [int(i) for i in proposal["value"] if 0 <= int(i) < n]
+        return list(dict.fromkeys(int(i) for i in proposal["value"] if 0 <= int(i) < n))  # each once: at most n
+
+    @t.validate("hidden_classes")
+    @checked
+    def _v_hidden(self, proposal):
+        bad = [c for c in proposal["value"] if not 0 <= c <= MAX_LABEL]
+        if bad:
+            raise ValueError(f"hidden_classes must be class indices in 0..{MAX_LABEL}, got {bad[:5]}")
+        return list(dict.fromkeys(proposal["value"]))
 
     @t.validate("method")
     @checked
@@ -315,16 +348,27 @@ class TSNEScatter(SelectionMixin, BaseWidget):
     @t.validate("perplexity")
     @checked
     def _v_perplexity(self, proposal):
-        if not proposal["value"] > 0:
-            raise ValueError(f"perplexity must be > 0, got {proposal['value']}")
-        return float(proposal["value"])
+        return float_in(proposal, 0.0, self.MAX_PERPLEXITY, "typical values are 5 to 50", above=True)
 
     @t.validate("k")
     @checked
     def _v_k(self, proposal):
-        if not 1 <= proposal["value"] <= 64:
-            raise ValueError(f"k must be 1..64, got {proposal['value']}")
-        return proposal["value"]
+        return int_in(proposal, 1, self.MAX_K, "neighbours shown for the clicked point")
+
+    @t.validate("seed")
+    @checked
+    def _v_seed(self, proposal):
+        return int_in(proposal, 0, 2**32 - 1)
+
+    @t.validate("point_size")
+    @checked
+    def _v_point_size(self, proposal):
+        return float_in(proposal, 0.0, self.MAX_POINT_SIZE, "the side of a point in screen pixels", above=True)
+
+    @t.validate("width", "height")
+    @checked
+    def _v_side(self, proposal):
+        return int_in(proposal, 64, self.MAX_SIDE, "the canvas size in screen pixels")
 
     # ------------------------------------------------------------------ events
     @t.observe("index", "k")
@@ -370,6 +414,8 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             if self.method == "pca":
                 self.status = f"PCA of {self._features.shape[1]}-d features of {self.layer}"
                 return
+            if self._stop.is_set():  # before the long steps that cannot stop at once
+                raise Stopped(n, n)
             if self.method == "umap":
                 self.status = "UMAP ..."
                 pos = umap_2d(self._features, seed=self.seed)
@@ -407,16 +453,18 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             self._done.set()
 
     def _predict(self) -> np.ndarray:
-        from ..core.model import preserved_state
+        from ..core.runner import using_model
 
         out = []
-        with preserved_state(self._model), torch.no_grad():
+        with using_model(self._model) as run, torch.no_grad():
             for start in range(0, len(self._images), 512):
                 if self._stop.is_set():
                     raise Stopped(start, len(self._images))
-                logits = self._model(self._images.x[start : start + 512].to(self._device))
+                logits = run(self._images.x[start : start + 512].to(self._device))
                 out.append(logits.argmax(dim=-1).cpu().numpy())
         return np.concatenate(out).astype(np.int64)
 
     def __repr__(self) -> str:
+        if self._closed:
+            return "TSNEScatter(closed)"
         return f"TSNEScatter(n_images={len(self._images)}, layer={self.layer!r}, method={self.method!r})"

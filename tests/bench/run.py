@@ -1038,14 +1038,16 @@ def _channels_last_row(vgg: nn.Module, opt, threads: int, quick: bool) -> Row:
     b, steps = (4, 2) if quick else (8, 3)
     chans = list(range(b))
     kw = dict(batch=b, steps=steps, lr=0.02, seed=0, snapshots=None)
-    default = opt.CHANNELS_LAST_MIN_PIXELS
+    from cnnwidgets.core.optimize import _forward  # the runner reads the threshold there
+
+    default = _forward.CHANNELS_LAST_MIN_PIXELS
 
     def nchw():
-        opt.CHANNELS_LAST_MIN_PIXELS = 10**12
+        _forward.CHANNELS_LAST_MIN_PIXELS = 10**12
         try:
             opt.optimize(vgg, opt.channel("14", chans), (3, 128, 128), **kw)
         finally:
-            opt.CHANNELS_LAST_MIN_PIXELS = default
+            _forward.CHANNELS_LAST_MIN_PIXELS = default
 
     torch.set_num_threads(threads)
     ours, base, r = _paired_ratio(lambda: opt.optimize(vgg, opt.channel("14", chans), (3, 128, 128), **kw), nchw,
@@ -1106,6 +1108,79 @@ def _oip_batch_row(vgg: nn.Module, opt, n_threads: int, quick: bool, *, target: 
     if not target:
         return Row(name, ours.median, base.median, r, "- (information)", None, f"{ours.repeats}/{base.repeats}")
     return Row(name, ours.median, base.median, r, ">= 1.4x filter-steps/s", r >= 1.4, f"{ours.repeats}/{base.repeats}")
+
+
+# ---------------------------------------------------------------------------- private model view
+def _resnet_like() -> nn.Module:
+    """A ResNet-18-shaped tree (4 stages x 2 basic blocks, BatchNorm, 64..512 channels): the
+    module count and nesting of a real network, for the cost of building and checking a view."""
+
+    class Basic(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else None)
+
+        def forward(self, x):
+            idt = x if self.down is None else self.down(x)
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return self.relu(out + idt)
+
+    torch.manual_seed(0)
+    stages, c = [], 64
+    for i, w in enumerate((64, 128, 256, 512)):
+        stages.append(nn.Sequential(Basic(c, w, 1 if i == 0 else 2), Basic(w, w, 1)))
+        c = w
+    return nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                         nn.MaxPool2d(3, 2, 1), *stages, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000))
+
+
+def _fwd_bwd(model: nn.Module, x: torch.Tensor) -> None:
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(xg)[:, 0].sum(), xg)
+
+
+@benchmark("model_view", notes=(
+    "Every view and background job runs the user's model through a private view (module objects\n"
+    "copied, parameters aliased, not copied). 'build' makes one; 'check' is what each call pays to\n"
+    "see whether the user changed the model (rebuilt if so). The forward + backward rows run the\n"
+    "input gradient through the view and through the bare model, alternated."))
+def bench_model_view(quick: bool) -> list[Row]:
+    import cnnwidgets
+    from cnnwidgets.core import runner
+
+    rows: list[Row] = []
+    d = cnnwidgets.demo.mnist("val")
+    res = _resnet_like().eval()
+    for label, model in (("demo CNN", d.model), ("ResNet-18-shaped", res)):
+        n_mod = sum(1 for _ in model.modules())
+        rows.append(info_row(f"private view of the {label} ({n_mod} modules): build",
+                             measure(lambda m=model: runner._build_view(m), warmup=3, repeats=50)))
+        runner.private_model(model)
+        rows.append(info_row(f"private view of the {label}: per-call check (private_model)",
+                             measure(lambda m=model: runner.private_model(m), warmup=3, repeats=200)))
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cases = [("demo CNN, 64 digits", d.model, d.images[:64].float()),
+                 ("ResNet-18-shaped, 2 x 3x128x128", res, torch.randn(2, 3, 128, 128))]
+        for label, model, x in cases:
+            view = runner.private_model(model)
+            ours, base, r = _paired_ratio(lambda: _fwd_bwd(view, x), lambda: _fwd_bwd(model, x),
+                                          warmup=2, repeats=7 if quick else 21)
+            r_ob = 1 / r
+            rows.append(Row(f"input gradient (forward + backward) through the view vs the bare model, {label}",
+                            ours.median, base.median, r_ob, "<= 1.05x baseline", r_ob <= 1.05,
+                            f"{ours.repeats}/{base.repeats}"))
+    finally:
+        torch.set_num_threads(prev)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnwidgets.core.runner import private_model
 from cnnwidgets.core.model import (
     CONV_TYPES,
     capture_activations,
@@ -451,7 +452,16 @@ def test_spatial_layers_shared_module_listed_once(tiny_resnet, rgb_batch, count_
 # ---------------------------------------------------------------- capture_activations: on_output, copies
 def test_on_output_is_called_during_the_pass_with_the_returned_tensor(seq_cnn, gray_batch, count_hooks):
     events: list[tuple[str, torch.Tensor | None]] = []
-    seq_cnn[6].register_forward_pre_hook(lambda m, i: events.append(("linear runs", None)))
+
+    class Recording(nn.Linear):  # the user's own hooks do not run in cnnwidgets' view: a layer that records
+        def forward(self, input):  # noqa: A002
+            events.append(("linear runs", None))
+            return super().forward(input)
+
+    old = seq_cnn[6]
+    seq_cnn[6] = Recording(old.in_features, old.out_features)
+    seq_cnn[6].load_state_dict(old.state_dict())
+    seq_cnn[6].register_forward_pre_hook(lambda m, i: None)
 
     def frame(t):
         assert not t.requires_grad
@@ -515,8 +525,9 @@ def test_on_output_that_runs_the_model_is_not_captured(seq_cnn, gray_batch, coun
 def test_outputs_are_not_copied_without_in_place_modules(seq_cnn, gray_batch):
     """Nothing overwrites them, so the captured tensors are the layers' own outputs."""
     seen = {}
+    view = private_model(seq_cnn)  # the user's own hooks do not run in cnnwidgets' view: hook the view
     for i in ("0", "3"):
-        seq_cnn.get_submodule(i).register_forward_hook(lambda m, inp, out, i=i: seen.__setitem__(i, out))
+        view.get_submodule(i).register_forward_hook(lambda m, inp, out, i=i: seen.__setitem__(i, out))
     _, acts = capture_activations(seq_cnn, gray_batch)
     for i in ("0", "3"):
         assert acts[i].untyped_storage().data_ptr() == seen[i].untyped_storage().data_ptr()
@@ -569,7 +580,8 @@ def test_functional_inplace_change_falls_back_to_a_copying_pass_once():
         conv = net.conv(x)
     assert (conv < 0).any()
     passes = []
-    net.register_forward_pre_hook(lambda m, i: passes.append(1))
+    view = private_model(net)  # the user's own hooks do not run in cnnwidgets' view: hook the view
+    view.register_forward_pre_hook(lambda m, i: passes.append(1))
     frames = []
     _, acts = capture_activations(net, x, on_output={"conv": lambda t: frames.append(t.clone())})
     torch.testing.assert_close(acts["conv"], conv)  # the value before relu_ and += 1
@@ -582,7 +594,8 @@ def test_functional_inplace_change_falls_back_to_a_copying_pass_once():
     _, again = capture_activations(net, x)
     assert len(passes) == 1
     torch.testing.assert_close(again["conv"], conv)
-    assert len(net._forward_hooks) == 0 and len(net._forward_pre_hooks) == 1
+    assert len(view._forward_hooks) == 0 and len(view._forward_pre_hooks) == 1
+    assert len(net._forward_hooks) == 0 and len(net._forward_pre_hooks) == 0
 
 
 def test_capture_under_inference_mode(tiny_resnet, rgb_batch):

@@ -7,6 +7,8 @@ import math
 import threading
 
 import pytest
+
+from cnnwidgets.core.runner import private_model  # hooks on cnnwidgets' own view: the user's do not run there
 import torch
 from torch import nn
 
@@ -546,7 +548,7 @@ def test_model_state_restored_also_after_errors(model):
 
 def test_forward_stops_at_the_needed_layer(model):
     calls = []
-    handle = model.features[3].register_forward_pre_hook(lambda m, i: calls.append(1))
+    handle = private_model(model).features[3].register_forward_pre_hook(lambda m, i: calls.append(1))
     try:
         run(model, channel("features.0", 4), steps=3)
         assert calls == []
@@ -623,7 +625,7 @@ def test_result_repr_is_short(model):
 # ---------------------------------------------------------------- computing only the target channels
 def _unpruned(monkeypatch):
     """Switch the channel pruning off, for a reference run."""
-    import cnnwidgets.core.optimize as opt_mod
+    import cnnwidgets.core.optimize._forward as opt_mod
 
     monkeypatch.setattr(opt_mod, "_pruned_conv_forward", lambda *a, **k: None)
 
@@ -668,7 +670,7 @@ def test_pruning_is_used_and_undone_even_after_an_error():
     net = _odd_conv_net()
     net(torch.zeros(1, 2, 12, 12))
     seen = []
-    net[2].register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    private_model(net)[2].register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
     optimize(net, channel("2", 5), (2, 12, 12), steps=1, snapshots=None)
     # only channel 5 was computed: the other maps of the target layer are exactly zero
     assert seen and all(bool((o[:, 5] != 0).any()) for o in seen)
@@ -680,6 +682,7 @@ def test_pruning_is_used_and_undone_even_after_an_error():
     with pytest.raises(RuntimeError, match="stop here"):
         optimize(net, channel("2", 5), (2, 12, 12), steps=3, snapshots=None, callback=boom)
     assert "forward" not in net[2].__dict__
+    assert "forward" not in private_model(net)[2].__dict__  # nor on cnnwidgets' view
     x = torch.rand(1, 2, 12, 12)
     full = nn.functional.conv2d(nn.functional.pad(net[0](x).relu(), (2, 2, 2, 2), mode="reflect"),
                                 net[2].weight, None, stride=2, dilation=2)
@@ -687,7 +690,7 @@ def test_pruning_is_used_and_undone_even_after_an_error():
 
 
 def test_pruning_skips_grouped_and_wide_targets(monkeypatch):
-    import cnnwidgets.core.optimize as opt_mod
+    import cnnwidgets.core.optimize._forward as opt_mod
 
     made = []
     original = opt_mod._pruned_conv_forward
@@ -734,12 +737,12 @@ class _ViewNet(nn.Module):
 
 
 def test_channels_last_gives_the_nchw_result(monkeypatch):
-    import cnnwidgets.core.optimize as opt_mod
+    import cnnwidgets.core.optimize._forward as opt_mod
 
     torch.manual_seed(6)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1))
     formats = []
-    net[0].register_forward_pre_hook(lambda m, a: formats.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+    private_model(net)[0].register_forward_pre_hook(lambda m, a: formats.append(a[0].is_contiguous(memory_format=torch.channels_last)))
     kw = dict(batch=2, steps=5, lr=0.05, snapshots=None, seed=1)
     monkeypatch.setattr(opt_mod, "CHANNELS_LAST_MIN_PIXELS", 16 * 16)
     cl = optimize(net, channel("3", [1, 2]), (3, 16, 16), **kw)
@@ -753,7 +756,7 @@ def test_channels_last_gives_the_nchw_result(monkeypatch):
 
 
 def test_a_model_that_needs_nchw_falls_back(monkeypatch):
-    import cnnwidgets.core.optimize as opt_mod
+    import cnnwidgets.core.optimize._forward as opt_mod
 
     net = _ViewNet()
     with pytest.raises(RuntimeError):  # the premise: .view fails on a channels-last conv output
@@ -792,7 +795,7 @@ def test_a_conv_with_fewer_filters_than_out_channels_says_so():
 
 
 def test_an_error_that_is_not_about_the_layout_is_raised_after_one_pass(monkeypatch):
-    import cnnwidgets.core.optimize as opt_mod
+    import cnnwidgets.core.optimize._forward as opt_mod
 
     calls = []
 

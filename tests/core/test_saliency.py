@@ -7,6 +7,8 @@ import warnings
 
 import numpy as np
 import pytest
+
+from cnnwidgets.core.runner import private_model  # hooks on cnnwidgets' own view: the user's do not run there
 import torch
 from torch import nn
 
@@ -416,7 +418,7 @@ def test_integrated_gradients_batching_does_not_change_the_result():
 def test_integrated_gradients_evaluates_in_batches_of_at_most_batch_size():
     net = smooth_cnn()
     sizes: list[int] = []
-    net[0].register_forward_pre_hook(lambda _m, inp: sizes.append(inp[0].shape[0]))
+    private_model(net)[0].register_forward_pre_hook(lambda _m, inp: sizes.append(inp[0].shape[0]))
     x = torch.randn(3, 2, 8, 8, generator=gen(19), dtype=torch.float64)
     integrated_gradients(net, x, target=0, steps=10, batch_size=7)
     # a given target needs no extra pass: 3 x 11 path images by 7 (the range is checked on
@@ -600,11 +602,11 @@ def test_to_heatmap_abs_and_signed_known_values():
 
 
 def test_default_batches_follow_the_image_size(monkeypatch):
-    import cnnwidgets.core.saliency as sal
+    import cnnwidgets.core.saliency._common as sal
 
     net = smooth_cnn()
     sizes: list[int] = []
-    net[0].register_forward_pre_hook(lambda _m, inp: sizes.append(inp[0].shape[0]))
+    private_model(net)[0].register_forward_pre_hook(lambda _m, inp: sizes.append(inp[0].shape[0]))
     x = torch.randn(2, 2, 8, 8, generator=gen(21), dtype=torch.float64)
     integrated_gradients(net, x, target=0, steps=10)
     assert sizes == [22]  # 2 x 11 small path images: one batch
@@ -617,3 +619,18 @@ def test_default_batches_follow_the_image_size(monkeypatch):
     sizes.clear()
     smoothgrad(net, x, target=0, samples=3, seed=0)
     assert sizes == [5, 1]
+
+
+def test_one_registry_lists_every_method_with_its_options():
+    import typing
+
+    from cnnwidgets.core import saliency as sal
+
+    assert tuple(sal.REGISTRY) == METHODS == typing.get_args(sal.Method)
+    for spec in sal.REGISTRY.values():
+        assert getattr(sal, spec.function.__name__) is spec.function and spec.label
+    assert [m for m, s in sal.REGISTRY.items() if s.takes_layer] == ["gradcam", "guided_gradcam", "layer_gradient"]
+    assert [m for m, s in sal.REGISTRY.items() if s.takes_steps] == ["integrated_gradients"]
+    assert [m for m, s in sal.REGISTRY.items() if s.takes_samples] == ["smoothgrad"]
+    assert [m for m, s in sal.REGISTRY.items() if not s.targeted] == ["layer_gradient"]
+    assert [m for m, s in sal.REGISTRY.items() if not s.input_shaped] == ["gradcam"]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnwidgets.core.saliency import gradcam, integrated_gradients, to_heatmap
-from cnnwidgets.core.shapes import SHAPE_CLASSES, SmallCNN, make_shapes, small_cnn, train_small_cnn
+from ._shapes import SHAPE_CLASSES, SmallCNN, make_shapes, small_cnn, train_small_cnn
 
 IG_STEPS = 16  # ample for a heatmap: 16 and 8 steps give rank correlation > 0.99
 DILATION = 1  # pixels: the argmax may fall on the object's outline

@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 import pytest
+
+from tests.conftest import view_pre_hook
 import torch
 from torch import nn
 
@@ -71,15 +73,16 @@ def layer_output(demo, index: int, layer: str) -> torch.Tensor:
 
 @contextlib.contextmanager
 def forward_calls(model: nn.Module):
-    """Record every call of ``model`` (pre-hook on the root, so passes stopped early count too)
-    as (grad enabled, thread name). Grad-disabled passes are activation passes; the deconvnet
-    runs with grad enabled. The hook is removed afterwards."""
+    """Record every call of ``model`` or of cnnwidgets' private views of it (a pre-hook, so
+    passes stopped early count too) as (grad enabled,
+    thread name). Grad-disabled passes are activation passes; the deconvnet runs with grad
+    enabled. The hook is removed afterwards."""
     calls: list[tuple[bool, str]] = []
 
-    def pre(_m, _inp):
+    def pre(m, _inp):
         calls.append((torch.is_grad_enabled(), threading.current_thread().name))
 
-    handle = model.register_forward_pre_hook(pre)
+    handle = view_pre_hook(model, pre)
     try:
         yield calls
     finally:
@@ -260,7 +263,7 @@ def test_page_channel_click_during_forward_pass_does_not_run_it_twice(ex, demo):
             started.set()
             time.sleep(0.3)
 
-    handle = demo.model.register_forward_pre_hook(slow)
+    handle = view_pre_hook(demo.model, slow)
     try:
         with forward_calls(demo.model) as calls:
             ex.set_state({"index": 20})
@@ -792,7 +795,7 @@ def _frame_events(ex, model):
         events.append((ch["name"], ex._maps_meta.get("index") if ch["name"] == "_maps" else None))
 
     ex.observe(watch, names=names)
-    handle = model.classifier.register_forward_pre_hook(lambda m, i: events.append(("classifier", None)))
+    handle = view_pre_hook(model.classifier, lambda m, i: events.append(("classifier", None)))
     return events, lambda: (ex.unobserve(watch, names=names), handle.remove())
 
 

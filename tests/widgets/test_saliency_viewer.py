@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 import pytest
+
+from tests.conftest import view_pre_hook
 import torch
 from torch import nn
 
@@ -542,7 +544,7 @@ def test_a_background_update_does_not_swallow_the_notebooks_warnings(sv, demo, r
             inside.set()
             go.wait(30)
 
-    handle = demo.model.register_forward_pre_hook(pre)
+    handle = view_pre_hook(demo.model, pre)
     try:
         sv.set_state({"index": 5})
         assert inside.wait(30)

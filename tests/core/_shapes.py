@@ -3,7 +3,9 @@
 A known-answer playground for attribution: every image holds one circle, square or
 triangle whose pixels are given by a mask, so a saliency map can be checked against where
 the object really is (the pointing game). Generated with numpy from a seed; nothing is
-downloaded. Plain torch/numpy; no widget imports.
+downloaded. Plain torch/numpy; no widget imports. Test data for
+``tests/core/test_shapes_pointing.py`` (formerly ``cnnwidgets.core.shapes``); its Examples run
+with the core's in ``tests/core/test_docstrings.py``.
 
 Examples
 --------

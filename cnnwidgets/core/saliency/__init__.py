@@ -1,0 +1,81 @@
+"""Gradient attribution: which input pixels drive a class score.
+
+Every method returns an attribution with the shape of the input (N x C x H x W), except
+Grad-CAM, which returns one map per image (N x H x W). Plain torch; no widget imports, so
+this works from a script as well as behind the SaliencyView widget.
+
+=========================  ===================================================  ==========================
+method                     attribution for class score ``S_t(x)`` (a logit)     reference
+=========================  ===================================================  ==========================
+``vanilla``                ``dS_t/dx``                                          Simonyan et al. (2014)
+``grad_x_input``           ``x * dS_t/dx``                                      Shrikumar et al. (2016)
+``smoothgrad``             mean of ``dS_t/dx`` at ``x + noise``                 Smilkov et al. (2017)
+``integrated_gradients``   ``(x - x') * mean of dS_t/dx`` on the path x' -> x   Sundararajan et al. (2017)
+``guided_backprop``        ``dS_t/dx`` with the guided ReLU backward            Springenberg et al. (2015)
+``deconvnet``              ``dS_t/dx`` with the deconvnet ReLU backward         Zeiler & Fergus (2014)
+``gradcam``                ``relu(sum_k mean(dS_t/dA_k) A_k)``, upsampled       Selvaraju et al. (2017)
+``guided_gradcam``         guided backprop * upsampled Grad-CAM                 Selvaraju et al. (2017)
+``layer_gradient``         ``d(sum of a layer's activations)/dx``               --
+=========================  ===================================================  ==========================
+
+Scores are logits: when the model ends in ``nn.Softmax`` / ``nn.LogSoftmax`` that module is
+bypassed during the call (with a ``UserWarning``), since gradients of probabilities mix in
+every other class and saturate.
+
+One module per method family, all names importable from this package: ``gradient``
+(vanilla, grad x input, layer gradient), ``smoothgrad``, ``integrated_gradients``,
+``relu_methods`` (guided backprop, deconvnet), ``cam`` (Grad-CAM, guided Grad-CAM) and
+``heatmap`` (:func:`to_heatmap`); ``_common`` holds the checks, the softmax bypass and the
+gradient kernels they share. ``registry`` has :data:`REGISTRY`, one :class:`MethodSpec` per
+method (function, display label, the options it takes), and :func:`attribute`.
+
+Examples
+--------
+>>> import torch
+>>> from torch import nn
+>>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+...                     nn.Flatten(), nn.Linear(4, 2))
+>>> x = torch.rand(2, 3, 8, 8)
+>>> attribute(net, x, "integrated_gradients", target=1, steps=20).shape
+torch.Size([2, 3, 8, 8])
+>>> attribute(net, x, "gradcam").shape
+torch.Size([2, 8, 8])
+"""
+
+from __future__ import annotations
+
+from ..model import final_softmax  # noqa: F401  (public here as before; the SaliencyViewer imports it)
+from ._common import Target
+from ._common import BATCH_VALUES, logits_only, softmax_notice_off  # noqa: F401  (public, outside __all__)
+from .cam import gradcam, guided_gradcam
+from .gradient import grad_x_input, layer_gradient, vanilla_gradient
+from .heatmap import HEATMAP_MODES, HeatmapMode, to_heatmap
+from .integrated_gradients import BASELINES, Baseline, integrated_gradients
+from .integrated_gradients import BLUR_SIGMA_FRACTION  # noqa: F401
+from .registry import METHODS, REGISTRY, Method, MethodSpec, attribute
+from .relu_methods import deconvnet, guided_backprop
+from .smoothgrad import smoothgrad
+
+__all__ = [
+    "BASELINES",
+    "HEATMAP_MODES",
+    "METHODS",
+    "REGISTRY",
+    "Baseline",
+    "HeatmapMode",
+    "Method",
+    "MethodSpec",
+    "Target",
+    "attribute",
+    "deconvnet",
+    "grad_x_input",
+    "gradcam",
+    "guided_backprop",
+    "guided_gradcam",
+    "integrated_gradients",
+    "layer_gradient",
+    "smoothgrad",
+    "to_heatmap",
+    "vanilla_gradient",
+]
+

@@ -1,0 +1,148 @@
+"""Shared pieces of the attribution methods: input and target checks, the final-softmax
+bypass, :func:`_prepared` (the set-up every method runs under) and the gradient kernels."""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..model import check_model, model_device
+from ..runner import logits_only as _runner_logits_only
+from ..runner import softmax_notice_off, using_model  # noqa: F401 - softmax_notice_off re-exported
+
+#: A class index for every image, one per image, or None for the predicted class.
+Target = Union[int, Sequence[int], np.ndarray, torch.Tensor, None]
+#: With ``batch_size=None``, path or noisy images go through the model in batches of about this
+#: many input values (32 images of 3 x 128 x 128): 10 images of 3 x 224 x 224 at a time, all 51
+#: path images of an MNIST digit at once.
+BATCH_VALUES: int = 32 * 3 * 128 * 128
+
+
+def _batch_size(batch_size: int | None, x: torch.Tensor) -> int:
+    if batch_size is None:
+        return max(1, BATCH_VALUES // max(1, x[0].numel()))
+    return batch_size
+
+
+# ---------------------------------------------------------------- validation
+def _check_batch(x: Any) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4 or x.shape[0] == 0:
+        desc = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(
+            f"x must be a non-empty float tensor N x C x H x W, got {desc}. "
+            "Hint: cnnwidgets.core.as_batch converts images to a batch; use x[None] for one image."
+        )
+    return x
+
+
+def _check_logits(out: Any) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the model must return class scores N x K for attribution, its output has shape {shape}")
+    return out
+
+
+def _given_targets(target: Target, n: int) -> torch.Tensor:
+    """int64 (N,) from an int or one int per image; the range 0..K-1 is checked later, by
+    :func:`_check_target_range`, against the logits the attribution pass computes anyway."""
+    if isinstance(target, bool):
+        raise TypeError(f"target must be an int or a sequence of ints, got bool {target!r}")
+    try:
+        t = torch.full((n,), operator.index(target), dtype=torch.long)  # type: ignore[arg-type]
+    except TypeError:
+        t = torch.as_tensor(np.asarray(target) if isinstance(target, (list, tuple)) else target)
+        if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+            raise TypeError(f"target must hold integers, got dtype {t.dtype}") from None
+        t = t.reshape(-1) if t.dim() <= 1 else t
+        if t.dim() != 1 or t.numel() not in (1, n):
+            raise ValueError(
+                f"target must be an int or hold one int per image (N = {n}), got shape {tuple(t.shape)}"
+            ) from None
+        t = t.to(torch.long).expand(n).clone()
+    return t
+
+
+def _check_target_range(t: torch.Tensor, k: int) -> None:
+    bad = (t < 0) | (t >= k)
+    if bool(bad.any()):
+        bad_values = sorted(set(t[bad].tolist()))
+        raise ValueError(f"target must be in 0..{k - 1} (the model has K = {k} classes), got {bad_values}")
+
+
+# ---------------------------------------------------------------- softmax bypass
+@contextlib.contextmanager
+def logits_only(model: nn.Module, *, notice: bool = False) -> Iterator[None]:
+    """Within the block a final Softmax/LogSoftmax of ``model`` (a private view: see
+    :func:`~cnnwidgets.core.runner.using_model`) passes its input through; with ``notice``, a
+    UserWarning says so."""
+    with _runner_logits_only(model, "attribution" if notice else None):
+        yield
+
+
+@contextlib.contextmanager
+def _prepared(
+    model: nn.Module, x: Any, target: Target, *, logits: bool = True
+) -> Iterator[tuple[nn.Module, torch.Tensor, torch.Tensor | None]]:
+    """Validate, take this thread's private view of the model, bypass a final softmax in it,
+    resolve targets.
+
+    Yields ``(run, x, targets)``: ``run`` the module to run (:func:`using_model`), ``x``
+    detached on the model's device (never the caller's tensor with ``requires_grad``),
+    ``targets`` int64 (N,) or None when ``logits=False``.
+    """
+    check_model(model)
+    x = _check_batch(x)
+    device = model_device(model)
+    with contextlib.ExitStack() as stack:
+        run = stack.enter_context(using_model(model))
+        x = x.detach().to(device)
+        targets = None
+        if logits:
+            stack.enter_context(_runner_logits_only(run, "attribution"))
+            if target is None:  # each image's top class: one pass to find it
+                with torch.no_grad():
+                    out = _check_logits(run(x.clone()))  # clone: a model may change its input in place
+                targets = out.detach().argmax(dim=1)
+            else:  # no extra pass: the attribution's own logits check the range
+                targets = _given_targets(target, x.shape[0]).to(device)
+        stack.enter_context(torch.enable_grad())
+        yield run, x, targets
+
+
+# ---------------------------------------------------------------- gradient kernels (inside _prepared)
+def _input_gradient(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """d logit[i, targets[i]] / d x[i] for every image i, in one forward/backward pass."""
+    xg = x.clone().requires_grad_(True)
+    out = _check_logits(model(xg.clone()))  # a non-leaf copy: an in-place first layer is fine
+    _check_target_range(targets, out.shape[1])
+    score = out.gather(1, targets.view(-1, 1)).sum()
+    if not score.requires_grad:  # the score does not depend on the input
+        return torch.zeros_like(x)
+    (grad,) = torch.autograd.grad(score, xg, allow_unused=True)
+    return torch.zeros_like(x) if grad is None else grad.detach()
+
+
+def _batched_gradients(
+    model: nn.Module,
+    targets: torch.Tensor,
+    n_jobs: int,
+    batch_size: int,
+    make_inputs: Callable[[slice], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    like: torch.Tensor,
+) -> torch.Tensor:
+    """Sum ``weight * gradient`` per image over ``n_jobs`` inputs, ``batch_size`` at a time.
+
+    ``make_inputs(slice)`` returns ``(image_index, inputs, weights)`` for the jobs in the slice.
+    """
+    total = torch.zeros_like(like)
+    for start in range(0, n_jobs, batch_size):
+        idx, inputs, weights = make_inputs(slice(start, min(start + batch_size, n_jobs)))
+        grad = _input_gradient(model, inputs, targets[idx])
+        total.index_add_(0, idx, grad * weights.view(-1, 1, 1, 1).to(grad.dtype))
+    return total
