@@ -109,6 +109,10 @@ def denormalize(x: torch.Tensor, mean: Stats, std: Stats) -> torch.Tensor:
     return x
 
 
+#: Channel counts that tell where the channel axis of uint8 images is (gray, RGB, RGBA).
+_CHANNEL_COUNTS = (1, 3, 4)
+
+
 def as_batch(
     images: Any,
     *,
@@ -123,8 +127,10 @@ def as_batch(
     images : torch.Tensor or numpy.ndarray
         * float tensor/array N x C x H x W (or C x H x W for one image): taken as is, already
           normalized the way the model expects;
-        * uint8 array N x H x W x C, N x H x W or H x W x C (0..255): scaled to [0, 1], then
-          normalized with ``(x - mean) / std`` when both are given.
+        * uint8 array or tensor N x H x W x C or N x C x H x W (C = 1, 3 or 4 tells the channel
+          axis; a shape with such a size on both axes is read as N x H x W x C), N x H x W or
+          H x W x C (0..255): scaled to [0, 1], then normalized with
+          ``(x - mean) / std`` when both are given.
     mean, std : float or sequence of float, optional
         Per-channel statistics of the model's normalization (used for uint8 input only).
     device : torch.device, optional
@@ -152,6 +158,8 @@ def as_batch(
                 arr = arr[..., None] if arr.shape[-1] not in (1, 3) else arr[None]
             if arr.ndim != 4:
                 raise ValueError(f"uint8 images must be N x H x W x C, got shape {images.shape}")
+            if images.ndim == 4 and arr.shape[1] in _CHANNEL_COUNTS and arr.shape[-1] not in _CHANNEL_COUNTS:
+                arr = arr.transpose(0, 2, 3, 1)  # N x C x H x W: torch's own layout (e.g. a uint8 tensor)
             if arr.shape[0] == 0:
                 raise ValueError("images is empty (N = 0); pass at least one image")
             t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255.0)

@@ -202,14 +202,13 @@ class _View:
         for _attempt in range(3):
             try:
                 sig = _signature(model)
+                self.sig = sig  # also on failure: a change (lazy parameters initialized) retries
                 self.module = _build_view(model)
                 self.reason = None
-                self.sig = sig
                 return
             except _CannotView as exc:
                 self.module = None
                 self.reason = str(exc)
-                self.sig = None
                 return
             except RuntimeError as exc:
                 if "changed size during iteration" in str(exc):  # changed meanwhile by another thread
@@ -219,7 +218,7 @@ class _View:
         self.module, self.reason, self.sig = None, "it kept changing while being copied", None
 
     def current(self, model: nn.Module) -> nn.Module | None:
-        if self.module is not None and _signature(model) != self.sig:
+        if self.sig is not None and _signature(model) != self.sig:
             self.build(model)
         return self.module
 

@@ -278,10 +278,19 @@ class BaseWidget(anywidget.AnyWidget):
     #: kernel's value. Each view lists its own; none by default.
     _page_writable: frozenset[str] = frozenset()
 
+    #: Why this view runs the user's model itself (no private view of it could be made: see
+    #: :func:`cnnwidgets.core.runner.view_note`); empty otherwise. Shown above the view.
+    model_note = traitlets.Unicode("").tag(sync=True)
+
     def __init__(self, **kwargs) -> None:
         # anywidget turns a plain ``_esm`` attribute into the synced module source
         self._esm = bundle(self._bundle).read_text(encoding="utf-8")
         super().__init__(**kwargs)
+        model = self.__dict__.get("_model")
+        if model is not None and self._bundle != "filter_grid":  # FilterGrid only reads the weights
+            from ..core.runner import view_note
+
+            self.model_note = view_note(model) or ""
 
     def close(self) -> None:
         """Close the widget and the widgets it holds, and drop its model and images. Safe to

@@ -12,7 +12,6 @@ and batches.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import threading
 import time
 import weakref
@@ -75,13 +74,6 @@ def stop_all(timeout: float = EXIT_TIMEOUT) -> bool:
 
 
 atexit.register(stop_all)
-
-def model_lock(model: Any) -> contextlib.AbstractContextManager:
-    """Nothing to hold: every view and background job runs its own private view of the model
-    (:func:`cnnwidgets.core.runner.using_model`), which also serializes the few models that
-    cannot have one."""
-    return contextlib.nullcontext()
-
 
 class LatestWorker:
     """A daemon thread that runs only the most recent job submitted to it.

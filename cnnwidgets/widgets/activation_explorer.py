@@ -21,7 +21,7 @@ from ..core.filters import grid_shape, render_grid
 from ..core.images import ImageSet
 from ..core.model import capture_activations, check_model, model_device
 from ._base import BaseWidget, Float, Int, PageScheduled, bounded_int, check_labels, checked, float_in, int_in, one_of
-from ._worker import LatestWorker, model_lock
+from ._worker import LatestWorker
 from .selection import Selection, SelectionMixin
 
 __all__ = ["ActivationExplorer", "blend_overlay"]
@@ -235,25 +235,20 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
                 self._cache.move_to_end(index)
                 return hit
         xi = self._x[index : index + 1].to(self._device)
-        with model_lock(self._model):
-            with self._cache_lock:
-                hit = self._cache.get(index)  # filled while we waited for the lock?
-            if hit is not None:
-                return hit
-            # once the layers with feature maps are known, only those are captured (fewer hooks)
-            layers = getattr(self, "_layer_names", None)
-            try:
-                logits, acts = capture_activations(self._model, xi, layers, on_output=on_output)
-            except RuntimeError as exc:
-                raise ValueError(
-                    f"the model rejects images of shape {tuple(self._x.shape[1:])} (C, H, W): {exc}. "
-                    f"{self._expected_hint()}"
-                ) from None
-            entry = (logits[0].float().cpu(), {k: v.select(0, 0).cpu() for k, v in acts.items() if v.dim() >= 2})
-            with self._cache_lock:  # still under the model lock: a waiting thread finds it
-                self._cache[index] = entry
-                while len(self._cache) > self.CACHE_IMAGES:
-                    self._cache.popitem(last=False)
+        # once the layers with feature maps are known, only those are captured (fewer hooks)
+        layers = getattr(self, "_layer_names", None)
+        try:
+            logits, acts = capture_activations(self._model, xi, layers, on_output=on_output)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"the model rejects images of shape {tuple(self._x.shape[1:])} (C, H, W): {exc}. "
+                f"{self._expected_hint()}"
+            ) from None
+        entry = (logits[0].float().cpu(), {k: v.select(0, 0).cpu() for k, v in acts.items() if v.dim() >= 2})
+        with self._cache_lock:
+            self._cache[index] = entry
+            while len(self._cache) > self.CACHE_IMAGES:
+                self._cache.popitem(last=False)
         return entry
 
     def _expected_hint(self) -> str:
@@ -325,8 +320,7 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         index = self.index if index is None else self._check_index(index)
         layer = self.layer if layer is None else self._check_layer_name(layer)
         xi = self._x[index : index + 1].to(self._device)
-        with model_lock(self._model):
-            proj, chans = deconv_reconstruct(self._model, xi, layer, channel)
+        proj, chans = deconv_reconstruct(self._model, xi, layer, channel)
         return proj.cpu(), chans.cpu()
 
     def reconstruct_batch(self, indices: Sequence[int], layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -342,8 +336,7 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         idx = [self._check_index(i) for i in indices]
         layer = self.layer if layer is None else self._check_layer_name(layer)
         xb = self._x[idx].to(self._device)
-        with model_lock(self._model):
-            proj, chans = deconv_reconstruct(self._model, xb, layer, None)
+        proj, chans = deconv_reconstruct(self._model, xb, layer, None)
         return proj.cpu().numpy(), chans.cpu().numpy()
 
     def top_images(self, layer: str | None = None, channel: int | None = None, k: int = 9, *, progress=None) -> np.ndarray:
@@ -352,8 +345,7 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         channel = self.channel if channel is None else channel
         if channel < 0:
             raise ValueError("choose a channel first (channel=...), or click a map")
-        with model_lock(self._model):
-            idx, _ = top_images(self._model, self._x, layer, channel, k, progress=progress)
+        idx, _ = top_images(self._model, self._x, layer, channel, k, progress=progress)
         return idx
 
     def display_image(self, index: int | None = None) -> np.ndarray:
@@ -634,8 +626,7 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         self.progress = 0.0
         self.status = f"finding the top {k} images for channel {channel} of {layer} ..."
         try:
-            with model_lock(self._model):
-                idx, scores = top_images(self._model, self._x, layer, channel, k, progress=progress)
+            idx, scores = top_images(self._model, self._x, layer, channel, k, progress=progress)
         except _Stopped:
             self.status = "stopped"
             self.progress = -1.0

@@ -19,7 +19,7 @@ from ..core._validate import as_int
 from ..core.images import ImageSet
 from ..core.model import capture_activations, check_model, model_device
 from ._base import BaseWidget, Float, Int, bounded_int, checked, close_widgets, float_in, int_in, one_of
-from ._worker import model_lock, start_thread
+from ._worker import start_thread
 from .selection import Selection, SelectionMixin
 
 __all__ = ["OIPOptimizer"]
@@ -174,11 +174,10 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             self._join(selection)  # raises the TypeError with its hint
         probe = torch.full((1, *shape), 0.5)
         probe = self._normalize(probe).to(self._device)
-        with model_lock(self._model):
-            try:
-                logits, acts = capture_activations(self._model, probe)
-            except RuntimeError as exc:
-                raise ValueError(f"the model rejects inputs of shape {shape} (C, H, W): {exc}") from None
+        try:
+            logits, acts = capture_activations(self._model, probe)
+        except RuntimeError as exc:
+            raise ValueError(f"the model rejects inputs of shape {shape} (C, H, W): {exc}") from None
         modules = dict(self._model.named_modules())
         self._widths = {k: int(v.shape[1]) for k, v in acts.items()
                         if v.dim() in (2, 4) and not isinstance(modules[k], (nn.Sequential, nn.ModuleList, nn.ModuleDict))}
@@ -634,6 +633,26 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             self._image_meta = {"b": b, "h": h, "w": w, "c": c, "step": self.step, "final": final,
                                 "channels": list(self.batch_channels) or [self.channel]}
 
+    #: The live loss curve shows at most this many points (evenly spaced steps, the last one
+    #: always): a long run's full history, redrawn 15 times a second, would swamp the page.
+    CURVE_POINTS = 1000
+    #: The live curve is redrawn at most this often (bqplot redraws the whole line each time:
+    #: the costliest update a page gets from a run, measured to slow the other views' updates)
+    CURVE_UPDATES_PER_SECOND = 3
+
+    def _draw_curve(self, live: bool = False) -> None:
+        now = time.perf_counter()
+        if live and now - getattr(self, "_curve_at", 0.0) < 1.0 / self.CURVE_UPDATES_PER_SECOND:
+            return
+        self._curve_at = now
+        h = np.asarray(self._history, dtype=np.float64)
+        steps = np.arange(1, len(h) + 1, dtype=np.float64)
+        if len(h) > self.CURVE_POINTS:
+            keep = np.unique(np.linspace(0, len(h) - 1, self.CURVE_POINTS).round().astype(np.int64))
+            steps, h = steps[keep], h[keep]
+        with self._line.hold_sync():
+            self._line.x, self._line.y = steps, h
+
     def _run(self) -> None:
         n_steps = self.steps
         self._history = []
@@ -641,21 +660,19 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         t_start = time.perf_counter()
         min_gap = 1.0 / self.MAX_UPDATES_PER_SECOND
 
-        def push(step: int, image_fn) -> None:
+        def push(step: int, image_fn, live: bool = True) -> None:
             with self.hold_sync():
                 self.step = step
                 self.value = self._history[-1] if self._history else 0.0
                 elapsed = time.perf_counter() - t_start
                 self.steps_per_second = step / elapsed if elapsed > 0 else 0.0
             self._show(image_fn().detach(), final=False)
-            xs = np.arange(1, len(self._history) + 1, dtype=np.float64)
-            with self._line.hold_sync():
-                self._line.x, self._line.y = xs, np.asarray(self._history, dtype=np.float64)
+            self._draw_curve(live=live)
 
         def callback(step: int, values: torch.Tensor, image_fn) -> bool:
             self._history.append(float(values.mean()))
             if not self._resume.is_set():
-                push(step, image_fn)
+                push(step, image_fn, live=False)  # paused: the whole curve so far
                 self.status = f"paused at step {step}"
                 while not self._resume.wait(0.1):
                     if self._stop.is_set():
@@ -673,24 +690,22 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             init: Any = self._start_images()
             if self.precursors:
                 self.status = f"precursor scan over {self.precursors} random starts ..."
-                with model_lock(self._model):
-                    best, value, _ = opt.precursor_scan(
-                        self._model, objective, self._shape, candidates=self.precursors,
-                        init="multiscale" if self.init == "multiscale" else "gray",
-                        mean=self._mean, std=self._std, seed=self.seed, stop=self._stop,
-                        chunk=max(1, 2**20 // max(1, self._shape[0] * self._shape[1] * self._shape[2])),
-                    )
-                init = best.repeat(self.batch, 1, 1, 1)
-            with model_lock(self._model):
-                result = opt.optimize(
-                    self._model, objective, self._shape, batch=self.batch, steps=n_steps, lr=self.lr,
-                    step_rule=self.step_rule, param=self.param, init=init if self.param == "pixel" else None,
-                    mean=self._mean, std=self._std, seed=self.seed, snapshots="log",
-                    converge={"window": 20, "rtol": 1e-4} if self.converge else None,
-                    callback=callback, stop=self._stop, **self._settings(),
+                best, value, _ = opt.precursor_scan(
+                    self._model, objective, self._shape, candidates=self.precursors,
+                    init="multiscale" if self.init == "multiscale" else "gray",
+                    mean=self._mean, std=self._std, seed=self.seed, stop=self._stop,
+                    chunk=max(1, 2**20 // max(1, self._shape[0] * self._shape[1] * self._shape[2])),
                 )
-                probs = (opt.class_probabilities(self._model, result.images, mean=self._mean, std=self._std)
-                         if self.n_classes else None)
+                init = best.repeat(self.batch, 1, 1, 1)
+            result = opt.optimize(
+                self._model, objective, self._shape, batch=self.batch, steps=n_steps, lr=self.lr,
+                step_rule=self.step_rule, param=self.param, init=init if self.param == "pixel" else None,
+                mean=self._mean, std=self._std, seed=self.seed, snapshots="log",
+                converge={"window": 20, "rtol": 1e-4} if self.converge else None,
+                callback=callback, stop=self._stop, **self._settings(),
+            )
+            probs = (opt.class_probabilities(self._model, result.images, mean=self._mean, std=self._std)
+                     if self.n_classes else None)
             self._result = result
             self._history = list(result.history)
             elapsed = time.perf_counter() - t_start
@@ -702,8 +717,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
                     self.set_trait("probabilities", [float(p) for p in probs.mean(0)] if self.batch > 1 else
                                    [float(p) for p in probs[0]])
             self._show(result.images, final=True)
-            self._line.x = np.arange(1, len(self._history) + 1, dtype=np.float64)
-            self._line.y = np.asarray(self._history, dtype=np.float64)
+            self._draw_curve()
             self._send_snapshots(result)
             how = "stopped" if result.stopped else "converged" if result.converged else "done"
             top = int(np.argmax(self.probabilities)) if self.probabilities else -1

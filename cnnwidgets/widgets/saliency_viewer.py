@@ -22,7 +22,7 @@ from ..core.model import capture_activations, check_model, conv_layers, model_de
 from ..core.saliency import BASELINES, METHODS, attribute, final_softmax, logits_only, softmax_notice_off, to_heatmap
 from ._base import (BaseWidget, Float, Int, PageScheduled, bounded_int, check_labels, checked, close_widgets, float_in,
                     frontend_safe, int_in, one_of)
-from ._worker import LatestWorker, model_lock
+from ._worker import LatestWorker
 from .selection import Selection, SelectionMixin
 
 __all__ = ["SaliencyViewer"]
@@ -184,8 +184,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         return out.reshape(-1).float().cpu()
 
     def _spatial_layers(self) -> list[str]:
-        with model_lock(self._model):
-            _, acts = capture_activations(self._model, self._images.x[:1].to(self._device))
+        _, acts = capture_activations(self._model, self._images.x[:1].to(self._device))
         modules = dict(self._model.named_modules())
         return [k for k, v in acts.items()
                 if v.dim() == 4 and not isinstance(modules[k], (nn.Sequential, nn.ModuleList, nn.ModuleDict))]
@@ -274,7 +273,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         cls = self.resolve_target(index, target)
         kw = self._params(method, params)
         xi = self._images.x[index : index + 1].to(self._device)
-        with model_lock(self._model), softmax_notice_off():
+        with softmax_notice_off():
             a = attribute(self._model, xi, method, cls if method != "layer_gradient" else None, **kw)
         last = final_softmax(self._model) if method != "layer_gradient" else None
         notes = [f"the model ends in {type(last).__name__}; attribution uses the logits before the softmax "

@@ -29,7 +29,7 @@ from ..core.images import ImageSet
 from ..core.model import check_model, get_layer, model_device
 from ._base import (MAX_LABEL, BaseWidget, Float, Int, bounded_float, bounded_int, check_labels, checked, float_in,
                     int_in, one_of)
-from ._worker import model_lock, start_thread
+from ._worker import start_thread
 from .selection import Selection, SelectionMixin
 
 __all__ = ["TSNEScatter", "thumbnail_atlas"]
@@ -190,8 +190,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             raise ValueError(f"pool must be 'flatten' or 'avg', got {pool!r}")
         if selection is not None and not isinstance(selection, Selection):
             self._join(selection)  # raises the TypeError with its hint
-        with model_lock(self._model):
-            feature_layer = layer if layer is not None else default_feature_layer(self._model, self._images.x[:1].to(self._device))
+        feature_layer = layer if layer is not None else default_feature_layer(self._model, self._images.x[:1].to(self._device))
         get_layer(self._model, feature_layer)
         self._pool = pool
         self._features: np.ndarray | None = None
@@ -399,10 +398,9 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             def progress(done, total):
                 self.progress = 0.9 * done / max(1, total)
 
-            with model_lock(self._model):
-                feats = extract_features(self._model, self._images.x, self.layer, pool=self._pool,
-                                         progress=progress, should_stop=self._stop.is_set)
-                self._pred = self._predict()
+            feats = extract_features(self._model, self._images.x, self.layer, pool=self._pool,
+                                     progress=progress, should_stop=self._stop.is_set)
+            self._pred = self._predict()
             self._features = check_features(feats)
             self._predicted = self._pred.astype(np.int16).tobytes()
             self.progress = -1.0

@@ -828,6 +828,8 @@ def _fmt_time(s: float | None, unit: str = "s") -> str:
         return f"{s:,.0f} B"
     if s >= 1.0:
         return f"{s:.2f} s"
+    if s < 1e-4:
+        return f"{s * 1e6:.0f} us"
     return f"{s * 1e3:.1f} ms"
 
 
@@ -1114,28 +1116,12 @@ def _oip_batch_row(vgg: nn.Module, opt, n_threads: int, quick: bool, *, target: 
 def _resnet_like() -> nn.Module:
     """A ResNet-18-shaped tree (4 stages x 2 basic blocks, BatchNorm, 64..512 channels): the
     module count and nesting of a real network, for the cost of building and checking a view."""
-
-    class Basic(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.relu = nn.ReLU(inplace=True)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                         if stride != 1 or cin != cout else None)
-
-        def forward(self, x):
-            idt = x if self.down is None else self.down(x)
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return self.relu(out + idt)
+    from tests.conftest import BasicBlock  # the suite's torchvision-style block
 
     torch.manual_seed(0)
     stages, c = [], 64
     for i, w in enumerate((64, 128, 256, 512)):
-        stages.append(nn.Sequential(Basic(c, w, 1 if i == 0 else 2), Basic(w, w, 1)))
+        stages.append(nn.Sequential(BasicBlock(c, w, 1 if i == 0 else 2), BasicBlock(w, w)))
         c = w
     return nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
                          nn.MaxPool2d(3, 2, 1), *stages, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000))
@@ -1180,6 +1166,64 @@ def bench_model_view(quick: bool) -> list[Row]:
                             f"{ours.repeats}/{base.repeats}"))
     finally:
         torch.set_num_threads(prev)
+    return rows
+
+
+# ---------------------------------------------------------------------------- kernel-thread latency
+def _handler_latencies(fire: Callable[[int], None], n: int, settle: Callable[[], object]) -> list[float]:
+    """Wall time of ``fire(i)`` on this (the kernel's) thread, n times, letting the view settle
+    between events (so each event meets the background job, not a queue of our own)."""
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        fire(i)
+        out.append(time.perf_counter() - t0)
+        settle()
+    return out
+
+
+@benchmark("kernel_latency", notes=(
+    "How long a page event keeps the kernel's thread (the handler's return) while a background\n"
+    "job runs on the same model: OIP (100,000 steps, stopped afterwards) or t-SNE over 2,000\n"
+    "digits. Image change and channel click on ActivationExplorer, class-bar click on\n"
+    "SaliencyViewer, each on images not seen before. Target: max under 50 ms."))
+def bench_kernel_latency(quick: bool) -> list[Row]:
+    import cnnwidgets
+
+    d = cnnwidgets.demo.mnist("val")
+    kw = dict(mean=d.mean, std=d.std)
+    n = 10 if quick else 30
+    rows: list[Row] = []
+    ae = cnnwidgets.ActivationExplorer(d.model, d.images, d.labels, d.classes, **kw)
+    sv = cnnwidgets.SaliencyViewer(d.model, d.images, d.labels, d.classes, **kw)
+    try:
+        ae.wait()
+        sv.wait()
+        for job in ("OIP", "t-SNE"):
+            if job == "OIP":
+                w = cnnwidgets.OIPOptimizer(d.model, "features.6", channel=5, images=d.images[:1], **kw)
+                w.run(steps=100_000, block=False)
+            else:
+                w = cnnwidgets.TSNEScatter(d.model, d.images[:2000], d.labels[:2000], d.classes, **kw)
+            base = 100 if job == "OIP" else 1000
+            events = {
+                "image change": lambda i: ae.set_state({"index": base + i}),
+                "channel click": lambda i: ae.set_state({"channel": (i * 7) % 64}),
+                "class-bar click": lambda i: (sv.set_state({"index": base + 300 + i}),
+                                              sv._bars.set_state({"selected": [(i + 3) % 10]})),
+            }
+            try:
+                for name, fire in events.items():
+                    lat = _handler_latencies(fire, n, lambda: (ae.wait(), sv.wait()))
+                    med, worst = statistics.median(lat), max(lat)
+                    running = "running" if getattr(w, "running", True) else "finished"
+                    rows.append(Row(f"kernel thread, {name} while {job} runs ({running} at the end): median, max "
+                                    f"{worst * 1e3:.1f} ms", med, None, None, "max < 50 ms", worst < 0.050, f"{n}/-"))
+            finally:
+                w.close()
+    finally:
+        ae.close()
+        sv.close()
     return rows
 
 

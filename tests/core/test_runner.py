@@ -98,10 +98,12 @@ def test_scripted_model_works_on_the_model_itself_and_says_so(gray_batch):
     assert net.training == before
 
 
-def test_lazy_model_falls_back_with_a_hint():
+def test_lazy_model_falls_back_with_a_hint_until_it_has_run(gray_batch):
     net = nn.Sequential(nn.LazyConv2d(3, 3))
     assert private_model(net) is net
     assert "run it once" in view_note(net)
+    net(gray_batch)  # the parameters are made: from now on it has a view
+    assert private_model(net) is not net and view_note(net) is None
 
 
 def test_weight_computing_hooks_are_kept_in_the_view(gray_batch):

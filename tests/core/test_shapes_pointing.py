@@ -1,7 +1,7 @@
 """Attribution on a trained model with known object locations: the pointing game and the
 model-randomization sanity check (Adebayo et al., 2018), on the procedural shapes data set.
 
-The whole module trains one small CNN (seeded, a few seconds on one CPU thread) and shares it.
+The whole module trains one small CNN (seeded, about ten seconds on one CPU thread) and shares it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,13 @@ from ._shapes import SHAPE_CLASSES, SmallCNN, make_shapes, small_cnn, train_smal
 
 IG_STEPS = 16  # ample for a heatmap: 16 and 8 steps give rank correlation > 0.99
 DILATION = 1  # pixels: the argmax may fall on the object's outline
+# Training set and epochs, chosen so that the outcome is not on a knife edge: a different CPU
+# (other SIMD kernels, other rounding) takes a different training path, and the test must pass on
+# any of them. Measured over 10 seeds (data, initialization and shuffling), with 1 and 2 threads,
+# oneDNN off and float64: held-out accuracy 0.97-1.00 here, against 0.64-0.995 with 600 images,
+# 12 epochs and no BatchNorm recalibration (half of the seeds below 0.9).
+TRAIN_SIZE = 1200
+EPOCHS = 8
 
 
 @dataclass
@@ -34,17 +41,45 @@ class Trained:
     masks: torch.Tensor
 
 
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 200) -> None:
+    """Recompute every BatchNorm layer's running mean and variance for the final weights.
+
+    During training the running statistics are exponential averages (momentum 0.1, so about the
+    last ten batches) taken while Adam, at a constant learning rate, still moves the weights; in
+    eval mode they can lag the weights they normalize. Measured with the old settings (600
+    images, 12 epochs, seed 0): held-out accuracy 0.79 with the running statistics, 0.985 with
+    the same weights on batch statistics, and 0.82 on the training images themselves. One pass over
+    the training images in train mode, without gradients, with a cumulative average
+    (``momentum=None``) fixes that ("precise BN"); the weights are not changed.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                model(images[start : start + batch_size])
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+
+
 @pytest.fixture(scope="module")
 def trained() -> Iterator[Trained]:
     threads = torch.get_num_threads()
     # tiny convolutions: one thread is much faster than two on a shared, busy machine
     torch.set_num_threads(1)
     try:
-        train_x, train_y, _ = make_shapes(600, seed=0)
+        train_x, train_y, _ = make_shapes(TRAIN_SIZE, seed=0)
         test_x, test_y, test_m = make_shapes(200, seed=1)
         model = small_cnn(seed=0)
         start = time.perf_counter()
-        losses = train_small_cnn(model, train_x, train_y, seed=0)
+        losses = train_small_cnn(model, train_x, train_y, epochs=EPOCHS, seed=0)
+        recalibrate_batchnorm(model, train_x)
         yield Trained(model, losses, time.perf_counter() - start, test_x, test_y, test_m)
     finally:
         torch.set_num_threads(threads)

@@ -23,7 +23,6 @@ from cnnwidgets import ActivationExplorer
 from cnnwidgets.core.activations import map_stats, maps_codes
 from cnnwidgets.core.colormaps import gray_lut, lut
 from cnnwidgets.core.filters import render_grid
-from cnnwidgets.widgets._worker import model_lock
 from cnnwidgets.widgets.activation_explorer import OVERLAY_CMAP, _maps_frame, blend_overlay
 
 DEMO_LAYERS = [f"features.{i}" for i in range(8)]
@@ -67,7 +66,7 @@ def layer_output(demo, index: int, layer: str) -> torch.Tensor:
     """The output of demo layer ``features.k`` for image ``index``, computed directly."""
     k = int(layer.split(".")[1])
     # under the model's lock: a background deconvnet pass puts hooks on the shared model
-    with model_lock(demo.model), torch.no_grad():
+    with torch.no_grad():
         return demo.model.features[: k + 1](demo.images[index : index + 1])[0]
 
 
@@ -322,7 +321,7 @@ def test_reconstruct_batch_uses_each_images_strongest_channel(ex, demo):
 @pytest.mark.parametrize(("layer", "channel"), [("features.3", 5), ("features.6", 40), ("features.1", 2)])
 def test_top_images_equal_brute_force(ex300, demo, layer, channel):
     k = int(layer.split(".")[1])
-    with model_lock(demo.model), torch.no_grad():
+    with torch.no_grad():
         maps = demo.model.features[: k + 1](demo.images[:300])[:, channel]
     scores = maps.flatten(1).amax(1).numpy()
     want = np.argsort(-scores.astype(np.float64), kind="stable")[:7]
@@ -471,7 +470,7 @@ def test_image_meta_without_labels_and_classes(demo, predictions):
 
 def test_predict(ex, demo):
     for i in (0, 33):
-        with model_lock(demo.model), torch.no_grad():
+        with torch.no_grad():
             p = torch.softmax(demo.model(demo.images[i : i + 1])[0], 0)
         c, prob = ex.predict(i)
         assert c == int(p.argmax())

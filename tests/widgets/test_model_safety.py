@@ -19,7 +19,7 @@ import torch
 
 import cnnwidgets
 from cnnwidgets.core import as_batch, extract_features, top_images
-from tests.conftest import view_pre_hook
+from tests.conftest import hook_count, view_pre_hook
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +207,29 @@ def test_explorer_next_and_stop_while_oip_runs(model, demo):
         assert not ex.optimizer.running and ex.optimizer.step < 100_000
     finally:
         ex.close()
+
+
+class _Slotted(torch.nn.Sequential):
+    """A module class with __slots__: cnnwidgets cannot copy it into a private view."""
+
+    __slots__ = ("tag",)
+
+
+def test_a_model_without_a_private_view_still_works_and_the_view_says_so(demo):
+    model = _Slotted(*copy.deepcopy(demo.model).children()).eval()
+    model.train()
+    ae = cnnwidgets.ActivationExplorer(model, demo.images[:20], demo.labels[:20], demo.classes,
+                                       mean=demo.mean, std=demo.std)
+    try:
+        assert "model itself" in ae.model_note and "__slots__" in ae.model_note
+        ae.set_state({"index": 3})
+        ae.wait()
+        assert ae._maps_meta["index"] == 3 and ae.last_error is None
+        assert model.training and hook_count(model) == 0  # restored after each use
+    finally:
+        ae.close()
+    ok = cnnwidgets.ActivationExplorer(demo.model, demo.images[:20], mean=demo.mean, std=demo.std)
+    try:
+        assert ok.model_note == ""
+    finally:
+        ok.close()

@@ -18,7 +18,6 @@ from torch import nn
 import cnnwidgets
 from cnnwidgets import OIPOptimizer, Selection
 from cnnwidgets.core import optimize as opt
-from cnnwidgets.widgets._worker import model_lock
 
 SHAPE = (1, 28, 28)
 
@@ -53,7 +52,7 @@ def normalize(demo, img: torch.Tensor) -> torch.Tensor:
 def channel_means(demo, images, layer_index: int, channels) -> np.ndarray:
     """Mean activation of ``features.<layer_index>`` channel ``channels[b]`` for image b, run directly."""
     x = normalize(demo, torch.as_tensor(images))
-    with model_lock(demo.model), torch.no_grad():
+    with torch.no_grad():
         a = demo.model.features[: layer_index + 1](x)
     return np.array([float(a[b, c].mean()) for b, c in enumerate(channels)])
 
@@ -126,9 +125,8 @@ def test_run_returns_images_and_history(oip, demo):
 
 def test_run_equals_core_optimize(oip, demo):
     r = oip.run(steps=15)
-    with model_lock(demo.model):
-        res = opt.optimize(demo.model, opt.channel("features.6", 0), SHAPE, steps=15, lr=oip.lr,
-                           init=opt.gray_noise(SHAPE, 1, 0), mean=demo.mean, std=demo.std, seed=0)
+    res = opt.optimize(demo.model, opt.channel("features.6", 0), SHAPE, steps=15, lr=oip.lr,
+                       init=opt.gray_noise(SHAPE, 1, 0), mean=demo.mean, std=demo.std, seed=0)
     np.testing.assert_array_equal(r, res.images.numpy())
     assert oip.history == res.history
 
@@ -182,7 +180,7 @@ def test_class_objective_and_probabilities(oip, demo):
     oip.objective, oip.class_index = "class", 3
     r = oip.run(steps=40)
     x = normalize(demo, torch.from_numpy(r))
-    with model_lock(demo.model), torch.no_grad():
+    with torch.no_grad():
         logits = demo.model(x)
     np.testing.assert_allclose(oip.probabilities, torch.softmax(logits[0], 0).numpy(), rtol=1e-4, atol=1e-6)
     assert oip.history[-1] > oip.history[0]
@@ -522,11 +520,10 @@ def test_clip_by_and_scale_reach_the_core(oip, demo, settings, core_kw):
     for k, v in settings.items():
         setattr(oip, k, v)
     r = oip.run(steps=12)
-    with model_lock(demo.model):
-        res = opt.optimize(demo.model, opt.channel("features.6", 0), SHAPE, steps=12, lr=oip.lr,
-                           init=opt.gray_noise(SHAPE, 1, 0), mean=demo.mean, std=demo.std, seed=0, **core_kw)
-        plain = opt.optimize(demo.model, opt.channel("features.6", 0), SHAPE, steps=12, lr=oip.lr,
-                             init=opt.gray_noise(SHAPE, 1, 0), mean=demo.mean, std=demo.std, seed=0)
+    res = opt.optimize(demo.model, opt.channel("features.6", 0), SHAPE, steps=12, lr=oip.lr,
+                       init=opt.gray_noise(SHAPE, 1, 0), mean=demo.mean, std=demo.std, seed=0, **core_kw)
+    plain = opt.optimize(demo.model, opt.channel("features.6", 0), SHAPE, steps=12, lr=oip.lr,
+                         init=opt.gray_noise(SHAPE, 1, 0), mean=demo.mean, std=demo.std, seed=0)
     np.testing.assert_array_equal(r, res.images.numpy())
     assert not np.array_equal(r, plain.images.numpy())  # the setting changed the run
 

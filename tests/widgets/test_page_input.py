@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 import pytest
+
+from cnnwidgets.core import as_batch
 import torch
 import traitlets as t
 from ipywidgets.widgets.widget import _remove_buffers
@@ -480,8 +482,6 @@ def test_tsne_integer_labels_still_name_their_classes(demo):
         w.close()
 
 
-@pytest.mark.xfail(strict=True, reason="core/inputs.py as_batch reads every 4-D uint8 array as N x H x W x C "
-                                       "(a core change, not in the widgets): see the report")
 def test_uint8_nchw_images_are_read_as_nchw(demo):
     nhwc = (np.random.default_rng(0).random((4, 28, 28, 1)) * 255).astype(np.uint8)
     nchw = np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2))  # 4 x 1 x 28 x 28
@@ -492,3 +492,5 @@ def test_uint8_nchw_images_are_read_as_nchw(demo):
         ref.close()
     finally:
         w.close()
+    torch.testing.assert_close(as_batch(torch.from_numpy(nchw)), as_batch(nhwc))  # a uint8 tensor too
+    assert as_batch(np.zeros((2, 3, 8, 3), np.uint8)).shape == (2, 3, 3, 8)  # both fit: channels last, as documented

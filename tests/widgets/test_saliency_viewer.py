@@ -23,7 +23,6 @@ import cnnwidgets
 from cnnwidgets import SaliencyViewer, Selection
 from cnnwidgets.core import attribute, to_display, to_heatmap
 from cnnwidgets.core.colormaps import blend_overlay, heat_codes, lut
-from cnnwidgets.widgets._worker import model_lock
 
 N = 100  # first N validation digits; digit 94 is misclassified by the demo model
 MISCLASSIFIED = 94
@@ -61,7 +60,7 @@ def demo():
 
 @pytest.fixture(scope="module")
 def logits(demo):
-    with model_lock(demo.model), torch.no_grad():
+    with torch.no_grad():
         return demo.model(demo.images[:N])
 
 
@@ -96,8 +95,7 @@ def core_params(sv: SaliencyViewer, method: str) -> dict:
 
 
 def reference(model, x, method, target, **params) -> np.ndarray:
-    with model_lock(model):
-        a = attribute(model, x, method, None if method == "layer_gradient" else target, **params)
+    a = attribute(model, x, method, None if method == "layer_gradient" else target, **params)
     return a[0].numpy()
 
 

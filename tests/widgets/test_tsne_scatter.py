@@ -20,7 +20,6 @@ from torch import nn
 import cnnwidgets
 from cnnwidgets import Selection, TSNEScatter
 from cnnwidgets.core import extract_features, mosaic, pca_2d, to_display
-from cnnwidgets.widgets._worker import model_lock
 from cnnwidgets.widgets.tsne_scatter import ATLAS_PAGE, thumbnail_atlas
 
 N = 400  # digits in the PCA map
@@ -62,8 +61,7 @@ def ts(demo, sel):
 
 @pytest.fixture(scope="module")
 def feats(demo):
-    with model_lock(demo.model):
-        return extract_features(demo.model, demo.images[:N], FEATURE_LAYER)
+    return extract_features(demo.model, demo.images[:N], FEATURE_LAYER)
 
 
 def brute_force_neighbors(x: np.ndarray, i: int, k: int) -> np.ndarray:
@@ -122,7 +120,7 @@ def test_embedding_is_the_pca_of_the_features(ts, feats):
 
 
 def test_predicted_is_argmax_of_the_model(ts, demo):
-    with model_lock(demo.model), torch.no_grad():
+    with torch.no_grad():
         want = demo.model(demo.images[:N]).argmax(1).numpy()
     np.testing.assert_array_equal(ts.predicted, want)
     assert ts.predicted.dtype == np.int64

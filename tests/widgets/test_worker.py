@@ -1,17 +1,13 @@
-"""Tests for the background worker (latest request wins) and the per-model lock."""
+"""Tests for the background worker (latest request wins). Views share no lock on the model:
+each runs its own private view of it (tests/core/test_runner.py)."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
-import weakref
 
 import pytest
-from torch import nn
-
-from cnnwidgets.widgets import _worker
-from cnnwidgets.widgets._worker import LatestWorker, model_lock
+from cnnwidgets.widgets._worker import LatestWorker
 
 
 @pytest.fixture
@@ -121,33 +117,3 @@ def test_close_from_inside_a_job_does_not_deadlock():
     assert not w.alive
 
 
-def test_model_lock_is_one_rlock_per_model():
-    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
-    assert model_lock(a) is model_lock(a)
-    assert model_lock(a) is not model_lock(b)
-    got: list[bool] = []
-
-    def try_lock(model):
-        lock = model_lock(model)
-        ok = lock.acquire(timeout=0.05)
-        got.append(ok)
-        if ok:
-            lock.release()
-
-    lock = model_lock(a)
-    with lock, lock:  # re-entrant in one thread
-        for model in (a, b):
-            t = threading.Thread(target=try_lock, args=(model,))
-            t.start()
-            t.join()
-    assert got == [False, True]  # another thread waits for a, not for a different model
-
-
-def test_model_lock_does_not_keep_the_model_alive():
-    m = nn.Linear(2, 2)
-    model_lock(m)
-    assert m in _worker._MODEL_LOCKS
-    ref = weakref.ref(m)
-    del m
-    gc.collect()
-    assert ref() is None

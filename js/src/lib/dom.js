@@ -76,3 +76,17 @@ export function boundCheck(model, trait, cls) {
   model.on(`change:${trait}`, sync);
   return { node: input, dispose: () => model.off(`change:${trait}`, sync) };
 }
+
+/** The `model_note` line: why a view works on the user's model itself (no private view of it).
+ *  Hidden while the note is empty. Returns { node, dispose }. */
+export function modelNote(model) {
+  const node = h("div", { class: "cnnw-model-note", role: "note" });
+  const update = () => {
+    const text = model.get("model_note") || "";
+    node.textContent = text;
+    node.style.display = text ? "" : "none";
+  };
+  model.on("change:model_note", update);
+  update();
+  return { node, dispose: () => model.off("change:model_note", update) };
+}

@@ -31,6 +31,7 @@ const CSS_EXPLORER = `
 .cnnw-thumb { display: flex; flex-direction: column; align-items: center; cursor: pointer; font-size: 11px; }
 .cnnw-thumb canvas { image-rendering: pixelated; border: 1px solid #ccc; }
 .cnnw-root button { font: inherit; padding: 1px 8px; }
+.cnnw-model-note { margin: 0 0 6px; padding: 3px 8px; border-left: 3px solid #c58a00; background: rgba(197, 138, 0, 0.10); }
 .cnnw-static-chart { font-size: 11px; background: #fff; }
 .cnnw-static-chart text { fill: #444; }
 .cnnw-static-chart .cnnw-chart-title { font-size: 13px; fill: #222; }

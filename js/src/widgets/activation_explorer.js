@@ -5,7 +5,7 @@
 //   _overlay_lut, _recon/_recon_meta, _top/_top_meta.
 // Traits written: index, layer, channel, sort, scale, opacity. Messages: {type: "top_images" | "stop"}.
 import { bytesView, float32View } from "../lib/codecs.js";
-import { boundSelect, formatNumber, h, labelled } from "../lib/dom.js";
+import { boundSelect, formatNumber, h, labelled, modelNote } from "../lib/dom.js";
 import { blendOverlay, drawImage, fitScale } from "../lib/image.js";
 import { ensureExplorerStyle } from "../lib/style.js";
 import { TileView } from "../lib/tileview.js";
@@ -13,6 +13,8 @@ import { TileView } from "../lib/tileview.js";
 function render({ model, el }) {
   ensureExplorerStyle();
   const root = h("div", { class: "cnnw-root cnnw-activation-explorer" });
+  const note = modelNote(model);
+  root.append(note.node);
   el.append(root);
   const set = (k, v) => {
     model.set(k, v);
@@ -228,6 +230,7 @@ function render({ model, el }) {
   drawTop();
 
   return () => {
+    note.dispose();
     for (const [tr, fn] of bound) model.off(`change:${tr}`, fn);
     for (const s of [layerSel, sortSel, scaleSel]) s.dispose();
     view.dispose();

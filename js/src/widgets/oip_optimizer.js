@@ -10,7 +10,7 @@
 import { lineChart } from "../lib/charts.js";
 import { bytesView, float32View } from "../lib/codecs.js";
 import { hasWidgetManager, mountChild } from "../lib/children.js";
-import { boundCheck, boundNumber, boundSelect, h, labelled } from "../lib/dom.js";
+import { boundCheck, boundNumber, boundSelect, h, labelled, modelNote } from "../lib/dom.js";
 import { drawImage, fitScale } from "../lib/image.js";
 import { ensureExplorerStyle } from "../lib/style.js";
 
@@ -33,6 +33,8 @@ function drawGallery(canvas, bytes, b, hh, w, c, scale, cols) {
 function render({ model, el }) {
   ensureExplorerStyle();
   const root = h("div", { class: "cnnw-root cnnw-oip-optimizer" });
+  const note = modelNote(model);
+  root.append(note.node);
   el.append(root);
   const send = (type) => model.send({ type });
   const disposables = [];
@@ -164,6 +166,7 @@ function render({ model, el }) {
   drawCurve();
   syncState();
   return () => {
+    note.dispose();
     for (const [tr, fn] of bound) model.off(`change:${tr}`, fn);
     for (const d of disposables) d.dispose();
     if (chartView) chartView.remove();

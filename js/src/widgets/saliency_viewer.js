@@ -9,7 +9,7 @@
 import { barChart } from "../lib/charts.js";
 import { bytesView, float32View } from "../lib/codecs.js";
 import { hasWidgetManager, mountChild } from "../lib/children.js";
-import { boundSelect, h, labelled } from "../lib/dom.js";
+import { boundSelect, h, labelled, modelNote } from "../lib/dom.js";
 import { blendOverlay, fitScale } from "../lib/image.js";
 import { ensureExplorerStyle } from "../lib/style.js";
 
@@ -28,6 +28,8 @@ const LABELS = {
 function render({ model, el }) {
   ensureExplorerStyle();
   const root = h("div", { class: "cnnw-root cnnw-saliency-viewer" });
+  const note = modelNote(model);
+  root.append(note.node);
   el.append(root);
   const set = (k, v) => {
     model.set(k, v);
@@ -197,6 +199,7 @@ function render({ model, el }) {
   drawPanels();
 
   return () => {
+    note.dispose();
     for (const [tr, fn] of bound) model.off(`change:${tr}`, fn);
     for (const s of [methodSel, layerSel, displaySel, viewSel, baseline]) s.dispose();
     if (chartView) chartView.remove();

@@ -5,7 +5,7 @@
 // Traits written: index, selected, color_by, hidden_classes.
 // Hover never talks to the kernel: thumbnails come from the atlas already in the page.
 import { bytesView, float32View } from "../lib/codecs.js";
-import { boundSelect, h, labelled } from "../lib/dom.js";
+import { boundSelect, h, labelled, modelNote } from "../lib/dom.js";
 import { ensureExplorerStyle } from "../lib/style.js";
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
@@ -22,6 +22,8 @@ function int16View(v) {
 function render({ model, el }) {
   ensureExplorerStyle();
   const root = h("div", { class: "cnnw-root cnnw-tsne-scatter" });
+  const note = modelNote(model);
+  root.append(note.node);
   el.append(root);
   const set = (k, v) => {
     model.set(k, v);
@@ -394,6 +396,7 @@ function render({ model, el }) {
   syncStatus();
 
   return () => {
+    note.dispose();
     for (const [tr, fn] of bound) model.off(`change:${tr}`, fn);
     colorSel.dispose();
     window.removeEventListener("mouseup", onUp);

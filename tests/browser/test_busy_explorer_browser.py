@@ -1,0 +1,82 @@
+"""The Explorer stays live while OIP runs on the same model (JupyterLab + headless Chromium).
+
+Start the optimizer from the page, press Next on the feature maps and click a map: the maps and
+the projection change at once (the pixels are the kernel's), and Stop ends the run at once.
+Before the private model views, Next waited for the whole run (12-19 s) and Stop was ignored.
+The bounds below (5 s) tell "answers at once" from "waits for the run"; the times are printed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .test_activation_explorer_browser import EX, _np, _same, _scaled, _wait_attr
+
+pytestmark = pytest.mark.browser
+
+OIP = ".cnnw-oip-optimizer"
+
+
+def test_explorer_next_map_click_and_stop_while_oip_runs(open_notebook):
+    nb = open_notebook(
+        "busy_explorer.ipynb",
+        [
+            "import cnnwidgets\n"
+            "demo = cnnwidgets.demo.mnist('val')\n"
+            "ex = cnnwidgets.Explorer(demo.model, demo.images[:300], demo.labels[:300], demo.classes,\n"
+            "    mean=demo.mean, std=demo.std, tsne_images=300)\n"
+            "ex.optimizer.steps = 100000\n"
+            "ex",
+        ],
+        viewport=(1500, 1800),
+    )
+    page = nb.page
+    page.wait_for_selector(f"{EX} canvas.cnnw-maps", timeout=90_000)
+    _wait_attr(nb, EX, "mapsIndex", "0", timeout=60_000)
+    page.wait_for_selector(f"{OIP} button.cnnw-start", timeout=60_000)
+
+    # the same Next with nothing running, for the printed comparison
+    t0 = time.perf_counter()
+    page.click(f"{EX} button.cnnw-next")
+    _wait_attr(nb, EX, "mapsIndex", "1", timeout=5_000)
+    t_idle = time.perf_counter() - t0
+    page.click(f"{EX} button.cnnw-prev")
+    _wait_attr(nb, EX, "mapsIndex", "0", timeout=5_000)
+
+    page.click(f"{OIP} button.cnnw-start")
+    _wait_attr(nb, OIP, "running", "true")
+    nb.wait_kernel("ex.optimizer.step > 20", True)
+
+    t0 = time.perf_counter()
+    page.click(f"{EX} button.cnnw-next")
+    _wait_attr(nb, EX, "mapsIndex", "1", timeout=5_000)
+    t_next = time.perf_counter() - t0
+    assert nb.kernel_json("[ex.activations.index, ex.optimizer.running]") == [1, True]
+    _same(nb, f"{EX} canvas.cnnw-maps", _np(nb, "ex.activations.maps_image()", "busy_m1.npy"))
+
+    meta = nb.kernel_json("ex.activations._maps_meta")
+    order = nb.kernel_json("[int(i) for i in __import__('numpy').frombuffer(ex.activations._order, 'int32')]")
+    cell = 2
+    channel = order[cell]
+    cw, ch = meta["w"] * meta["zoom"] + 1, meta["h"] * meta["zoom"] + 1
+    box = page.locator(f"{EX} canvas.cnnw-maps").bounding_box()
+    t0 = time.perf_counter()
+    page.mouse.click(box["x"] + (cell % meta["columns"]) * cw + cw // 2, box["y"] + (cell // meta["columns"]) * ch + ch // 2)
+    _wait_attr(nb, EX, "overlayChannel", str(channel), timeout=5_000)
+    t_click = time.perf_counter() - t0
+    assert nb.kernel_json("[ex.activations.channel, ex.selection.channel, ex.optimizer.running]") == [channel, channel, True]
+    _same(nb, f"{EX} canvas.cnnw-overlay-view", _scaled(_np(nb, "ex.activations.overlay_image()", "busy_o.npy"), 168 // 28))
+
+    t0 = time.perf_counter()
+    page.click(f"{OIP} button.cnnw-stop")
+    _wait_attr(nb, OIP, "running", "false", timeout=5_000)
+    t_stop = time.perf_counter() - t0
+    done = nb.kernel_json("ex.optimizer.step")
+    page.wait_for_timeout(500)
+    assert nb.kernel_json("[ex.optimizer.step, ex.optimizer.running]") == [done, False]
+    assert done < 100_000
+    print(f"idle: Next -> new maps {t_idle * 1e3:.0f} ms; while OIP ran: Next -> new maps {t_next * 1e3:.0f} ms, map click -> projection {t_click * 1e3:.0f} ms, "
+          f"Stop -> stopped {t_stop * 1e3:.0f} ms")
+    assert not nb.errors, nb.errors
