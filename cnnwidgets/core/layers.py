@@ -16,11 +16,16 @@ Examples
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from .model import named_layers
 
-__all__ = ["last_conv_layer", "layers_of_type", "leaf_layers"]
+__all__ = ["CONTAINERS", "last_conv_layer", "layers_of_type", "layers_with_output", "leaf_layers"]
+
+#: Plain containers: their output is their last child's, so layer pickers leave them out.
+CONTAINERS: tuple[type[nn.Module], ...] = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
 def leaf_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -62,3 +67,20 @@ def last_conv_layer(model: nn.Module) -> str:
     if not names:
         raise ValueError("the model has no nn.Conv2d layer; pass layer= (a layer with a 4-D output)")
     return names[-1]
+
+
+def layers_with_output(model: nn.Module, acts: dict[str, Any], dims: tuple[int, ...] = (4,)) -> list[str]:
+    """The layers among ``acts`` (outputs by layer name, as
+    :func:`~cnnwidgets.core.model.capture_activations` returns them, in execution order) whose
+    output has one of ``dims`` dimensions, plain containers (:data:`CONTAINERS`) left out.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
+    >>> layers_with_output(net, {"0": torch.zeros(1, 2, 4, 4), "1": torch.zeros(1, 32)})
+    ['0']
+    """
+    modules = named_layers(model)
+    return [k for k, v in acts.items()
+            if getattr(v, "dim", None) is not None and v.dim() in dims and not isinstance(modules.get(k), CONTAINERS)]

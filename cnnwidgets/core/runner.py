@@ -707,9 +707,12 @@ def _capture(
 
 
 def spatial_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
-    """Names of the layers whose output for ``x`` is 4-D (N x C x H x W), in execution order."""
+    """Names of the layers whose output for ``x`` is 4-D (N x C x H x W), in execution order
+    (plain containers, which repeat their last child's output, left out)."""
+    from .layers import layers_with_output
+
     _, acts = capture_activations(model, x)
-    return [n for n, a in acts.items() if a.dim() == 4]
+    return layers_with_output(model, acts, (4,))
 
 
 # ---------------------------------------------------------------- logits only

@@ -87,7 +87,14 @@ class LatestWorker:
     when ``owner`` is garbage collected without having closed the worker. ``stop`` (a
     ``threading.Event`` the jobs check between their steps) is set whenever the worker is asked
     to close (by ``close()``, its owner's collection or the exit hook), so a long job ends early.
+
+    A thread idle for :attr:`IDLE_SECONDS` ends, and the next ``submit`` starts a new one: a
+    view left open (a re-run cell keeps the old view in ipywidgets' registry until it is
+    closed) keeps no idle thread.
     """
+
+    #: Seconds without a job after which the thread ends (a new one starts on the next job).
+    IDLE_SECONDS = 30.0
 
     def __init__(self, name: str = "cnnwidgets-worker", owner: Any = None, stop: Any = None) -> None:
         self._stop_event = stop
@@ -101,7 +108,8 @@ class LatestWorker:
         self._finalizer = weakref.finalize(owner, self._signal_close) if owner is not None else None
         if self._finalizer is not None:
             self._finalizer.atexit = False  # stop_all() handles the exit
-        self._thread = start_thread(self._run, name, self._signal_close)
+        self._name = name
+        self._thread: threading.Thread | None = start_thread(self._run, name, self._signal_close)
 
     def submit(self, fn: Callable[[], None]) -> None:
         with self._cond:
@@ -110,6 +118,8 @@ class LatestWorker:
             if self._job is not None:
                 self.dropped += 1
             self._job = fn
+            if self._thread is None:  # ended after being idle: a new one takes the job
+                self._thread = start_thread(self._run, self._name, self._signal_close)
             self._cond.notify_all()
 
     def wait(self, timeout: float | None = 60.0) -> bool:
@@ -136,17 +146,21 @@ class LatestWorker:
         if self._finalizer is not None:
             self._finalizer.detach()
         self._signal_close()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=timeout)
+        th = self._thread
+        if th is not None and threading.current_thread() is not th:
+            th.join(timeout=timeout)
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        th = self._thread
+        return th is not None and th.is_alive()
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._job is not None or self._closed)
+                if not self._cond.wait_for(lambda: self._job is not None or self._closed, timeout=self.IDLE_SECONDS):
+                    self._thread = None  # idle: end; submit() starts a new thread
+                    return
                 if self._closed:
                     self._cond.notify_all()
                     return

@@ -19,6 +19,7 @@ from ..core.colormaps import lut as make_lut
 from ..core.deconv import reconstruct as deconv_reconstruct
 from ..core.filters import grid_shape, render_grid
 from ..core.images import ImageSet
+from ..core.layers import layers_with_output
 from ..core.model import capture_activations, check_model, model_device
 from ._base import BaseWidget, Float, Int, PageScheduled, bounded_int, check_labels, checked, float_in, int_in, one_of
 from ._worker import LatestWorker
@@ -181,10 +182,7 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         logits, acts = self._forward(0)
         self._images.check_classes(int(logits.shape[-1]) if logits.dim() >= 1 else 1)
         n = len(self._images)
-        modules = dict(self._model.named_modules())
-        # layers with a 4-D output (C, H, W per image); plain containers repeat their last child
-        names = [k for k, v in acts.items()
-                 if v.dim() == 3 and not isinstance(modules[k], (nn.Sequential, nn.ModuleList, nn.ModuleDict))]
+        names = layers_with_output(self._model, acts, (3,))  # a 4-D output: C x H x W per image
         if not names:
             raise ValueError("no layer of the model has a 4-D (N x C x H x W) output for these images")
         self._layer_names = names

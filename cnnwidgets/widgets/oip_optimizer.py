@@ -17,6 +17,7 @@ from torch import nn
 from ..core import optimize as opt
 from ..core._validate import as_int
 from ..core.images import ImageSet
+from ..core.layers import layers_with_output
 from ..core.model import capture_activations, check_model, model_device
 from ._base import BaseWidget, Float, Int, bounded_int, checked, close_widgets, float_in, int_in, one_of
 from ._worker import start_thread
@@ -179,8 +180,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         except RuntimeError as exc:
             raise ValueError(f"the model rejects inputs of shape {shape} (C, H, W): {exc}") from None
         modules = dict(self._model.named_modules())
-        self._widths = {k: int(v.shape[1]) for k, v in acts.items()
-                        if v.dim() in (2, 4) and not isinstance(modules[k], (nn.Sequential, nn.ModuleList, nn.ModuleDict))}
+        self._widths = {k: int(acts[k].shape[1]) for k in layers_with_output(self._model, acts, (2, 4))}
         self._spatial = {k for k, v in acts.items() if v.dim() == 4}
         names = list(self._widths)
         convs = [k for k in names if isinstance(modules[k], nn.Conv2d)]

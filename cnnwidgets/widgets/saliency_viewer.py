@@ -18,8 +18,9 @@ from ..core.colormaps import blend_overlay, heat_codes
 from ..core.colormaps import lut as make_lut
 from ..core.images import ImageSet
 from ..core.runner import using_model
+from ..core.model import spatial_layers
 from ..core.model import capture_activations, check_model, conv_layers, model_device
-from ..core.saliency import BASELINES, METHODS, attribute, final_softmax, logits_only, softmax_notice_off, to_heatmap
+from ..core.saliency import BASELINES, METHODS, REGISTRY, attribute, final_softmax, logits_only, softmax_notice_off, to_heatmap
 from ._base import (BaseWidget, Float, Int, PageScheduled, bounded_int, check_labels, checked, close_widgets, float_in,
                     frontend_safe, int_in, one_of)
 from ._worker import LatestWorker
@@ -83,6 +84,9 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     n_images = Int(0, read_only=True).tag(sync=True)
     method = t.Unicode("vanilla").tag(sync=True)
     methods = t.List(t.Unicode(), read_only=True).tag(sync=True)
+    #: Per method, from the core's one registry: its menu label and the options it takes
+    #: (``layer``, ``steps``, ``samples``), so the page keeps no method list of its own.
+    method_info = t.Dict(read_only=True).tag(sync=True)
     target = Int(PREDICTED).tag(sync=True)
     class_names = t.List(t.Unicode(), read_only=True).tag(sync=True)
     layer = t.Unicode("").tag(sync=True)
@@ -156,6 +160,8 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             self._panel_worker = LatestWorker("cnnwidgets-saliency-panels", owner=self, stop=self._stop)
             self.set_trait("n_images", len(self._images))
             self.set_trait("methods", list(METHODS))
+            self.set_trait("method_info", {m: {"label": spec.label, "layer": spec.takes_layer, "steps": spec.takes_steps,
+                                               "samples": spec.takes_samples} for m, spec in REGISTRY.items()})
             self.set_trait("class_names", names)
             self.set_trait("layers", spatial)
             self.method = method
@@ -184,10 +190,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         return out.reshape(-1).float().cpu()
 
     def _spatial_layers(self) -> list[str]:
-        _, acts = capture_activations(self._model, self._images.x[:1].to(self._device))
-        modules = dict(self._model.named_modules())
-        return [k for k, v in acts.items()
-                if v.dim() == 4 and not isinstance(modules[k], (nn.Sequential, nn.ModuleList, nn.ModuleDict))]
+        return spatial_layers(self._model, self._images.x[:1].to(self._device))
 
     def _parse_target(self, target: str | int) -> int:
         if target in ("predicted", None):
@@ -274,8 +277,8 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         kw = self._params(method, params)
         xi = self._images.x[index : index + 1].to(self._device)
         with softmax_notice_off():
-            a = attribute(self._model, xi, method, cls if method != "layer_gradient" else None, **kw)
-        last = final_softmax(self._model) if method != "layer_gradient" else None
+            a = attribute(self._model, xi, method, cls if REGISTRY[method].targeted else None, **kw)
+        last = final_softmax(self._model) if REGISTRY[method].targeted else None
         notes = [f"the model ends in {type(last).__name__}; attribution uses the logits before the softmax "
                  "(the module is bypassed during the call)"] if last is not None else []
         return a[0].detach().cpu().numpy().astype(np.float32), notes
@@ -434,14 +437,15 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
 
     # ------------------------------------------------------------------ updates
     def _params(self, method: str, extra: dict[str, Any]) -> dict[str, Any]:
+        spec = REGISTRY[method]
         kw: dict[str, Any] = {}
-        if method == "smoothgrad":
+        if spec.takes_samples:
             kw = {"samples": self.samples, "noise": self.noise, "seed": 0}
-        elif method == "integrated_gradients":
+        elif spec.takes_steps:
             kw = {"steps": self.steps, "baseline": self.baseline, "seed": 0}
-        elif method in ("gradcam", "guided_gradcam"):
+        elif spec.takes_layer and spec.targeted:  # Grad-CAM: default the last conv layer
             kw = {"layer": self.layer or None}
-        elif method == "layer_gradient":
+        elif spec.takes_layer:
             kw = {"layer": self.layer, "channel": self.channel if self.channel >= 0 else None}
         kw.update(extra)
         return kw

@@ -540,7 +540,7 @@ def test_close_stops_worker_threads(demo):
     workers = (w._worker, w._recon_worker, w._dataset_worker)
     assert all(x.alive for x in workers)
     w.close()
-    assert not any(x._thread.is_alive() for x in workers)
+    assert not any(x.alive for x in workers)
     # a closed widget does not raise
     w.close()
     w.set_state({"index": 4})

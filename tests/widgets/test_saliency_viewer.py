@@ -677,3 +677,13 @@ def test_failed_construction_leaves_no_threads(demo):
         SaliencyViewer(demo.model, demo.images[:5], target=42)
     time.sleep(0.05)
     assert saliency_threads() - before == set()
+
+
+def test_method_labels_and_options_come_from_the_core_registry(sv):
+    from cnnwidgets.core.saliency import REGISTRY
+
+    assert list(sv.method_info) == list(REGISTRY) == list(sv.methods)
+    for name, spec in REGISTRY.items():
+        assert sv.method_info[name] == {"label": spec.label, "layer": spec.takes_layer, "steps": spec.takes_steps,
+                                        "samples": spec.takes_samples}
+    assert sv.method_info["gradcam"]["label"] == "Grad-CAM" and sv.method_info["layer_gradient"]["layer"]

@@ -117,3 +117,17 @@ def test_close_from_inside_a_job_does_not_deadlock():
     assert not w.alive
 
 
+
+
+def test_an_idle_worker_thread_ends_and_the_next_job_starts_a_new_one(monkeypatch):
+    monkeypatch.setattr(LatestWorker, "IDLE_SECONDS", 0.2)
+    w = LatestWorker("cnnwidgets-test-idle")
+    first = w._thread
+    first.join(5)
+    assert not first.is_alive() and not w.alive  # no idle thread left behind
+    ran = threading.Event()
+    w.submit(ran.set)
+    assert ran.wait(5) and w.wait(5)
+    assert w._thread is not first
+    w.close()
+    assert not w.alive

@@ -1,5 +1,5 @@
 // SaliencyViewer front end. Python side: cnnwidgets/widgets/saliency_viewer.py
-// Traits read: index, n_images, method, methods, target, class_names, layer, layers, display,
+// Traits read: index, n_images, method, methods, method_info, target, class_names, layer, layers, display,
 //   cmap, opacity, view, busy, status, progress, _image/_image_meta, _heat (uint8 H x W codes),
 //   _heat_meta, _heat_lut (256 x 3), _panels (K x H x W codes), _panel_images, _panels_meta,
 //   chart (a bqplot Figure, rendered as a child view), _probs (float32 K, the class
@@ -13,18 +13,6 @@ import { boundSelect, h, labelled, modelNote } from "../lib/dom.js";
 import { blendOverlay, fitScale } from "../lib/image.js";
 import { ensureExplorerStyle } from "../lib/style.js";
 
-const LABELS = {
-  vanilla: "gradient (vanilla)",
-  grad_x_input: "gradient × input",
-  smoothgrad: "SmoothGrad",
-  integrated_gradients: "Integrated Gradients",
-  guided_backprop: "guided backprop",
-  deconvnet: "deconvnet",
-  gradcam: "Grad-CAM",
-  guided_gradcam: "guided Grad-CAM",
-  layer_gradient: "layer gradient",
-};
-
 function render({ model, el }) {
   ensureExplorerStyle();
   const root = h("div", { class: "cnnw-root cnnw-saliency-viewer" });
@@ -36,6 +24,8 @@ function render({ model, el }) {
     model.save_changes();
   };
   let frames = 0;
+  // a method's menu label, from the core's registry (Python sends it as method_info)
+  const label = (m) => ((model.get("method_info") || {})[m] || {}).label || m;
 
   // ---- toolbar
   const number = h("input", { type: "number", min: "0", step: "1", class: "cnnw-index-number", style: { width: "5em" } });
@@ -128,7 +118,7 @@ function render({ model, el }) {
     root.dataset.heatTarget = String(hm.target);
     const pred = `${im.predicted} (${(100 * im.probability).toFixed(1)}%)`;
     caption.textContent = `image ${im.index}` + (im.label !== null && im.label !== undefined ? ` · label ${im.label}` : "") +
-      ` · predicted ${pred} · ${LABELS[hm.method] || hm.method} for class ${hm.target_name}`;
+      ` · predicted ${pred} · ${label(hm.method)} for class ${hm.target_name}`;
   }
 
   function drawPanels() {
@@ -146,7 +136,7 @@ function render({ model, el }) {
       ...m.items.map((it, k) => {
         const c = blendOverlay(h("canvas", { class: "cnnw-panel-canvas" }), imgs.subarray(k * n * m.c, (k + 1) * n * m.c),
           m.h, m.w, m.c, heat.subarray(k * n, (k + 1) * n), m.h, m.w, lut, model.get("opacity"), sc);
-        const text = m.kind === "compare" ? LABELS[it.method] || it.method : `#${it.index} · class ${it.target_name}`;
+        const text = m.kind === "compare" ? label(it.method) : `#${it.index} · class ${it.target_name}`;
         return h("div", { class: "cnnw-thumb cnnw-panel-item", "data-index": String(it.index), "data-method": it.method,
           onclick: () => (m.kind === "compare" ? set("method", it.method) : set("index", it.index)) }, [c, text]);
       }),
@@ -158,7 +148,8 @@ function render({ model, el }) {
   function syncControls() {
     number.max = String(model.get("n_images") - 1);
     number.value = String(model.get("index"));
-    methodSel.fill((model.get("methods") || []).map((m) => [m, LABELS[m] || m]));
+    const info = model.get("method_info") || {};
+    methodSel.fill((model.get("methods") || []).map((m) => [m, label(m)]));
     const names = model.get("class_names") || [];
     targetSel.replaceChildren(
       h("option", { value: "-1" }, ["predicted class"]),
@@ -167,10 +158,10 @@ function render({ model, el }) {
     );
     targetSel.value = String(model.get("target"));
     layerSel.fill((model.get("layers") || []).map((l) => [l, l]));
-    const method = model.get("method");
-    layerField.style.display = ["gradcam", "guided_gradcam", "layer_gradient"].includes(method) ? "" : "none";
-    igOpts.style.display = method === "integrated_gradients" ? "" : "none";
-    sgOpts.style.display = method === "smoothgrad" ? "" : "none";
+    const spec = info[model.get("method")] || {};
+    layerField.style.display = spec.layer ? "" : "none";
+    igOpts.style.display = spec.steps ? "" : "none";
+    sgOpts.style.display = spec.samples ? "" : "none";
     steps.value = String(model.get("steps"));
     samples.value = String(model.get("samples"));
     opacity.value = String(model.get("opacity"));
@@ -186,7 +177,7 @@ function render({ model, el }) {
     [["_probs", "_image_meta", "_heat_meta", "class_names"], drawBars],
     [["opacity"], () => { syncControls(); drawHeat(); drawPanels(); }],
     [["_panels", "_panels_meta", "_panel_images", "view"], drawPanels],
-    [["index", "n_images", "method", "methods", "target", "class_names", "layers", "steps", "samples", "progress", "status", "busy"], syncControls],
+    [["index", "n_images", "method", "methods", "method_info", "target", "class_names", "layers", "steps", "samples", "progress", "status", "busy"], syncControls],
   ];
   const bound = [];
   for (const [traits, fn] of handlers) for (const tr of traits) {
