@@ -189,13 +189,12 @@ def _signature(model: nn.Module) -> tuple:
 class _View:
     """One thread's view of one model, rebuilt when the model changed under it."""
 
-    __slots__ = ("module", "reason", "sig", "lock")
+    __slots__ = ("module", "reason", "sig")
 
     def __init__(self, model: nn.Module) -> None:
         self.module: nn.Module | None = None
         self.reason: str | None = None
         self.sig: tuple | None = None
-        self.lock: threading.RLock | None = None
         self.build(model)
 
     def build(self, model: nn.Module) -> None:

@@ -281,13 +281,15 @@ class BaseWidget(anywidget.AnyWidget):
     #: Why this view runs the user's model itself (no private view of it could be made: see
     #: :func:`cnnwidgets.core.runner.view_note`); empty otherwise. Shown above the view.
     model_note = traitlets.Unicode("").tag(sync=True)
+    #: Whether this view runs the model (and so says when it cannot have a private view of it).
+    _runs_model: bool = True
 
     def __init__(self, **kwargs) -> None:
         # anywidget turns a plain ``_esm`` attribute into the synced module source
         self._esm = bundle(self._bundle).read_text(encoding="utf-8")
         super().__init__(**kwargs)
         model = self.__dict__.get("_model")
-        if model is not None and self._bundle != "filter_grid":  # FilterGrid only reads the weights
+        if model is not None and self._runs_model:
             from ..core.runner import view_note
 
             self.model_note = view_note(model) or ""

@@ -60,6 +60,7 @@ class FilterGrid(SelectionMixin, BaseWidget):
     """
 
     _bundle = "filter_grid"
+    _runs_model = False  # it only reads the weights
     _shared = ("layer", "channel")
     #: The toolbar's controls and a click on a tile (js/src/widgets/filter_grid.js).
     _page_writable = frozenset({"layer", "mode", "normalize", "cmap", "zoom", "channel"})

@@ -80,3 +80,34 @@ def test_explorer_next_map_click_and_stop_while_oip_runs(open_notebook):
     print(f"idle: Next -> new maps {t_idle * 1e3:.0f} ms; while OIP ran: Next -> new maps {t_next * 1e3:.0f} ms, map click -> projection {t_click * 1e3:.0f} ms, "
           f"Stop -> stopped {t_stop * 1e3:.0f} ms")
     assert not nb.errors, nb.errors
+
+
+def test_a_model_without_a_private_view_says_so_in_the_view(open_notebook):
+    """A model cnnwidgets cannot copy (a module class with __slots__) still works, on the model
+    itself, and the view says so above its controls; a normal model shows no note."""
+    nb = open_notebook(
+        "model_note.ipynb",
+        [
+            "import copy, cnnwidgets, ipywidgets, torch\n"
+            "demo = cnnwidgets.demo.mnist('val')\n"
+            "class Slotted(torch.nn.Sequential):\n"
+            "    __slots__ = ('tag',)\n"
+            "odd = Slotted(*copy.deepcopy(demo.model).children()).eval()\n"
+            "ex = cnnwidgets.ActivationExplorer(odd, demo.images[:20], mean=demo.mean, std=demo.std)\n"
+            "ok = cnnwidgets.SaliencyViewer(demo.model, demo.images[:20], mean=demo.mean, std=demo.std)\n"
+            "ipywidgets.VBox([ex, ok])",
+        ],
+    )
+    page = nb.page
+    page.wait_for_selector(f"{EX} canvas.cnnw-maps", timeout=60_000)
+    _wait_attr(nb, EX, "mapsIndex", "0")
+    note = page.locator(f"{EX} .cnnw-model-note")
+    assert note.is_visible()
+    text = note.inner_text()
+    assert "model itself" in text and "__slots__" in text and text == nb.kernel_json("ex.model_note")
+    assert not page.locator(".cnnw-saliency-viewer .cnnw-model-note").is_visible()
+    # the view works on the model itself: Next shows the kernel's maps
+    page.click(f"{EX} button.cnnw-next")
+    _wait_attr(nb, EX, "mapsIndex", "1")
+    _same(nb, f"{EX} canvas.cnnw-maps", _np(nb, "ex.maps_image()", "note_m1.npy"))
+    assert not nb.errors, nb.errors

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..model import check_model, model_device
-from ..runner import logits_only as _runner_logits_only
+from ..runner import logits_only  # noqa: F401 - re-exported by cnnwidgets.core.saliency
 from ..runner import softmax_notice_off, using_model  # noqa: F401 - softmax_notice_off re-exported
 
 #: A class index for every image, one per image, or None for the predicted class.
@@ -77,15 +77,6 @@ def _check_target_range(t: torch.Tensor, k: int) -> None:
 
 # ---------------------------------------------------------------- softmax bypass
 @contextlib.contextmanager
-def logits_only(model: nn.Module, *, notice: bool = False) -> Iterator[None]:
-    """Within the block a final Softmax/LogSoftmax of ``model`` (a private view: see
-    :func:`~cnnwidgets.core.runner.using_model`) passes its input through; with ``notice``, a
-    UserWarning says so."""
-    with _runner_logits_only(model, "attribution" if notice else None):
-        yield
-
-
-@contextlib.contextmanager
 def _prepared(
     model: nn.Module, x: Any, target: Target, *, logits: bool = True
 ) -> Iterator[tuple[nn.Module, torch.Tensor, torch.Tensor | None]]:
@@ -104,7 +95,7 @@ def _prepared(
         x = x.detach().to(device)
         targets = None
         if logits:
-            stack.enter_context(_runner_logits_only(run, "attribution"))
+            stack.enter_context(logits_only(run, "attribution"))
             if target is None:  # each image's top class: one pass to find it
                 with torch.no_grad():
                     out = _check_logits(run(x.clone()))  # clone: a model may change its input in place
