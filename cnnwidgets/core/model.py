@@ -6,6 +6,7 @@ Everything here is plain PyTorch; no widget imports.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 import threading
@@ -22,14 +23,17 @@ __all__ = [
     "capture_activations",
     "check_model",
     "conv_layers",
+    "final_activation",
     "final_softmax",
     "get_layer",
     "has_own_forward",
     "model_device",
+    "model_dtype",
     "named_layers",
     "preserved_state",
     "replaced_forward",
     "spatial_layers",
+    "unwrap_model",
 ]
 
 #: Module types whose weights FilterGrid can draw (2-D kernels).
@@ -46,6 +50,38 @@ def check_model(model: Any) -> nn.Module:
     return model
 
 
+#: Qualified-name prefixes of the wrappers :func:`unwrap_model` removes.
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def unwrap_model(model: nn.Module) -> tuple[nn.Module, str | None]:
+    """The module a wrapper runs, and a sentence saying what was unwrapped (None if nothing).
+
+    ``torch.compile``'s ``OptimizedModule`` gives its ``_orig_mod`` (cnnwidgets runs it eagerly:
+    hooks on compiled code miss layers), ``nn.DataParallel`` and ``DistributedDataParallel``
+    their ``.module``. Layer names are those of the unwrapped module.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(2, 2))
+    >>> unwrap_model(nn.DataParallel(net))[0] is net
+    True
+    """
+    check_model(model)
+    notes = []
+    while True:
+        inner = model._modules.get("_orig_mod") if type(model).__name__ == "OptimizedModule" else None
+        if inner is not None:
+            notes.append("a torch.compile'd module: cnnwidgets runs its original module (_orig_mod) eagerly")
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            inner = model.module
+            notes.append(f"an nn.{type(model).__name__}: cnnwidgets runs its .module on one device")
+        if inner is None:
+            break
+        model = inner
+    return model, ("The model is " + "; ".join(notes) + "; layer names are those of the inner module.") if notes else None
+
+
 def named_layers(model: nn.Module) -> dict[str, nn.Module]:
     """All sub-modules of ``model`` by qualified name, in registration order.
 
@@ -58,7 +94,7 @@ def named_layers(model: nn.Module) -> dict[str, nn.Module]:
     >>> list(named_layers(net))
     ['0', '1']
     """
-    check_model(model)
+    model = unwrap_model(model)[0]
     return {name: m for name, m in model.named_modules() if name}
 
 
@@ -103,6 +139,7 @@ def get_layer(model: nn.Module, name: str, *, kinds: tuple[type[nn.Module], ...]
         raise TypeError(f"layer must be a qualified module name (str), got {type(name).__name__}: {name!r}")
     layers = named_layers(model)
     valid = [n for n, m in layers.items() if kinds is None or isinstance(m, kinds)]
+    name = unwrapped_name(name, layers)
     if name not in layers:
         raise ValueError(
             f"layer {name!r} is not in the model. Valid names: {_short_list(valid)}. "
@@ -116,6 +153,23 @@ def get_layer(model: nn.Module, name: str, *, kinds: tuple[type[nn.Module], ...]
             f"Valid names: {_short_list(valid)}."
         )
     return module
+
+
+def unwrapped_name(name: str, layers: dict[str, nn.Module]) -> str:
+    """``name`` without a wrapper's prefix (``"_orig_mod."``, ``"module."``) when only the
+    unprefixed name is among ``layers``."""
+    while name not in layers and name.startswith(_WRAPPER_PREFIXES):
+        name = name.split(".", 1)[1]
+    return name
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (or buffer); float32 for none.
+    Images are cast to it before they go through the model."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -383,6 +437,19 @@ def final_softmax(model: nn.Module) -> nn.Module | None:
     """
     name, last = list(model.named_modules())[-1]
     if name and not any(True for _ in last.children()) and isinstance(last, (nn.Softmax, nn.LogSoftmax)):
+        return last
+    return None
+
+
+#: Final modules :func:`final_activation` recognizes: bypassed for scores, applied for display.
+FINAL_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid)
+
+
+def final_activation(model: nn.Module) -> nn.Module | None:
+    """The model's last module (``named_modules`` order) if it is a leaf Softmax, LogSoftmax
+    or Sigmoid (see :func:`final_softmax`); None otherwise."""
+    name, last = list(unwrap_model(model)[0].named_modules())[-1]
+    if name and not any(True for _ in last.children()) and isinstance(last, FINAL_ACTIVATIONS):
         return last
     return None
 

@@ -40,17 +40,21 @@ from .model import (
     _SavedState,
     caller_stacklevel,
     check_model,
-    final_softmax,
+    final_activation,
     get_layer,
     passthrough,
     preserved_state,
     replaced_forward,
+    unwrap_model,
 )
+from .outputs import Head, OutputSelector, check_output, select_output
 
 __all__ = [
     "LayerTap",
+    "Scores",
     "StopForward",
     "capture_activations",
+    "forward_errors",
     "logits_only",
     "origin_of",
     "private_model",
@@ -261,7 +265,7 @@ def private_model(model: nn.Module) -> nn.Module:
     >>> view is net, view.training, net.training, view[0].weight.data_ptr() == net[0].weight.data_ptr()
     (False, False, True, True)
     """
-    check_model(model)
+    model = unwrap_model(model)[0]
     if _is_view(model):
         return model
     m = _view(model).current(model)
@@ -271,7 +275,7 @@ def private_model(model: nn.Module) -> nn.Module:
 def view_note(model: nn.Module) -> str | None:
     """None when cnnwidgets works on a private view of ``model``; else a sentence saying that
     it works on the model itself, and why."""
-    check_model(model)
+    model = unwrap_model(model)[0]
     if _is_view(model):
         return None
     v = _view(model)
@@ -298,6 +302,7 @@ def using_model(model: nn.Module, *, eval: bool = True) -> Iterator[nn.Module]:
     model that cannot have one, the model itself, held by one thread at a time and under
     :func:`~cnnwidgets.core.model.preserved_state` (modes, ``requires_grad`` flags and hooks
     restored on exit)."""
+    model = unwrap_model(model)[0]
     m = private_model(model)
     if m is not model or _is_view(model):
         yield m
@@ -308,6 +313,58 @@ def using_model(model: nn.Module, *, eval: bool = True) -> Iterator[nn.Module]:
             lock = _SHARED_LOCKS[model] = threading.RLock()
     with lock, preserved_state(model, eval=eval):
         yield model
+
+
+# ---------------------------------------------------------------- errors of a forward pass
+#: Fragments of PyTorch's messages for an input smaller than the network's downsampling allows.
+_TOO_SMALL = ("too small", "kernel size can't be greater", "calculated padded input size",
+              "output size is too small", "non-positive", "cannot be smaller")
+
+
+def forward_error(exc: Exception, x: Any, model: nn.Module | None = None) -> ValueError | None:
+    """A ValueError naming the real cause of ``exc``, raised by a forward pass on ``x``, when it
+    is one users meet (input too small for the network, wrong channel count, dtype mismatch);
+    None for other errors."""
+    if not isinstance(exc, RuntimeError) or not isinstance(x, torch.Tensor) or x.dim() < 3:
+        return None
+    msg = str(exc)
+    low = msg.lower()
+    size = " x ".join(str(s) for s in x.shape[1:])
+    if any(f in low for f in _TOO_SMALL):
+        return ValueError(
+            f"the input images ({size}) are too small for this network: after its downsampling (strides and "
+            f"pooling) a layer's input became smaller than its kernel. Use larger images, e.g. the size the "
+            f"model was trained on. (PyTorch said: {msg.splitlines()[0]})"
+        )
+    if "channels" in low and "expected" in low:
+        return ValueError(
+            f"the input images have {x.shape[1]} channel(s) ({size}), which the network's first layer does not "
+            f"take. (PyTorch said: {msg.splitlines()[0]})"
+        )
+    if ("dtype" in low or "type" in low) and ("same" in low or "expected" in low):
+        dtype = None
+        if model is not None:
+            from .model import model_dtype
+
+            dtype = model_dtype(model)
+        return ValueError(
+            f"the input is {x.dtype} but the model computes in {dtype or 'another dtype'}; cast the images "
+            f"(x.to({dtype or 'model dtype'})). (PyTorch said: {msg.splitlines()[0]})"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def forward_errors(x: Any, model: nn.Module | None = None) -> Iterator[None]:
+    """Within the block, RuntimeErrors that :func:`forward_error` recognizes become its
+    ValueError (the original chained)."""
+    try:
+        yield
+    except RuntimeError as exc:
+        better = forward_error(exc, x, model)
+        if better is None:
+            raise
+        raise better from exc
 
 
 # ---------------------------------------------------------------- running to a layer
@@ -422,7 +479,8 @@ class LayerTap:
         self._last = {}
         out = None
         try:
-            out = self.model(*args, **kwargs)
+            with forward_errors(args[0] if args else None, self.model):
+                out = self.model(*args, **kwargs)
         except StopForward:
             pass
         for name, last in self._last.items():
@@ -691,7 +749,8 @@ def _capture(
         callbacks[n] = fn
     key = origin_of(model)
     copy = _COPY_AT_CAPTURE.get(key, frozenset())
-    out, acts, modified, called = _capture_pass(model, x, all_layers, names, call, callbacks, copy)
+    with forward_errors(x, model):
+        out, acts, modified, called = _capture_pass(model, x, all_layers, names, call, callbacks, copy)
     if modified:
         with _COPY_LOCK:
             _COPY_AT_CAPTURE[key] = _COPY_AT_CAPTURE.get(key, frozenset()) | frozenset(modified)
@@ -732,21 +791,81 @@ def softmax_notice_off() -> Iterator[None]:
 
 @contextlib.contextmanager
 def logits_only(model: nn.Module, what: str | None = None) -> Iterator[None]:
-    """Within the block a final Softmax/LogSoftmax of ``model`` passes its input through.
+    """Within the block a final Softmax, LogSoftmax or Sigmoid of ``model``
+    (:func:`~cnnwidgets.core.model.final_activation`) passes its input through.
 
     With ``what`` (e.g. ``"attribution"``), a UserWarning says so, unless this thread is inside
     :func:`softmax_notice_off`.
     """
-    last = final_softmax(model)
+    last = final_activation(model)
     if last is None:
         yield
         return
     if what is not None and not getattr(_NOTICE, "off", False):
         warnings.warn(
-            f"the model ends in {type(last).__name__}; {what} uses the logits before the softmax "
+            f"the model ends in {type(last).__name__}; {what} uses the logits before the "
+            f"{'sigmoid' if isinstance(last, nn.Sigmoid) else 'softmax'} "
             "(the module is bypassed during the call)",
             UserWarning,
             stacklevel=caller_stacklevel(),
         )
     with replaced_forward(last, passthrough):
         yield
+
+
+# ---------------------------------------------------------------- class scores
+class Scores:
+    """The class scores of a model's output: the selected tensor (``output=``, see
+    :func:`~cnnwidgets.core.outputs.select_output`) read by its
+    :class:`~cnnwidgets.core.outputs.Head` (found on the first output seen).
+
+    Run the model under :func:`logits_only` and pass what it returns: ``scores(out)`` is
+    N x K and differentiable; ``scores.probabilities(out)`` is N x K float32 for display (the
+    bypassed final activation applied once).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The user's model (or its view): only its final activation module is looked at.
+    output : int, str, callable or None
+        Which part of a structured output holds the scores.
+    region : box or mask, optional
+        For segmentation outputs, the pixels a class score averages over
+        (:func:`~cnnwidgets.core.outputs.region_mask`); all pixels by default.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(3, 1), nn.Sigmoid())
+    >>> scores = Scores(net)
+    >>> with logits_only(net):
+    ...     out = net(torch.zeros(2, 3))
+    >>> scores(out).shape, scores.head.kind, scores.head.final
+    (torch.Size([2, 2]), 'binary', 'Sigmoid')
+    """
+
+    def __init__(self, model: nn.Module, output: OutputSelector = None, region: Any = None) -> None:
+        self.output = check_output(output)
+        self.region = region
+        last = final_activation(model) if self.output is None else None
+        self.final: str | None = None if last is None else type(last).__name__
+        self.head: Head | None = None
+
+    def select(self, out: Any) -> torch.Tensor:
+        """The score tensor of ``out``; sets :attr:`head` on first use."""
+        t = select_output(out, self.output)
+        if self.head is None:
+            self.head = Head.of(t, self.final)
+        return t
+
+    def __call__(self, out: Any) -> torch.Tensor:
+        t = self.select(out)
+        return self.head.scores(t, self.region)  # type: ignore[union-attr]
+
+    def probabilities(self, out: Any) -> torch.Tensor:
+        t = self.select(out)
+        return self.head.probabilities(t)  # type: ignore[union-attr]
+
+    @property
+    def note(self) -> str | None:
+        """What the view should say about the head (:attr:`Head.note`), once known."""
+        return None if self.head is None else self.head.note

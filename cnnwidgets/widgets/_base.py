@@ -278,8 +278,9 @@ class BaseWidget(anywidget.AnyWidget):
     #: kernel's value. Each view lists its own; none by default.
     _page_writable: frozenset[str] = frozenset()
 
-    #: Why this view runs the user's model itself (no private view of it could be made: see
-    #: :func:`cnnwidgets.core.runner.view_note`); empty otherwise. Shown above the view.
+    #: What the view does with this model that the user should know (see :meth:`note`): why it
+    #: runs the user's model itself (:func:`cnnwidgets.core.runner.view_note`), a wrapper it
+    #: unwrapped, how it reads the output; empty otherwise. Shown above the view.
     model_note = traitlets.Unicode("").tag(sync=True)
     #: Whether this view runs the model (and so says when it cannot have a private view of it).
     _runs_model: bool = True
@@ -289,10 +290,26 @@ class BaseWidget(anywidget.AnyWidget):
         self._esm = bundle(self._bundle).read_text(encoding="utf-8")
         super().__init__(**kwargs)
         model = self.__dict__.get("_model")
-        if model is not None and self._runs_model:
-            from ..core.runner import view_note
+        if model is not None:
+            from ..core.model import unwrap_model
 
-            self.model_note = view_note(model) or ""
+            self._model, wrapped = unwrap_model(model)
+            self.note("wrapper", wrapped)
+            if self._runs_model:
+                from ..core.runner import view_note
+
+                self.note("view", view_note(self._model))
+
+    def note(self, key: str, text: str | None) -> None:
+        """Set (or, with None, clear) one part of :attr:`model_note`, the banner above the view
+        that says what the view does with this model (a wrapper unwrapped, no private view, a
+        final softmax applied once, not a CNN, ...). Parts show in the order first set."""
+        notes = self.__dict__.setdefault("_notes", {})
+        if text:
+            notes[key] = text
+        else:
+            notes.pop(key, None)
+        self.model_note = " ".join(notes.values())
 
     def close(self) -> None:
         """Close the widget and the widgets it holds, and drop its model and images. Safe to

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cnnwidgets.core.relu_rules import RELU_RULES, relu_rule
@@ -16,7 +17,8 @@ def relus(model: nn.Module) -> list[nn.Module]:
 
 
 def patched(model: nn.Module) -> list[bool]:
-    return ["forward" in vars(m) for m in relus(model)]
+    """Whether a module carries a forward of its own (the rules must not patch modules)."""
+    return ["forward" in vars(m) for m in model.modules()]
 
 
 def input_grad(model: nn.Module, x: torch.Tensor, grad_out: torch.Tensor | None = None) -> torch.Tensor:
@@ -135,11 +137,11 @@ def test_inplace_and_reused_match_plain(rule):
         expected = input_grad(plain, x, g)
     assert not torch.allclose(expected, ordinary)  # the rule matters on this net
     for net in (inplace, reused):
-        with relu_rule(net, rule):
+        with relu_rule(net, rule) as report:
             got = input_grad(net, x, g)
-            assert patched(net) == [True] * len(relus(net))
+            assert not any(patched(net))
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
-        assert patched(net) == [False] * len(relus(net))
+        assert dict(report.applied) == {"ReLU": 2}  # two calls, also when one module runs twice
 
 
 @pytest.mark.parametrize("rule", RELU_RULES)
@@ -166,25 +168,80 @@ def test_output_unchanged(tiny_resnet, rgb_batch, seq_cnn, gray_batch, rule):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
-def test_inplace_relu_never_overwrites_its_input():
+def test_inplace_relu_writes_in_place_as_the_model_asks():
     net = nn.ReLU(inplace=True)  # the root module itself is a ReLU
-    x = torch.tensor([-1.0, 2.0])
+    leaf = torch.tensor([-1.0, 2.0], requires_grad=True)
+    x = leaf * 1.0  # a non-leaf: in-place is allowed, and the model's code may rely on it
     with relu_rule(net, "deconvnet"):
         y = net(x)
-    assert x.tolist() == [-1.0, 2.0]
-    assert y.tolist() == [0.0, 2.0]
-    net(x)
-    assert x.tolist() == [0.0, 2.0]  # ordinary in-place behaviour after the block
+    assert y is x and x.tolist() == [0.0, 2.0]
+    (g,) = torch.autograd.grad(y, leaf, torch.tensor([3.0, -1.0]))
+    assert g.tolist() == [3.0, 0.0]  # deconvnet: the positive part, whatever the sign of x
+    z = torch.tensor([-1.0, 2.0], requires_grad=True)
+    with relu_rule(net, "guided"):
+        assert net(z).tolist() == [0.0, 2.0] and z.tolist() == [-1.0, 2.0]  # a leaf: never overwritten
 
 
-def test_forward_attribute_removed_on_exit_and_on_error(tiny_resnet):
+def test_rule_ends_with_the_block_also_after_an_error(tiny_resnet):
+    x = torch.tensor([[1.0, -1.0]])
+    net = two_layer()
     with relu_rule(tiny_resnet, "guided"):
-        assert all(patched(tiny_resnet)) and patched(tiny_resnet)
-    assert not any(patched(tiny_resnet))
+        assert not any(patched(tiny_resnet))
     with pytest.raises(RuntimeError, match="boom"):
-        with relu_rule(tiny_resnet, "deconvnet"):
+        with relu_rule(net, "deconvnet"):
             raise RuntimeError("boom")
-    assert not any(patched(tiny_resnet))
+    assert input_grad(net, x).tolist() == [[7.0, 4.0]]  # the plain gradient again
+    assert not any(patched(net))
+
+
+def test_functional_relus_get_the_rule():
+    """F.relu, torch.relu, x.relu_(), clamp(min=0) and F.relu6 inside a forward, as in GoogLeNet
+    and DenseNet, back-propagate by the rule like nn.ReLU modules."""
+    w1 = torch.tensor([[1.0, 2.0], [3.0, 1.0], [-1.0, 1.0], [2.0, -1.0]])
+    w2 = torch.tensor([[2.0, 3.0, 1.0, -1.0]])
+    calls = {
+        "F.relu": lambda h: F.relu(h),
+        "F.relu inplace": lambda h: F.relu(h, inplace=True),
+        "torch.relu": torch.relu,
+        "relu_": lambda h: h.relu_(),
+        "clamp(min=0)": lambda h: h.clamp(min=0),
+        "clamp_min(0)": lambda h: torch.clamp_min(h, 0),
+        "F.relu6": F.relu6,  # no value of h reaches 6 here
+    }
+    x = torch.tensor([[1.0, -1.0]])
+    for name, act in calls.items():
+        xg = x.clone().requires_grad_(True)
+        for rule, expected in (("deconvnet", [[10.0, 8.0]]), ("guided", [[9.0, 3.0]])):
+            with relu_rule(two_layer(), rule) as report:
+                (g,) = torch.autograd.grad((act(xg @ w1.T) @ w2.T).sum(), xg)
+            assert g.tolist() == expected, (name, rule)
+            assert report.total == 1, name
+        (g,) = torch.autograd.grad((act(xg @ w1.T) @ w2.T).sum(), xg)
+        assert g.tolist() == [[7.0, 4.0]], name  # plain outside the block
+
+
+def test_other_rectifiers_get_the_positive_gradient_rule_gates_do_not():
+    class MyReLU(nn.ReLU):
+        pass
+
+    x = torch.tensor([-1.0, 0.5, 2.0])
+    upstream = torch.tensor([3.0, -2.0, 1.0])
+    for module in (MyReLU(), nn.ReLU6(), nn.LeakyReLU(0.1), nn.SiLU(), nn.GELU(), nn.Hardswish(), nn.ELU()):
+        xg = x.clone().requires_grad_(True)
+        (slope,) = torch.autograd.grad(module(xg), xg, torch.ones(3))  # f'(x)
+        with relu_rule(module, "guided") as report:
+            guided = input_grad(module, x, upstream)
+        with relu_rule(module, "deconvnet"):
+            deconv = input_grad(module, x, upstream)
+        torch.testing.assert_close(guided, upstream.clamp(min=0) * slope)
+        assert deconv.tolist() == [3.0, 0.0, 1.0]
+        assert report.total == 1, type(module).__name__
+    gate = nn.Sigmoid()
+    with relu_rule(gate, "guided") as report:
+        got = input_grad(gate, x, upstream)
+    torch.testing.assert_close(got, upstream * torch.sigmoid(x) * (1 - torch.sigmoid(x)))
+    assert report.total == 0 and dict(report.gates) == {"Sigmoid": 1}
+    assert "plain gradient" in report.describe()
 
 
 def test_nested_rules_restore_the_outer_rule():
@@ -195,18 +252,6 @@ def test_nested_rules_restore_the_outer_rule():
             assert input_grad(net, x).tolist() == [[9.0, 3.0]]
         assert input_grad(net, x).tolist() == [[10.0, 8.0]]
     assert not any(patched(net))
-
-
-def test_subclasses_patched_other_activations_not():
-    class MyReLU(nn.ReLU):
-        pass
-
-    net = nn.Sequential(MyReLU(), nn.ReLU6(), nn.LeakyReLU())
-    with relu_rule(net, "deconvnet"):
-        assert ["forward" in vars(m) for m in net] == [True, False, False]
-        x = torch.tensor([-1.0, 0.5])
-        assert input_grad(net[0], x, torch.tensor([3.0, -2.0])).tolist() == [3.0, 0.0]
-    assert ["forward" in vars(m) for m in net] == [False, False, False]
 
 
 def test_forward_hooks_on_relu_still_run():

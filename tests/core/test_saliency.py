@@ -71,7 +71,7 @@ def smooth_cnn() -> nn.Sequential:
 
 
 class Cubic(nn.Module):
-    """One logit ``sum(x**3) / 3``: its input gradient is ``x**2``."""
+    """One logit ``sum(x**3) / 3`` (class 1 of a binary head): its input gradient is ``x**2``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x**3).sum(dim=(1, 2, 3)).unsqueeze(1) / 3
@@ -141,7 +141,7 @@ def baseline_used(x: torch.Tensor, baseline, seed: int | None) -> torch.Tensor:
     """Read back the baseline IG used: on ``sum(x)`` (all weights 1) IG is exactly ``x - x'``."""
     probe = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 1, bias=False)).to(x.dtype)
     nn.init.ones_(probe[1].weight)
-    return x - integrated_gradients(probe, x, target=0, steps=1, baseline=baseline, seed=seed)
+    return x - integrated_gradients(probe, x, target=1, steps=1, baseline=baseline, seed=seed)
 
 
 @pytest.mark.parametrize("baseline", [*BASELINES, "tensor"])
@@ -170,10 +170,27 @@ def test_integrated_gradients_trapezoid_error_shrinks_quadratically():
     with torch.no_grad():
         delta = (net(x) - net(torch.zeros_like(x)))[0, 1]
     errors = [
-        (integrated_gradients(net, x, target=1, steps=s).sum() - delta).abs().item() for s in (5, 10, 100)
+        (integrated_gradients(net, x, target=1, steps=s, integration="trapezoid").sum() - delta).abs().item()
+        for s in (5, 10, 100)
     ]
     assert errors[2] <= 0.01 * abs(delta.item())
     assert 3.0 < errors[0] / errors[1] < 5.0  # trapezoid rule: error ~ 1 / steps**2
+    for rule in ("midpoint", "gausslegendre"):  # the reported delta is that error
+        ig, d = integrated_gradients(net, x, target=1, steps=10, integration=rule, return_delta=True)
+        torch.testing.assert_close(d, (ig.sum() - delta).reshape(1), rtol=1e-9, atol=1e-12)
+    gl = (integrated_gradients(net, x, target=1, steps=10).sum() - delta).abs().item()
+    assert gl < errors[1] / 10  # Gauss-Legendre, the default: far smaller error at the same steps
+
+
+def test_integrated_gradients_rules_never_evaluate_at_the_baseline_but_the_trapezoid():
+    from cnnwidgets.core.saliency import INTEGRATIONS, path_points
+
+    for rule in INTEGRATIONS:
+        alphas, weights = path_points(7, rule)
+        assert abs(weights.sum() - 1) < 1e-12 and ((alphas >= 0) & (alphas <= 1)).all()
+        assert (alphas.min() == 0) == (rule == "trapezoid")
+    with pytest.raises(ValueError, match="integration must be one of"):
+        path_points(3, "simpson")
 
 
 def test_gradients_match_finite_differences():
@@ -339,7 +356,8 @@ def test_gradcam_uses_the_conv_output_before_an_inplace_relu():
     # dS/dA_k = w[t, k] / (h w) * (A_k > 0); weight_k = w[t, k] * share_k / (h w)
     expected = torch.relu(w[t, 0] * pos * x[:, 0] - w[t, 1] * neg * x[:, 0]) / 16
     for inplace in (False, True):
-        torch.testing.assert_close(gradcam(cam_net(inplace), x, target=t), expected, rtol=1e-14, atol=1e-16)
+        got = gradcam(cam_net(inplace), x, target=t, layer="0")  # the conv, before the in-place ReLU
+        torch.testing.assert_close(got, expected, rtol=1e-14, atol=1e-16)
 
 
 def test_gradcam_bilinear_upsampling_known_answer():
@@ -353,15 +371,16 @@ def test_gradcam_bilinear_upsampling_known_answer():
     torch.testing.assert_close(cam[0], u @ low @ u.T, rtol=1e-14, atol=1e-15)
 
 
-def test_gradcam_default_layer_is_the_last_conv(nested_cnn, rgb_batch, tiny_resnet):
-    # nested_cnn: stem, block.conv1, block.conv2 (last Conv2d)
+def test_gradcam_default_layer_is_the_last_spatial_layer_that_ran(nested_cnn, rgb_batch, tiny_resnet):
+    # nested_cnn: stem, block (conv1, act, conv2), head: the block's output is the last 8 x 8 map
     default = gradcam(nested_cnn, rgb_batch, target=1)
-    torch.testing.assert_close(default, gradcam(nested_cnn, rgb_batch, target=1, layer="block.conv2"), rtol=0, atol=0)
+    torch.testing.assert_close(default, gradcam(nested_cnn, rgb_batch, target=1, layer="block"), rtol=0, atol=0)
     assert not torch.allclose(default, gradcam(nested_cnn, rgb_batch, target=1, layer="stem"))
     assert default.shape == (2, 8, 8)
-    # tiny_resnet: the last nn.Conv2d registered is layer2.0.downsample.0
+    # tiny_resnet: the last block, not the last nn.Conv2d registered (layer2.0.downsample.0,
+    # a shortcut the old rule picked)
     default = gradcam(tiny_resnet, rgb_batch, target=0)
-    expected = gradcam(tiny_resnet, rgb_batch, target=0, layer="layer2.0.downsample.0")
+    expected = gradcam(tiny_resnet, rgb_batch, target=0, layer="layer2.0")
     torch.testing.assert_close(default, expected, rtol=0, atol=0)
     assert default.shape == (2, 8, 8) and (default >= 0).all()
 
@@ -400,7 +419,7 @@ def test_smoothgrad_noise_is_a_fraction_of_each_images_range():
     x = torch.rand(2, 1, 8, 8, generator=gen(17), dtype=torch.float64) - 0.5
     x[1] *= 4  # a wider range: four times the noise
     sigma = 0.2 * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
-    sg = smoothgrad(Cubic().double(), x, target=0, samples=1000, noise=0.2, seed=0, batch_size=1000)
+    sg = smoothgrad(Cubic().double(), x, target=1, samples=1000, noise=0.2, seed=0, batch_size=1000)
     estimate = (sg - x**2).mean(dim=(1, 2, 3))  # relative standard error about 1.3 %
     torch.testing.assert_close(estimate, sigma**2, rtol=0.05, atol=0)
 
@@ -421,13 +440,16 @@ def test_integrated_gradients_evaluates_in_batches_of_at_most_batch_size():
     private_model(net)[0].register_forward_pre_hook(lambda _m, inp: sizes.append(inp[0].shape[0]))
     x = torch.randn(3, 2, 8, 8, generator=gen(19), dtype=torch.float64)
     integrated_gradients(net, x, target=0, steps=10, batch_size=7)
-    # a given target needs no extra pass: 3 x 11 path images by 7 (the range is checked on
+    # a given target needs no extra pass: 3 x 10 path images by 7 (the range is checked on
     # the logits of the first of them)
-    assert sizes == [7, 7, 7, 7, 5]
+    assert sizes == [7, 7, 7, 7, 2]
     sizes.clear()
     integrated_gradients(net, x, target=None, steps=10, batch_size=7)
     # the predicted classes first (N = 3), then the same batches
-    assert sizes == [3, 7, 7, 7, 7, 5]
+    assert sizes == [3, 7, 7, 7, 7, 2]
+    sizes.clear()
+    integrated_gradients(net, x, target=0, steps=10, batch_size=7, return_delta=True)
+    assert sizes == [7, 7, 7, 7, 2, 6]  # the delta: x and the baseline in one pass
 
 
 def test_a_target_out_of_range_is_still_refused_before_any_result():
@@ -561,14 +583,14 @@ def test_bad_method_layer_and_input(seq_cnn, gray_batch):
         gradcam(seq_cnn, gray_batch, layer="nope")
     with pytest.raises(ValueError, match="is not in the model"):
         layer_gradient(seq_cnn, gray_batch, "nope")
-    with pytest.raises(ValueError, match="no nn.Conv2d layer"):
+    with pytest.raises(ValueError, match="Grad-CAM needs a layer whose output is a feature map"):
         gradcam(linear_model(dtype=torch.float32), torch.rand(1, 2, 3, 4))
     with pytest.raises(ValueError, match="N x C x H x W"):
         vanilla_gradient(seq_cnn, gray_batch[0], target=0)
     with pytest.raises(ValueError, match="float tensor"):
         vanilla_gradient(seq_cnn, (gray_batch * 10).long(), target=0)
-    with pytest.raises(ValueError, match="class scores N x K"):
-        vanilla_gradient(nn.Conv2d(1, 2, 3), gray_batch, target=0)
+    with pytest.raises(ValueError, match="N x K class logits"):
+        vanilla_gradient(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(2)), gray_batch, target=0)  # N x 2 x 36
     with pytest.raises(ValueError, match="baseline must be one of"):
         integrated_gradients(seq_cnn, gray_batch, baseline="white")
     with pytest.raises(ValueError, match="does not broadcast"):
@@ -577,8 +599,11 @@ def test_bad_method_layer_and_input(seq_cnn, gray_batch):
         integrated_gradients(seq_cnn, gray_batch, steps=0)
     with pytest.raises(ValueError, match="noise must be"):
         smoothgrad(seq_cnn, gray_batch, noise=-0.1)
-    with pytest.raises(TypeError, match="unexpected keyword"):
-        attribute(seq_cnn, gray_batch, "vanilla", steps=3)
+    # common options a method does not take are ignored; a misspelt one says who takes what
+    assert torch.equal(attribute(seq_cnn, gray_batch, "vanilla", 0, steps=3, samples=2, layer="0"),
+                       vanilla_gradient(seq_cnn, gray_batch, 0))
+    with pytest.raises(ValueError, match="'stesp' is not an option.*integrated_gradients: steps"):
+        attribute(seq_cnn, gray_batch, "vanilla", stesp=3)
 
 
 # ---------------------------------------------------------------- to_heatmap
@@ -609,12 +634,12 @@ def test_default_batches_follow_the_image_size(monkeypatch):
     private_model(net)[0].register_forward_pre_hook(lambda _m, inp: sizes.append(inp[0].shape[0]))
     x = torch.randn(2, 2, 8, 8, generator=gen(21), dtype=torch.float64)
     integrated_gradients(net, x, target=0, steps=10)
-    assert sizes == [22]  # 2 x 11 small path images: one batch
+    assert sizes == [20]  # 2 x 10 small path images: one batch
     sizes.clear()
     monkeypatch.setattr(sal, "BATCH_VALUES", 5 * 2 * 8 * 8)  # room for 5 images of 2 x 8 x 8
-    got = integrated_gradients(net, x, target=0, steps=10)
+    got = integrated_gradients(net, x, target=0, steps=11)
     assert sizes == [5, 5, 5, 5, 2]
-    torch.testing.assert_close(got, integrated_gradients(net, x, target=0, steps=10, batch_size=1000),
+    torch.testing.assert_close(got, integrated_gradients(net, x, target=0, steps=11, batch_size=1000),
                                rtol=1e-12, atol=1e-14)
     sizes.clear()
     smoothgrad(net, x, target=0, samples=3, seed=0)

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..inputs import normalize, stats_tensor
-from ..model import check_model, get_layer, has_own_forward, model_device, replaced_forward
-from ..runner import LayerTap, logits_only, origin_of, require_tensor, using_model
+from ..model import check_model, get_layer, has_own_forward, model_device, model_dtype, replaced_forward
+from ..outputs import OutputSelector
+from ..runner import LayerTap, Scores, logits_only, origin_of, require_tensor, using_model
 from .objectives import Objective
 
 
@@ -87,11 +88,14 @@ class _Runner:
     rejects it (e.g. a ``.view`` of a convolution's output): then it is NCHW from there on.
     """
 
-    def __init__(self, model: nn.Module, objective: Objective, c: int, mean: Any, std: Any) -> None:
+    def __init__(self, model: nn.Module, objective: Objective, c: int, mean: Any, std: Any,
+                 output: OutputSelector = None) -> None:
         self.model = model
         self.objective = objective
+        self.scores = Scores(model, output)
         device = model_device(model)
         self.device = device
+        self.dtype = model_dtype(model)
         self.mean = stats_tensor(mean, c, "mean", device)
         self.std = stats_tensor(std, c, "std", device)
         self.channels_last = device.type == "cpu" and origin_of(model) not in _NEEDS_NCHW
@@ -113,7 +117,7 @@ class _Runner:
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         """Objective values (B,) for display-space images (B x C x H x W)."""
-        x = self.normalize(img)
+        x = self.normalize(img).to(self.dtype)
         if self.channels_last and x.dim() == 4 and x.shape[2] * x.shape[3] >= CHANNELS_LAST_MIN_PIXELS:
             try:
                 return self._values(img, x.contiguous(memory_format=torch.channels_last))
@@ -129,12 +133,9 @@ class _Runner:
         if x is img:
             x = img.clone()  # a model that changes its input in place must not change ours
         out, acts = self.tap.run(x)
-        logits = None
-        if self.objective.needs_logits:
-            if not isinstance(out, torch.Tensor):
-                raise ValueError(f"class objectives need a tensor model output, got {type(out).__name__}")
-            logits = out
-        return self.objective(acts, logits)
+        logits = self.scores(out) if self.objective.needs_logits else None  # N x K class scores
+        value = self.objective(acts, logits)
+        return value.float() if value.dtype in (torch.float16, torch.bfloat16) else value
 
     def close(self) -> None:
         self.tap.close()
@@ -145,7 +146,8 @@ class _Runner:
 
 @contextlib.contextmanager
 def _prepared(
-    model: nn.Module, objective: Objective, c: int, mean: Any, std: Any, warn: bool = True
+    model: nn.Module, objective: Objective, c: int, mean: Any, std: Any, warn: bool = True,
+    output: OutputSelector = None,
 ) -> Iterator[_Runner]:
     """This thread's private view of the model, the softmax bypass (for logits) and the hooks."""
     check_model(model)
@@ -158,6 +160,6 @@ def _prepared(
         run = stack.enter_context(using_model(model))
         if objective.needs_logits:
             stack.enter_context(logits_only(run, "class_logit" if warn else None))
-        runner = _Runner(run, objective, c, mean, std)
+        runner = _Runner(run, objective, c, mean, std, output)
         stack.callback(runner.close)
         yield runner

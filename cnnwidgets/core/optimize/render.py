@@ -18,6 +18,7 @@ from .._validate import check_float as _check_float
 from .._validate import check_int as _check_int
 from ..model import check_model, get_layer, model_device
 from ._common import INITS, PARAMS, STEP_RULES, InitName, ParamName, Shape, StepRule, _check_shape, _generator
+from ..outputs import OutputSelector
 from ._forward import _prepared
 from .image_ops import ImageOp
 from .objectives import Objective
@@ -252,6 +253,7 @@ def optimize(
     callback: Callable[[int, torch.Tensor, Callable[[], torch.Tensor]], bool | None] | None = None,
     stop: Any = None,
     init_kw: Mapping[str, Any] | None = None,
+    output: OutputSelector = None,
 ) -> OIPResult:
     """Gradient ascent on the input image: find patterns that maximize ``objective``.
 
@@ -323,6 +325,10 @@ def optimize(
     init_kw : dict, optional
         Keyword arguments for the named ``init`` (:func:`gray_noise` ``amplitude``;
         :func:`multiscale` ``scales``, ``amplitudes``, ``mode``).
+    output : int, str, callable or None
+        For class objectives on a model with a structured output: which part holds the class
+        scores (:func:`~cnnwidgets.core.outputs.select_output`). Layer objectives never read
+        the output and need none.
 
     Returns
     -------
@@ -407,7 +413,7 @@ def optimize(
     converged = stopped = False
     done = 0
     initial = current()
-    with _prepared(model, objective, shape[0], mean, std) as run, torch.enable_grad():
+    with _prepared(model, objective, shape[0], mean, std, output=output) as run, torch.enable_grad():
         for k in range(steps):
             if stop is not None and stop.is_set():
                 stopped = True

@@ -13,8 +13,9 @@ from torch import nn
 from .._validate import check_int as _check_int
 from ..inputs import normalize, stats_tensor
 from ..layers import leaf_layers
-from ..model import check_model, get_layer, model_device
-from ..runner import logits_only, using_model
+from ..model import check_model, get_layer, model_device, model_dtype
+from ..outputs import OutputSelector
+from ..runner import Scores, forward_errors, logits_only, using_model
 from ._common import INITS, InitName, Shape, _check_shape
 from ._forward import _prepared
 from .objectives import Objective
@@ -51,6 +52,7 @@ def precursor_scan(
     seed: int = 0,
     chunk: int = 256,
     stop: Any = None,
+    output: OutputSelector = None,
     **init_kw: Any,
 ) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Try ``candidates`` random starting images and keep the one the target likes best.
@@ -117,7 +119,7 @@ def precursor_scan(
     parts = []
     if stop is not None and not callable(getattr(stop, "is_set", None)):
         raise TypeError("stop must have an is_set() method, e.g. a threading.Event")
-    with _prepared(model, objective, shape[0], mean, std) as run, torch.no_grad():
+    with _prepared(model, objective, shape[0], mean, std, output=output) as run, torch.no_grad():
         for i in range(0, candidates, chunk):
             if i and stop is not None and stop.is_set():
                 break
@@ -140,23 +142,27 @@ def class_probabilities(
     images: torch.Tensor,
     mean: Sequence[float] | float | None = None,
     std: Sequence[float] | float | None = None,
+    output: OutputSelector = None,
 ) -> torch.Tensor:
-    """Softmax of the model's logits for display-space images (the "fooled with confidence" check).
+    """Class probabilities for display-space images (the "fooled with confidence" check).
 
     Parameters
     ----------
     model : nn.Module
-        A classifier returning B x K logits (a final Softmax/LogSoftmax is bypassed and the
-        softmax applied here, so the result is a probability either way).
+        A classifier (a final Softmax/LogSoftmax/Sigmoid is bypassed and applied once here, so
+        the result is a probability either way; a single logit gives two classes, segmentation
+        scores the share of pixels per class: :class:`~cnnwidgets.core.outputs.Head`).
     images : torch.Tensor
         B x C x H x W in [0, 1], e.g. ``OIPResult.images``.
     mean, std : optional
         Normalization the model expects.
+    output : int, str, callable or None
+        Which part of a structured model output holds the class scores.
 
     Returns
     -------
     torch.Tensor
-        B x K probabilities (rows sum to 1), CPU.
+        B x K float32 probabilities (rows sum to 1 but for a multi-label head), CPU.
 
     Examples
     --------
@@ -175,8 +181,7 @@ def class_probabilities(
     s = stats_tensor(std, c, "std", device)
     x = normalize(images.detach().to(device, torch.float32).clone(), m, s)
     with using_model(model) as run, logits_only(run), torch.no_grad():
-        out = run(x)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        desc = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the model must return B x K logits, got {desc}")
-    return torch.softmax(out.float(), dim=1).cpu()
+        x = x.to(model_dtype(run))
+        with forward_errors(x, run):
+            out = run(x)
+        return Scores(run, output).probabilities(out).cpu()

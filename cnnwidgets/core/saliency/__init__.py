@@ -18,9 +18,11 @@ method                     attribution for class score ``S_t(x)`` (a logit)     
 ``layer_gradient``         ``d(sum of a layer's activations)/dx``               --
 =========================  ===================================================  ==========================
 
-Scores are logits: when the model ends in ``nn.Softmax`` / ``nn.LogSoftmax`` that module is
-bypassed during the call (with a ``UserWarning``), since gradients of probabilities mix in
-every other class and saturate.
+Scores are logits: when the model ends in ``nn.Softmax`` / ``nn.LogSoftmax`` / ``nn.Sigmoid``
+that module is bypassed during the call (with a ``UserWarning``), since gradients of
+probabilities mix in every other class and saturate. Structured outputs (tuples, dicts),
+single-logit binary heads and segmentation scores are read as in :mod:`cnnwidgets.core.outputs`
+(``output=``, ``region=``).
 
 One module per method family, all names importable from this package: ``gradient``
 (vanilla, grad x input, layer gradient), ``smoothgrad``, ``integrated_gradients``,
@@ -50,30 +52,36 @@ from ._common import BATCH_VALUES, logits_only, softmax_notice_off  # noqa: F401
 from .cam import gradcam, guided_gradcam
 from .gradient import grad_x_input, layer_gradient, vanilla_gradient
 from .heatmap import HEATMAP_MODES, HeatmapMode, to_heatmap
-from .integrated_gradients import BASELINES, Baseline, integrated_gradients
+from .integrated_gradients import BASELINES, INTEGRATIONS, Baseline, Integration, integrated_gradients, path_points
 from .integrated_gradients import BLUR_SIGMA_FRACTION  # noqa: F401
-from .registry import METHODS, REGISTRY, Method, MethodSpec, attribute
+from .registry import COMMON_PARAMS, METHODS, REGISTRY, Explanation, Method, MethodSpec, attribute, explain
 from .relu_methods import deconvnet, guided_backprop
 from .smoothgrad import smoothgrad
 
 __all__ = [
     "BASELINES",
+    "COMMON_PARAMS",
     "HEATMAP_MODES",
+    "INTEGRATIONS",
     "METHODS",
     "REGISTRY",
     "Baseline",
+    "Explanation",
     "HeatmapMode",
+    "Integration",
     "Method",
     "MethodSpec",
     "Target",
     "attribute",
     "deconvnet",
+    "explain",
     "grad_x_input",
     "gradcam",
     "guided_backprop",
     "guided_gradcam",
     "integrated_gradients",
     "layer_gradient",
+    "path_points",
     "smoothgrad",
     "to_heatmap",
     "vanilla_gradient",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Union
 
@@ -12,9 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model import check_model, model_device
+from ..model import check_model, model_device, model_dtype
+from ..outputs import OutputSelector
 from ..runner import logits_only  # noqa: F401 - re-exported by cnnwidgets.core.saliency
-from ..runner import softmax_notice_off, using_model  # noqa: F401 - softmax_notice_off re-exported
+from ..runner import Scores, forward_errors, softmax_notice_off, using_model  # noqa: F401
 
 #: A class index for every image, one per image, or None for the predicted class.
 Target = Union[int, Sequence[int], np.ndarray, torch.Tensor, None]
@@ -41,11 +43,45 @@ def _check_batch(x: Any) -> torch.Tensor:
     return x
 
 
-def _check_logits(out: Any) -> torch.Tensor:
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the model must return class scores N x K for attribution, its output has shape {shape}")
-    return out
+# ---------------------------------------------------------------- what a call reports
+class _Collector(threading.local):
+    def __init__(self) -> None:
+        self.report: dict[str, Any] | None = None
+
+
+_COLLECT = _Collector()
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[dict[str, Any]]:
+    """Within the block, on this thread, the methods put what they found out into the yielded
+    dict (``"rule"``: the :class:`~cnnwidgets.core.relu_rules.RuleReport`, ``"delta"``: the
+    Integrated Gradients convergence delta, ``"scores"``: the :class:`Scores` used)."""
+    before = _COLLECT.report
+    _COLLECT.report = {}
+    try:
+        yield _COLLECT.report
+    finally:
+        _COLLECT.report = before
+
+
+def _report(key: str, value: Any) -> None:
+    if _COLLECT.report is not None:
+        _COLLECT.report[key] = value
+
+
+def _reporting() -> bool:
+    return _COLLECT.report is not None
+
+
+def _accumulator(dtype: torch.dtype) -> torch.dtype:
+    """The dtype sums are taken in: float32 at least."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _finish(t: torch.Tensor) -> torch.Tensor:
+    """Attributions are float32 whatever the model's dtype (display statistics and sums)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _given_targets(target: Target, n: int) -> torch.Tensor:
@@ -75,44 +111,55 @@ def _check_target_range(t: torch.Tensor, k: int) -> None:
         raise ValueError(f"target must be in 0..{k - 1} (the model has K = {k} classes), got {bad_values}")
 
 
-# ---------------------------------------------------------------- softmax bypass
+# ---------------------------------------------------------------- set-up
 @contextlib.contextmanager
 def _prepared(
-    model: nn.Module, x: Any, target: Target, *, logits: bool = True
-) -> Iterator[tuple[nn.Module, torch.Tensor, torch.Tensor | None]]:
-    """Validate, take this thread's private view of the model, bypass a final softmax in it,
+    model: nn.Module,
+    x: Any,
+    target: Target,
+    *,
+    logits: bool = True,
+    output: OutputSelector = None,
+    region: Any = None,
+) -> Iterator[tuple[nn.Module, torch.Tensor, torch.Tensor | None, Scores]]:
+    """Validate, take this thread's private view of the model, bypass a final activation in it,
     resolve targets.
 
-    Yields ``(run, x, targets)``: ``run`` the module to run (:func:`using_model`), ``x``
-    detached on the model's device (never the caller's tensor with ``requires_grad``),
-    ``targets`` int64 (N,) or None when ``logits=False``.
+    Yields ``(run, x, targets, scores)``: ``run`` the module to run (:func:`using_model`), ``x``
+    detached on the model's device and in its dtype (never the caller's tensor with
+    ``requires_grad``), ``targets`` int64 (N,) or None when ``logits=False``, ``scores`` the
+    :class:`~cnnwidgets.core.runner.Scores` reading the model's output (``output=``,
+    ``region=``).
     """
     check_model(model)
     x = _check_batch(x)
     device = model_device(model)
     with contextlib.ExitStack() as stack:
         run = stack.enter_context(using_model(model))
-        x = x.detach().to(device)
+        x = x.detach().to(device=device, dtype=model_dtype(run))
+        scores = Scores(run, output, region)
+        _report("scores", scores)
         targets = None
         if logits:
             stack.enter_context(logits_only(run, "attribution"))
             if target is None:  # each image's top class: one pass to find it
-                with torch.no_grad():
-                    out = _check_logits(run(x.clone()))  # clone: a model may change its input in place
-                targets = out.detach().argmax(dim=1)
-            else:  # no extra pass: the attribution's own logits check the range
+                with torch.no_grad(), forward_errors(x, run):
+                    s = scores(run(x.clone()))  # clone: a model may change its input in place
+                targets = s.detach().argmax(dim=1)
+            else:  # no extra pass: the attribution's own scores check the range
                 targets = _given_targets(target, x.shape[0]).to(device)
         stack.enter_context(torch.enable_grad())
-        yield run, x, targets
+        yield run, x, targets, scores
 
 
 # ---------------------------------------------------------------- gradient kernels (inside _prepared)
-def _input_gradient(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """d logit[i, targets[i]] / d x[i] for every image i, in one forward/backward pass."""
+def _input_gradient(model: nn.Module, scores: Scores, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """d score[i, targets[i]] / d x[i] for every image i, in one forward/backward pass."""
     xg = x.clone().requires_grad_(True)
-    out = _check_logits(model(xg.clone()))  # a non-leaf copy: an in-place first layer is fine
-    _check_target_range(targets, out.shape[1])
-    score = out.gather(1, targets.view(-1, 1)).sum()
+    with forward_errors(x, model):
+        s = scores(model(xg.clone()))  # a non-leaf copy: an in-place first layer is fine
+    _check_target_range(targets, s.shape[1])
+    score = s.gather(1, targets.view(-1, 1)).sum()
     if not score.requires_grad:  # the score does not depend on the input
         return torch.zeros_like(x)
     (grad,) = torch.autograd.grad(score, xg, allow_unused=True)
@@ -121,19 +168,22 @@ def _input_gradient(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) ->
 
 def _batched_gradients(
     model: nn.Module,
+    scores: Scores,
     targets: torch.Tensor,
     n_jobs: int,
     batch_size: int,
     make_inputs: Callable[[slice], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     like: torch.Tensor,
 ) -> torch.Tensor:
-    """Sum ``weight * gradient`` per image over ``n_jobs`` inputs, ``batch_size`` at a time.
+    """Sum ``weight * gradient`` per image over ``n_jobs`` inputs, ``batch_size`` at a time,
+    in float32 at least (also for a float16 model; float64 stays float64).
 
     ``make_inputs(slice)`` returns ``(image_index, inputs, weights)`` for the jobs in the slice.
     """
-    total = torch.zeros_like(like)
+    acc = _accumulator(like.dtype)
+    total = torch.zeros_like(like, dtype=acc)
     for start in range(0, n_jobs, batch_size):
         idx, inputs, weights = make_inputs(slice(start, min(start + batch_size, n_jobs)))
-        grad = _input_gradient(model, inputs, targets[idx])
-        total.index_add_(0, idx, grad * weights.view(-1, 1, 1, 1).to(grad.dtype))
+        grad = _input_gradient(model, scores, inputs, targets[idx]).to(acc)
+        total.index_add_(0, idx, grad * weights.view(-1, 1, 1, 1).to(acc))
     return total

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 
 import torch
 from torch import nn
@@ -9,33 +10,46 @@ from torch import nn
 from .._validate import check_int as _check_int
 from ..model import get_layer
 from ..runner import LayerTap, require_tensor
-from ._common import Target, _input_gradient, _prepared
+from ..outputs import OutputSelector
+from ._common import Target, _finish, _input_gradient, _prepared
 
 
-def vanilla_gradient(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.Tensor:
+def vanilla_gradient(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, output: OutputSelector = None, region: Any = None
+) -> torch.Tensor:
     """Gradient of the target logit with respect to the input (Simonyan et al., 2014).
 
     Parameters
     ----------
     model : nn.Module
-        Returns logits N x K (a final ``nn.Softmax``/``nn.LogSoftmax`` is bypassed, with a
-        ``UserWarning``).
+        Returns class scores: logits N x K, a single logit N x 1 (two classes: class 1 scores
+        the logit, class 0 its negative) or segmentation scores N x K x H x W (a class scores
+        its mean over the pixels); see :mod:`cnnwidgets.core.outputs`. A final
+        ``nn.Softmax``/``nn.LogSoftmax``/``nn.Sigmoid`` is bypassed, with a ``UserWarning``.
     x : torch.Tensor
-        Float N x C x H x W, normalized the way the model expects; moved to the model's device.
-        The caller's tensor is neither modified nor given ``requires_grad``.
+        Float N x C x H x W, normalized the way the model expects; moved to the model's device
+        and cast to its dtype. The caller's tensor is neither modified nor given ``requires_grad``.
     target : int, sequence of N ints, int tensor, or None
         Class per image; None uses each image's predicted class.
+    output : int, str, callable or None
+        Which part of a structured model output holds the scores
+        (:func:`~cnnwidgets.core.outputs.select_output`); None for a plain tensor.
+    region : box or mask, optional
+        Segmentation outputs only: the pixels a class score averages over
+        (:func:`~cnnwidgets.core.outputs.region_mask`); default all.
 
     Returns
     -------
     torch.Tensor
-        N x C x H x W, detached, on the model's device: ``d logit[i, target[i]] / d x[i]``.
+        N x C x H x W, detached, on the model's device, float32 for a float16/bfloat16 model:
+        ``d score[i, target[i]] / d x[i]``.
 
     Raises
     ------
     ValueError
-        ``x`` not a float N x C x H x W tensor, a target outside ``0..K-1``, or a model output
-        that is not N x K.
+        ``x`` not a float N x C x H x W tensor, a target outside ``0..K-1``, a structured
+        model output without ``output=`` (the message shows its structure), or images too
+        small for the network.
 
     Notes
     -----
@@ -48,11 +62,13 @@ def vanilla_gradient(model: nn.Module, x: torch.Tensor, target: Target = None) -
     >>> vanilla_gradient(net, torch.rand(2, 3, 2, 2), target=0).shape
     torch.Size([2, 3, 2, 2])
     """
-    with _prepared(model, x, target) as (run, xd, t):
-        return _input_gradient(run, xd, t)
+    with _prepared(model, x, target, output=output, region=region) as (run, xd, t, scores):
+        return _finish(_input_gradient(run, scores, xd, t))
 
 
-def grad_x_input(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.Tensor:
+def grad_x_input(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, output: OutputSelector = None, region: Any = None
+) -> torch.Tensor:
     """Input times gradient: ``x * d logit_t / d x`` (N x C x H x W).
 
     Parameters and behaviour as in :func:`vanilla_gradient`. For a linear model this is the
@@ -64,8 +80,8 @@ def grad_x_input(model: nn.Module, x: torch.Tensor, target: Target = None) -> to
     >>> grad_x_input(net, torch.rand(2, 3, 2, 2), target=[0, 2]).shape
     torch.Size([2, 3, 2, 2])
     """
-    with _prepared(model, x, target) as (run, xd, t):
-        return xd * _input_gradient(run, xd, t)
+    with _prepared(model, x, target, output=output, region=region) as (run, xd, t, scores):
+        return _finish(xd * _input_gradient(run, scores, xd, t))
 
 
 def layer_gradient(model: nn.Module, x: torch.Tensor, layer: str, channel: int | None = None) -> torch.Tensor:
@@ -103,7 +119,7 @@ def layer_gradient(model: nn.Module, x: torch.Tensor, layer: str, channel: int |
     get_layer(model, layer)  # raises with the list of valid names
     if channel is not None:
         channel = _check_int(channel, "channel", 0)
-    with _prepared(model, x, None, logits=False) as (run, xd, _):
+    with _prepared(model, x, None, logits=False) as (run, xd, _, _scores):
         xg = xd.clone().requires_grad_(True)
         with LayerTap(run, layer, check=require_tensor) as tap:
             a = tap.run(xg.clone())[1][layer]  # a non-leaf copy: an in-place first layer is fine
@@ -117,4 +133,4 @@ def layer_gradient(model: nn.Module, x: torch.Tensor, layer: str, channel: int |
         grad = None
         if a.requires_grad:
             (grad,) = torch.autograd.grad(a.sum(), xg, allow_unused=True)
-    return torch.zeros_like(xd) if grad is None else grad.detach()
+    return _finish(torch.zeros_like(xd) if grad is None else grad.detach())

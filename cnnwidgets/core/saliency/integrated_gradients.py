@@ -1,9 +1,9 @@
 """Integrated Gradients (Sundararajan et al., 2017), all in one place: the baselines, the
-trapezoid rule along the path and :func:`integrated_gradients` itself."""
+quadrature rules along the path, the convergence delta and :func:`integrated_gradients`."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -11,14 +11,48 @@ from torch import nn
 
 from .._validate import check_int as _check_int
 from ..imageops import gaussian_blur
-from ._common import Target, _batch_size, _batched_gradients, _prepared
+from ..outputs import OutputSelector
+from ..runner import Scores, forward_errors
+from ._common import Target, _accumulator, _batch_size, _batched_gradients, _finish, _prepared, _report, _reporting
 
 Baseline = Literal["black", "blur", "noise"]
 #: Named baselines of :func:`integrated_gradients` (a tensor is accepted too).
 BASELINES: tuple[str, ...] = ("black", "blur", "noise")
 
+Integration = Literal["gausslegendre", "midpoint", "trapezoid"]
+#: Quadrature rules for the path integral, as ``integration=`` of :func:`integrated_gradients`.
+INTEGRATIONS: tuple[str, ...] = ("gausslegendre", "midpoint", "trapezoid")
+
 #: Standard deviation of the Gaussian used for the "blur" baseline, as a fraction of max(H, W).
 BLUR_SIGMA_FRACTION: float = 0.1
+
+
+def path_points(steps: int, integration: Integration = "gausslegendre") -> tuple[np.ndarray, np.ndarray]:
+    """``(alphas, weights)`` of a quadrature rule on [0, 1] (weights sum to 1).
+
+    ``"gausslegendre"``: ``steps`` Gauss-Legendre nodes (exact for polynomials of degree
+    ``2 * steps - 1``; Captum's default). ``"midpoint"``: ``(k + 1/2) / steps``, equal weights.
+    ``"trapezoid"``: ``k / steps`` for ``k = 0..steps``, the end points weighted 1/2 (it
+    evaluates the gradient exactly at the baseline, where e.g. a LayerNorm sees zero variance
+    for a black image: prefer the other two).
+
+    Examples
+    --------
+    >>> a, w = path_points(2, "midpoint")
+    >>> a.tolist(), w.tolist()
+    ([0.25, 0.75], [0.5, 0.5])
+    """
+    if integration == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        return (nodes + 1) / 2, weights / 2
+    if integration == "midpoint":
+        return (np.arange(steps) + 0.5) / steps, np.full(steps, 1.0 / steps)
+    if integration == "trapezoid":
+        w = np.full(steps + 1, 1.0 / steps)
+        w[[0, -1]] /= 2
+        return np.arange(steps + 1) / steps, w
+    names = ", ".join(repr(r) for r in INTEGRATIONS)
+    raise ValueError(f"integration must be one of {names}; got {integration!r}")
 
 
 def integrated_gradients(
@@ -29,13 +63,19 @@ def integrated_gradients(
     baseline: Baseline | torch.Tensor = "black",
     batch_size: int | None = None,
     seed: int | None = None,
-) -> torch.Tensor:
-    """Integrated Gradients (Sundararajan et al., 2017), trapezoid rule.
+    *,
+    integration: Integration = "gausslegendre",
+    return_delta: bool = False,
+    output: OutputSelector = None,
+    region: Any = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Integrated Gradients (Sundararajan et al., 2017).
 
-    ``IG(x) = (x - x') * integral_0^1 dS_t/dx (x' + a (x - x')) da`` with the integral taken
-    by the trapezoid rule on ``steps`` intervals (``steps + 1`` gradient evaluations, the end
-    points weighted 1/2). The attributions then sum to ``S_t(x) - S_t(x')`` up to an error of
-    order ``1 / steps**2`` for a smooth model (completeness); for a linear model they equal
+    ``IG(x) = (x - x') * integral_0^1 dS_t/dx (x' + a (x - x')) da``, the integral taken by a
+    quadrature rule (:func:`path_points`) with ``steps`` gradient evaluations per image
+    (``steps + 1`` for the trapezoid rule). The attributions sum to ``S_t(x) - S_t(x')``
+    (completeness) up to the quadrature error; the difference is the **convergence delta**
+    (``return_delta=True``; :func:`explain` reports it). For a linear model they equal
     ``(x - x') * w`` for any ``steps``.
 
     Parameters
@@ -43,7 +83,7 @@ def integrated_gradients(
     model, x, target
         As in :func:`vanilla_gradient`.
     steps : int
-        Number of intervals on the straight path (>= 1).
+        Gradient evaluations on the straight path (>= 1).
     baseline : {"black", "blur", "noise"} or tensor
         ``"black"``: all zeros (a black image only if the model takes unnormalized [0, 1]
         pixels; otherwise pass the normalized black image as a tensor). ``"blur"``: ``x``
@@ -55,19 +95,28 @@ def integrated_gradients(
         None: as many as make about :data:`BATCH_VALUES` input values.
     seed : int, optional
         Seed for the ``"noise"`` baseline; None draws from torch's global generator.
+    integration : {"gausslegendre", "midpoint", "trapezoid"}
+        The quadrature rule (:func:`path_points`). The default never evaluates the gradient
+        at the baseline itself.
+    return_delta : bool
+        Also return the convergence delta per image, ``sum(IG) - (S_t(x) - S_t(x'))`` (N,),
+        float32; it costs one forward pass of ``x`` and the baseline.
+    output, region
+        As in :func:`vanilla_gradient`.
 
     Returns
     -------
-    torch.Tensor
-        N x C x H x W, detached.
+    torch.Tensor or (torch.Tensor, torch.Tensor)
+        N x C x H x W, detached, float32 for a float16/bfloat16 model; with ``return_delta``
+        also the delta (N,).
 
     Examples
     --------
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     >>> x = torch.rand(1, 3, 2, 2)
-    >>> ig = integrated_gradients(net, x, target=1, steps=10)
-    >>> torch.allclose(ig, x * net[1].weight[1].view(3, 2, 2))
-    True
+    >>> ig, delta = integrated_gradients(net, x, target=1, steps=10, return_delta=True)
+    >>> torch.allclose(ig, x * net[1].weight[1].view(3, 2, 2)), bool(delta.abs().max() < 1e-5)
+    (True, True)
     """
     steps = _check_int(steps, "steps", 1)
     if batch_size is not None:
@@ -75,32 +124,54 @@ def integrated_gradients(
     if isinstance(baseline, str) and baseline not in BASELINES:
         names = ", ".join(repr(b) for b in BASELINES)
         raise ValueError(f"baseline must be one of {names} or a tensor; got {baseline!r}")
-    with _prepared(model, x, target) as (run, xd, t):
-        return _integrated_gradients(run, xd, t, steps, baseline, _batch_size(batch_size, xd), seed)
+    alphas, weights = path_points(steps, integration)
+    with _prepared(model, x, target, output=output, region=region) as (run, xd, t, scores):
+        base = _make_baseline(xd, baseline, seed)
+        ig = _integrated_gradients(run, scores, xd, base, t, alphas, weights, _batch_size(batch_size, xd))
+        delta = None
+        if return_delta or _reporting():
+            delta = convergence_delta(run, scores, xd, base, t, ig)
+            _report("delta", delta)
+    ig = _finish(ig)
+    return (ig, delta) if return_delta else ig
+
+
+def convergence_delta(model: nn.Module, scores: Scores, x: torch.Tensor, base: torch.Tensor,
+                      targets: torch.Tensor, attribution: torch.Tensor) -> torch.Tensor:
+    """``sum(attribution[i]) - (S_t(x[i]) - S_t(base[i]))`` per image (N,), float32 at least, from
+    one forward pass of ``x`` and ``base`` together (inside :func:`_prepared`)."""
+    n = x.shape[0]
+    acc = _accumulator(attribution.dtype)
+    with torch.no_grad(), forward_errors(x, model):
+        s = scores(model(torch.cat([x, base]))).to(acc)
+    picked = s.gather(1, torch.cat([targets, targets]).view(-1, 1))[:, 0]
+    return (attribution.to(acc).sum(dim=(1, 2, 3)) - (picked[:n] - picked[n:])).cpu()
 
 
 def _integrated_gradients(
     model: nn.Module,
+    scores: Scores,
     x: torch.Tensor,
+    base: torch.Tensor,
     targets: torch.Tensor,
-    steps: int,
-    baseline: Baseline | torch.Tensor,
+    alphas: np.ndarray,
+    weights: np.ndarray,
     batch_size: int,
-    seed: int | None,
 ) -> torch.Tensor:
-    base = _make_baseline(x, baseline, seed)
     diff = x - base
-    points = steps + 1  # trapezoid rule: alpha = k / steps, k = 0..steps
+    points = len(alphas)
+    alpha_t = torch.as_tensor(alphas, dtype=torch.float64)
+    weight_t = torch.as_tensor(weights, dtype=torch.float64)
 
     def make_inputs(jobs: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        j = torch.arange(jobs.start, jobs.stop, device=x.device)
+        j = torch.arange(jobs.start, jobs.stop)
         idx, k = j // points, j % points
-        alpha = (k.to(torch.float64) / steps).to(x.dtype).view(-1, 1, 1, 1)
-        weights = torch.where((k == 0) | (k == steps), 0.5, 1.0)
-        return idx, base[idx] + alpha * diff[idx], weights
+        alpha = alpha_t[k].to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
+        idx = idx.to(x.device)
+        return idx, base[idx] + alpha * diff[idx], weight_t[k].to(x.device)
 
-    total = _batched_gradients(model, targets, x.shape[0] * points, batch_size, make_inputs, x)
-    return diff * total / steps
+    total = _batched_gradients(model, scores, targets, x.shape[0] * points, batch_size, make_inputs, x)
+    return diff.to(total.dtype) * total
 
 
 def _make_baseline(x: torch.Tensor, baseline: Baseline | torch.Tensor, seed: int | None) -> torch.Tensor:

@@ -8,6 +8,7 @@ Views read the registry rather than keep lists of their own, e.g. the labels of 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -52,10 +53,10 @@ class MethodSpec:
         Explains a class score and takes ``target``; False for ``"layer_gradient"``, which
         takes ``layer=`` (and ``channel=``) instead.
     takes_layer : bool
-        Takes ``layer=``: optional for Grad-CAM (default the last ``nn.Conv2d``), required by
+        Takes ``layer=``: optional for Grad-CAM (default :func:`~cnnwidgets.core.layers.cam_layer`), required by
         ``"layer_gradient"``.
     takes_steps : bool
-        Takes ``steps=`` and ``baseline=`` (Integrated Gradients).
+        Takes ``steps=``, ``baseline=`` and ``integration=`` (Integrated Gradients).
     takes_samples : bool
         Takes ``samples=`` and ``noise=`` (SmoothGrad).
     input_shaped : bool
@@ -94,6 +95,117 @@ REGISTRY: dict[str, MethodSpec] = {
 #: Valid values of ``method`` for :func:`attribute` (the keys of :data:`REGISTRY`).
 METHODS: tuple[str, ...] = tuple(REGISTRY)
 
+#: Options any method may be given: each method uses those it takes and ignores the others,
+#: so one loop over :data:`METHODS` can pass the same settings to all of them.
+COMMON_PARAMS: tuple[str, ...] = (
+    "layer", "channel", "steps", "baseline", "integration", "samples", "noise", "seed", "batch_size",
+    "output", "region",
+)
+
+
+def _takes(spec: MethodSpec) -> tuple[str, ...]:
+    params = inspect.signature(spec.function).parameters
+    return tuple(n for n in params if n not in ("model", "x", "target"))
+
+
+def _method_params(method: str, spec: MethodSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``params`` that ``method`` takes; common ones it does not take are dropped, others
+    refused with a ValueError saying which method takes what."""
+    takes = _takes(spec)
+    unknown = [k for k in params if k not in takes and k not in COMMON_PARAMS]
+    if unknown:
+        who = "; ".join(f"{m}: {', '.join(_takes(sp)) or '-'}" for m, sp in REGISTRY.items())
+        raise ValueError(
+            f"{', '.join(repr(k) for k in unknown)} is not an option of any attribution method. "
+            f"The options each method takes are {who} (common options a method does not take are ignored)."
+        )
+    if "layer" in params and params["layer"] is None and method == "layer_gradient":
+        raise ValueError("method 'layer_gradient' needs layer= (the name of a layer)")
+    return {k: v for k, v in params.items() if k in takes}
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """An attribution and what was learned computing it (:func:`explain`).
+
+    Attributes
+    ----------
+    attribution : torch.Tensor
+        As :func:`attribute` returns it.
+    method : str
+    targets : torch.Tensor or None
+        The class explained per image (int64 (N,)), None for ``"layer_gradient"``.
+    delta : torch.Tensor or None
+        Integrated Gradients' convergence delta per image (N,), else None.
+    rule : RuleReport or None
+        Guided backprop, deconvnet and guided Grad-CAM: which activations got the rule.
+    layer : str or None
+        The layer Grad-CAM used (its default when none was given).
+    head : Head or None
+        How the model's output was read as classes.
+    notes : list of str
+        Sentences for the user: a rule that changed nothing, a large delta, the head.
+    """
+
+    attribution: torch.Tensor
+    method: str
+    targets: torch.Tensor | None = None
+    delta: torch.Tensor | None = None
+    rule: Any = None
+    layer: str | None = None
+    head: Any = None
+    notes: tuple[str, ...] = ()
+
+
+#: A convergence delta above this fraction of ``|S(x) - S(x')|`` gets a note (the completeness
+#: the Integrated Gradients paper asks to check; more steps lower it).
+DELTA_NOTE_FRACTION: float = 0.05
+
+
+def explain(model: nn.Module, x: torch.Tensor, method: Method, target: Target = None, **params: Any) -> Explanation:
+    """:func:`attribute`, with what the views show beside the map (:class:`Explanation`).
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    >>> e = explain(net, torch.rand(2, 3, 2, 2), "guided_backprop", target=0)
+    >>> e.rule.total, e.notes[0]
+    (0, 'guided backprop: no rectifying activation ran, so the guided rule changed nothing: this map is the plain gradient.')
+    """
+    from ._common import collecting
+
+    spec = _spec(method)
+    kwargs = _method_params(method, spec, params)
+    with collecting() as found:
+        if spec.targeted:
+            attribution = spec.function(model, x, target, **kwargs)
+        else:
+            attribution = spec.function(model, x, **kwargs)
+    scores = found.get("scores")
+    head = None if scores is None else scores.head
+    rule, delta = found.get("rule"), found.get("delta")
+    notes = []
+    if rule is not None:
+        notes.append(f"{spec.label}: {rule.describe()}.")
+    if delta is not None and spec.takes_steps:
+        notes.append(f"convergence delta (sum of attributions minus the score difference): "
+                     f"{', '.join(f'{d:.3g}' for d in delta.tolist()[:4])}{' ...' if len(delta) > 4 else ''}")
+    if head is not None and head.note:
+        notes.append(head.note)
+    targets = None
+    if spec.targeted:
+        from ._common import _given_targets
+
+        targets = None if target is None else _given_targets(target, x.shape[0])
+    return Explanation(attribution, method, targets, delta, rule, found.get("layer"), head, tuple(notes))
+
+
+def _spec(method: Any) -> MethodSpec:
+    spec = REGISTRY.get(method) if isinstance(method, str) else None
+    if spec is None:
+        raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}; got {method!r}")
+    return spec
+
 
 def attribute(model: nn.Module, x: torch.Tensor, method: Method, target: Target = None, **params: Any) -> torch.Tensor:
     """Attribution of ``method`` for ``x``: one entry point for all methods in :data:`METHODS`.
@@ -109,8 +221,11 @@ def attribute(model: nn.Module, x: torch.Tensor, method: Method, target: Target 
         Class per image (None: predicted class). Ignored by ``"layer_gradient"``, which takes
         ``layer=`` (and optionally ``channel=``) instead.
     **params
-        Passed to the method's function, e.g. ``samples``/``noise`` for :func:`smoothgrad`,
-        ``steps``/``baseline`` for :func:`integrated_gradients`, ``layer`` for :func:`gradcam`.
+        Options of the method, e.g. ``samples``/``noise`` for :func:`smoothgrad`,
+        ``steps``/``baseline``/``integration`` for :func:`integrated_gradients`, ``layer`` for
+        :func:`gradcam`, ``output``/``region`` for all targeted methods. The options in
+        :data:`COMMON_PARAMS` may be given to any method: one that does not take an option
+        ignores it (``attribute(net, x, "vanilla", steps=8)`` is the plain gradient).
 
     Returns
     -------
@@ -120,21 +235,25 @@ def attribute(model: nn.Module, x: torch.Tensor, method: Method, target: Target 
     Raises
     ------
     ValueError
-        An unknown method (the message lists :data:`METHODS`), and the errors of the method.
+        An unknown method (the message lists :data:`METHODS`), an option no method takes (the
+        message says which method takes which), and the errors of the method.
 
     Notes
     -----
     The method is looked up in :data:`REGISTRY`, which also says which options it takes.
+    :func:`explain` returns the same attribution with the convergence delta, the activation
+    rule report and notes.
 
     Examples
     --------
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     >>> attribute(net, torch.rand(2, 3, 2, 2), "smoothgrad", target=1, samples=4, seed=0).shape
     torch.Size([2, 3, 2, 2])
+    >>> attribute(net, torch.rand(2, 3, 2, 2), "vanilla", steps=8, samples=4).shape
+    torch.Size([2, 3, 2, 2])
     """
-    spec = REGISTRY.get(method) if isinstance(method, str) else None
-    if spec is None:
-        raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}; got {method!r}")
+    spec = _spec(method)
+    kwargs = _method_params(method, spec, params)
     if not spec.targeted:
-        return spec.function(model, x, **params)
-    return spec.function(model, x, target, **params)
+        return spec.function(model, x, **kwargs)
+    return spec.function(model, x, target, **kwargs)

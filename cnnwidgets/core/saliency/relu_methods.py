@@ -6,16 +6,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from typing import Any
+
+from ..outputs import OutputSelector
 from ..relu_rules import relu_rule
-from ._common import Target, _input_gradient, _prepared
+from ._common import Target, _finish, _input_gradient, _prepared, _report
 
 
-def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.Tensor:
+def guided_backprop(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, output: OutputSelector = None, region: Any = None
+) -> torch.Tensor:
     """Guided backpropagation (Springenberg et al., 2015), N x C x H x W.
 
-    The vanilla gradient with every ``nn.ReLU`` back-propagating ``grad.clamp(min=0) * (x > 0)``
-    (see :func:`~cnnwidgets.core.relu_rules.relu_rule`; functional ``F.relu`` calls keep their
-    ordinary gradient). Parameters as in :func:`vanilla_gradient`.
+    The vanilla gradient with every rectifying activation, module or functional call,
+    back-propagating ``grad.clamp(min=0) * f'(x)`` (``* (x > 0)`` for ReLU; see
+    :func:`~cnnwidgets.core.relu_rules.relu_rule`). Parameters as in :func:`vanilla_gradient`.
+    On a network with no rectifying activation the result is the plain gradient; the
+    :class:`~cnnwidgets.core.relu_rules.RuleReport` of :func:`explain` says so.
 
     Examples
     --------
@@ -23,16 +30,17 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target = None) ->
     >>> guided_backprop(net, torch.rand(2, 3, 2, 2)).shape
     torch.Size([2, 3, 2, 2])
     """
-    with _prepared(model, x, target) as (run, xd, t), relu_rule(run, "guided"):
-        return _input_gradient(run, xd, t)
+    return _ruled(model, x, target, "guided", output, region)
 
 
-def deconvnet(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.Tensor:
+def deconvnet(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, output: OutputSelector = None, region: Any = None
+) -> torch.Tensor:
     """Deconvnet attribution (Zeiler & Fergus, 2014), N x C x H x W.
 
-    The vanilla gradient with every ``nn.ReLU`` back-propagating ``grad.clamp(min=0)``
-    (see :func:`~cnnwidgets.core.relu_rules.relu_rule`). Parameters as in
-    :func:`vanilla_gradient`.
+    The vanilla gradient with every rectifying activation back-propagating
+    ``grad.clamp(min=0)`` (see :func:`~cnnwidgets.core.relu_rules.relu_rule`). Parameters as
+    in :func:`vanilla_gradient`.
 
     Examples
     --------
@@ -40,5 +48,13 @@ def deconvnet(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch
     >>> deconvnet(net, torch.rand(2, 3, 2, 2), target=0).shape
     torch.Size([2, 3, 2, 2])
     """
-    with _prepared(model, x, target) as (run, xd, t), relu_rule(run, "deconvnet"):
-        return _input_gradient(run, xd, t)
+    return _ruled(model, x, target, "deconvnet", output, region)
+
+
+def _ruled(model: nn.Module, x: torch.Tensor, target: Target, rule: str, output: OutputSelector,
+           region: Any) -> torch.Tensor:
+    with _prepared(model, x, target, output=output, region=region) as (run, xd, t, scores):
+        with relu_rule(run, rule) as report:  # type: ignore[arg-type]
+            grad = _input_gradient(run, scores, xd, t)
+        _report("rule", report)
+        return _finish(grad)

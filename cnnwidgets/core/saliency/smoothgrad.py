@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import torch
 from torch import nn
 
 from .._validate import check_int as _check_int
-from ._common import Target, _batch_size, _batched_gradients, _prepared
+from ..outputs import OutputSelector
+from ..runner import Scores
+from ._common import Target, _batch_size, _batched_gradients, _finish, _prepared
 
 
 def smoothgrad(
@@ -20,6 +23,9 @@ def smoothgrad(
     noise: float = 0.15,
     batch_size: int | None = None,
     seed: int | None = None,
+    *,
+    output: OutputSelector = None,
+    region: Any = None,
 ) -> torch.Tensor:
     """SmoothGrad: the vanilla gradient averaged over noisy copies of the input (Smilkov et al., 2017).
 
@@ -39,6 +45,8 @@ def smoothgrad(
     seed : int, optional
         Seeds a private generator (the result then does not depend on ``batch_size``); None
         draws from torch's global generator.
+    output, region
+        As in :func:`vanilla_gradient`.
 
     Returns
     -------
@@ -56,12 +64,13 @@ def smoothgrad(
         batch_size = _check_int(batch_size, "batch_size", 1)
     if isinstance(noise, bool) or not (isinstance(noise, numbers.Real) and math.isfinite(noise) and noise >= 0):
         raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    with _prepared(model, x, target) as (run, xd, t):
-        return _smoothgrad(run, xd, t, samples, float(noise), _batch_size(batch_size, xd), seed)
+    with _prepared(model, x, target, output=output, region=region) as (run, xd, t, scores):
+        return _finish(_smoothgrad(run, scores, xd, t, samples, float(noise), _batch_size(batch_size, xd), seed))
 
 
 def _smoothgrad(
     model: nn.Module,
+    scores: Scores,
     x: torch.Tensor,
     targets: torch.Tensor,
     samples: int,
@@ -98,4 +107,4 @@ def _smoothgrad(
         inputs = x[idx] + eps.to(device=x.device, dtype=x.dtype) * sigma[idx].view(-1, 1, 1, 1)
         return idx, inputs, torch.ones(len(idx), device=x.device)
 
-    return _batched_gradients(model, targets, n * samples, batch_size, make_inputs, x) / samples
+    return _batched_gradients(model, scores, targets, n * samples, batch_size, make_inputs, x) / samples
