@@ -243,6 +243,11 @@ def _record_forward(model: nn.Module, x: Any) -> _ForwardRecord:
 
 
 # ---------------------------------------------------------------- the rules, on a record
+def _auxiliary(name: str) -> bool:
+    """Whether a layer belongs to an auxiliary head (a path component starting with "aux")."""
+    return any(part.lower().startswith("aux") for part in name.split("."))
+
+
 def _is_map(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and t.dim() == 4
 
@@ -301,6 +306,8 @@ def _patch_embedding(spatial: list[_Call]) -> _Call | None:
 def _optimizer_candidates(layers: list[_Call]) -> list[_Call]:
     """The convolutions OIP picks from (rule in :func:`optimizer_layer`), in execution order."""
     convs = [c for c in layers if isinstance(c.module, nn.Conv2d) and _is_map(c.output) and _area(c.output) > 1]
+    main = [c for c in convs if not _auxiliary(c.name)]  # not in an auxiliary head
+    convs = main or convs
     # shortcut-like convs: 1x1 (groups 1) convs that share their input tensor with another conv
     by_input: dict[int, list[_Call]] = {}
     for c in convs:
@@ -349,8 +356,9 @@ def _feature(rec: _ForwardRecord, first: dict[str, _Call], spatial: list[_Call])
             if (c.end < linear.start and c.output is wanted and first[c.name] is c
                     and not isinstance(c.module, CONTAINERS)):
                 return c.name, _pool_of(c.output)
-    if spatial:
-        return spatial[-1].name, _pool_of(spatial[-1].output)
+    main = [c for c in spatial if not _auxiliary(c.name)] or spatial  # not an auxiliary head
+    if main:
+        return main[-1].name, _pool_of(main[-1].output)
     return None, None
 
 
@@ -363,9 +371,12 @@ def _defaults(rec: _ForwardRecord) -> tuple[dict[str, str | None], list[_Call]]:
     cam = optimizer = None
     if patch is None:
         # Grad-CAM reads a layer's last call: the last call to finish with a spatial output
-        # (a ReLU module reused through the network counts where it ran last)
+        # (a ReLU module reused through the network counts where it ran last), not in an
+        # auxiliary head (a module named aux*, as torchvision names them: a segmentation net's
+        # aux_classifier runs in eval but does not feed the main output)
         cam = next((c.name for c in reversed(rec.ended)
-                    if not isinstance(c.module, CONTAINERS) and _is_map(c.output) and _area(c.output) > 1), None)
+                    if not isinstance(c.module, CONTAINERS) and _is_map(c.output) and _area(c.output) > 1
+                    and not _auxiliary(c.name)), None)
         candidates = _optimizer_candidates(layers)
         if candidates:
             optimizer = candidates[(2 * (len(candidates) - 1) + 1) // 3].name  # round(2/3 (n - 1))

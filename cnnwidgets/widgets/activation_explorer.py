@@ -19,8 +19,10 @@ from ..core.colormaps import lut as make_lut
 from ..core.deconv import reconstruct as deconv_reconstruct
 from ..core.filters import grid_shape, render_grid
 from ..core.images import ImageSet
-from ..core.layers import layers_with_output
-from ..core.model import capture_activations, check_model, model_device
+from ..core.layers import layers_with_output, not_a_cnn_notice, view_defaults
+from ..core.model import capture_activations, check_model, model_device, model_dtype
+from ..core.outputs import OutputSelector, check_output, class_names_for
+from ..core.runner import Scores, logits_only, using_model
 from ._base import BaseWidget, Float, Int, PageScheduled, bounded_int, check_labels, checked, float_in, int_in, one_of
 from ._worker import LatestWorker
 from .selection import Selection, SelectionMixin
@@ -99,9 +101,16 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     labels : sequence of int, optional
         True class of each image (length N).
     classes : sequence of str, optional
-        Class names, at least as many as the model's outputs.
+        Class names, at least as many as the model has classes (for a single-logit model,
+        one name X reads as ``["not X", "X"]``).
     layer : str, optional
-        Qualified name of a layer with 4-D output; default: the first one.
+        Qualified name of a layer with 4-D output; default: the first one to run
+        (:func:`~cnnwidgets.core.view_defaults`' ``"activation"``).
+    output : int, str or callable, optional
+        Which part of a structured model output (tuple, dict, named tuple) holds the class
+        scores, for the predicted class (see :func:`~cnnwidgets.core.outputs.select_output`).
+        Without it such a model still shows every layer's maps, projections and top images;
+        the prediction is left out and the note above the view says to pass ``output=``.
     selection : cnnwidgets.Selection, optional
         Shares image index, layer and channel with other views.
     mean, std : float or sequence, optional
@@ -172,20 +181,31 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         selection: Any = None,
         mean: Sequence[float] | float | None = None,
         std: Sequence[float] | float | None = None,
+        output: OutputSelector = None,
     ) -> None:
         self._model = check_model(model)
         self._device = model_device(model)
+        self._dtype = model_dtype(model)  # images go through the model in its dtype
+        self._scores = Scores(model, check_output(output))
+        #: Why the view shows no prediction (a structured output without ``output=``), or None.
+        self._no_prediction: str | None = None
         self._images = ImageSet(images, check_labels(labels), classes, mean=mean, std=std)
         self._x = self._images.x
-        self._cache: OrderedDict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]] = OrderedDict()
+        self._x_model: torch.Tensor | None = None
+        self._cache: OrderedDict[int, tuple[torch.Tensor | None, dict[str, torch.Tensor]]] = OrderedDict()
         self._cache_lock = threading.Lock()
-        logits, acts = self._forward(0)
-        self._images.check_classes(int(logits.shape[-1]) if logits.dim() >= 1 else 1)
+        _, acts = self._forward(0)
+        head = self._scores.head
+        if head is not None:
+            self._images.classes = class_names_for(head, self._images.classes)
+            self._images.check_classes(head.n_classes)
         n = len(self._images)
         names = layers_with_output(self._model, acts, (3,))  # a 4-D output: C x H x W per image
         if not names:
             raise ValueError("no layer of the model has a 4-D (N x C x H x W) output for these images")
         self._layer_names = names
+        defaults = view_defaults(self._model, self._model_input(0))
+        first = defaults["activation"] if defaults["activation"] in names else names[0]
         # channels per layer: the same for every image of the set (one C x H x W shape), so
         # channel checks never need a forward pass on the kernel thread
         self._n_channels = {k: int(acts[k].shape[0]) for k in names}
@@ -207,7 +227,13 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
             self._overlay_lut = make_lut(OVERLAY_CMAP).tobytes()
             self._ready = False
             with self.hold_trait_notifications():
-                self.layer = layer if layer is not None else names[0]
+                self.layer = layer if layer is not None else first
+            if defaults["patch_embedding"] is not None:
+                self.note("cnn", not_a_cnn_notice(defaults["patch_embedding"]))
+            self.note("head", self._scores.note)
+            if self._no_prediction is not None:
+                self.note("output", f"No predicted class is shown: {self._no_prediction}")
+                self.status = self._no_prediction
             self._ready = True
             self._join(selection, explicit=("layer",) if layer is not None else ())
             self._update_image()
@@ -218,10 +244,29 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
             raise
 
     # ------------------------------------------------------------------ compute (cached)
+    def _model_input(self, index: int | slice | Sequence[int] | None = None) -> torch.Tensor:
+        """Images ``index`` (all with None) as the model takes them: on its device, in its dtype."""
+        x = self._x if index is None else self._x[index : index + 1] if isinstance(index, int) else self._x[index]
+        return x.to(device=self._device, dtype=self._dtype)
+
+    def _dataset(self) -> torch.Tensor:
+        """The whole image set in the model's dtype, for dataset passes (one copy, kept)."""
+        if self._dtype == self._x.dtype:
+            return self._x
+        if self._x_model is None:
+            self._x_model = self._x.to(self._dtype)
+        return self._x_model
+
     def _forward(
         self, index: int, on_output: dict[str, Any] | None = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits and every layer's output for image ``index``: one forward pass, cached.
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """Class probabilities and every layer's output for image ``index``: one forward pass,
+        cached.
+
+        The probabilities (K, float32) are those of :class:`~cnnwidgets.core.runner.Scores`
+        (the pass runs under :func:`~cnnwidgets.core.runner.logits_only`, so a final softmax
+        is applied once); None when the output gives none (``_no_prediction`` says why). The
+        layer outputs are float32 C x H x W (or C x ...), whatever the model's dtype.
 
         ``on_output`` is passed to :func:`capture_activations` (``{layer: fn}``, ``fn`` called
         with the layer's output while the rest of the pass still runs); it is not called when
@@ -232,30 +277,50 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
             if hit is not None:
                 self._cache.move_to_end(index)
                 return hit
-        xi = self._x[index : index + 1].to(self._device)
+        xi = self._model_input(index)
         # once the layers with feature maps are known, only those are captured (fewer hooks)
         layers = getattr(self, "_layer_names", None)
-        try:
-            logits, acts = capture_activations(self._model, xi, layers, on_output=on_output)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"the model rejects images of shape {tuple(self._x.shape[1:])} (C, H, W): {exc}. "
-                f"{self._expected_hint()}"
-            ) from None
-        entry = (logits[0].float().cpu(), {k: v.select(0, 0).cpu() for k, v in acts.items() if v.dim() >= 2})
+        with using_model(self._model) as run, logits_only(run):
+            try:
+                out, acts = capture_activations(run, xi, layers, on_output=on_output)
+            except RuntimeError as exc:  # one forward_errors does not recognize
+                raise ValueError(
+                    f"the forward pass on images of shape {self._images.shape} (C, H, W) raised "
+                    f"RuntimeError: {exc}{self._channel_hint()}"
+                ) from exc
+            except ValueError as exc:  # forward_errors' message (too small, channels, dtype)
+                hint = self._channel_hint()
+                if hint and isinstance(exc.__cause__, RuntimeError):
+                    raise ValueError(f"{exc}{hint}") from exc.__cause__
+                raise
+        entry = (self._probabilities(out),
+                 {k: v.select(0, 0).float().cpu() for k, v in acts.items() if v.dim() >= 2})
         with self._cache_lock:
             self._cache[index] = entry
             while len(self._cache) > self.CACHE_IMAGES:
                 self._cache.popitem(last=False)
         return entry
 
-    def _expected_hint(self) -> str:
+    def _probabilities(self, out: Any) -> torch.Tensor | None:
+        """Probabilities (K,) of one image from the model's output, or None (and the reason
+        in ``_no_prediction``) when no tensor of it reads as class scores."""
+        try:
+            return self._scores.probabilities(out)[0].cpu()
+        except ValueError as exc:  # a structured output without output=, or no score shape
+            self._no_prediction = str(exc)
+            return None
+
+    def _channel_hint(self) -> str:
+        """A sentence when the images' channels differ from the first convolution's, else ""."""
         from ..core.model import conv_layers, get_layer
 
         convs = conv_layers(self._model)
+        c = self._images.shape[0]
         if convs:
             first = get_layer(self._model, convs[0])
-            return f"Its first conv layer {convs[0]!r} expects {first.in_channels} channel(s)."
+            if first.in_channels != c:
+                return (f" Its first conv layer {convs[0]!r} expects {first.in_channels} channel(s); the images "
+                        f"{self._images.shape} (C, H, W) have {c}.")
         return ""
 
     def _check_index(self, index: int) -> int:
@@ -287,10 +352,23 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         return self._forward(index)[1][layer].numpy()
 
     def predict(self, index: int | None = None) -> tuple[int, float]:
-        """Predicted class of image ``index`` and its softmax probability."""
+        """Predicted class of image ``index`` and its probability.
+
+        The probability is read by the model's head (:class:`~cnnwidgets.core.outputs.Head`):
+        the softmax of the logits (a final Softmax module applied once, not twice), the
+        sigmoid of a single logit (two classes), or for segmentation scores the share of the
+        pixels whose top class it is.
+
+        Raises
+        ------
+        ValueError
+            When the model's output holds no class scores the view can read (a tuple or dict
+            output without ``output=``; the message says what to pass).
+        """
         index = self.index if index is None else self._check_index(index)
-        logits = self._forward(index)[0]
-        p = torch.softmax(logits.reshape(-1), 0)
+        p = self._forward(index)[0]
+        if p is None:
+            raise ValueError(self._no_prediction)
         c = int(p.argmax())
         return c, float(p[c])
 
@@ -317,9 +395,8 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     def _reconstruct(self, index, layer, channel):
         index = self.index if index is None else self._check_index(index)
         layer = self.layer if layer is None else self._check_layer_name(layer)
-        xi = self._x[index : index + 1].to(self._device)
-        proj, chans = deconv_reconstruct(self._model, xi, layer, channel)
-        return proj.cpu(), chans.cpu()
+        proj, chans = deconv_reconstruct(self._model, self._model_input(index), layer, channel)
+        return proj.float().cpu(), chans.cpu()
 
     def reconstruct_batch(self, indices: Sequence[int], layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Strongest-map projections for many images at once.
@@ -333,9 +410,8 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         """
         idx = [self._check_index(i) for i in indices]
         layer = self.layer if layer is None else self._check_layer_name(layer)
-        xb = self._x[idx].to(self._device)
-        proj, chans = deconv_reconstruct(self._model, xb, layer, None)
-        return proj.cpu().numpy(), chans.cpu().numpy()
+        proj, chans = deconv_reconstruct(self._model, self._model_input(idx), layer, None)
+        return proj.float().cpu().numpy(), chans.cpu().numpy()
 
     def top_images(self, layer: str | None = None, channel: int | None = None, k: int = 9, *, progress=None) -> np.ndarray:
         """Indices of the ``k`` images of the set whose ``channel`` map fires most (by max)."""
@@ -343,7 +419,7 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         channel = self.channel if channel is None else channel
         if channel < 0:
             raise ValueError("choose a channel first (channel=...), or click a map")
-        idx, _ = top_images(self._model, self._x, layer, channel, k, progress=progress)
+        idx, _ = top_images(self._model, self._dataset(), layer, channel, k, progress=progress)
         return idx
 
     def display_image(self, index: int | None = None) -> np.ndarray:
@@ -370,7 +446,7 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         return all(w.wait(timeout) for w in (self._worker, self._recon_worker, self._dataset_worker))
 
     #: Let go by close(): the model, the images and the cached activations.
-    _released = ("_model", "_images", "_x", "_cache")
+    _released = ("_model", "_images", "_x", "_x_model", "_cache")
 
     def close(self) -> None:
         """Stop the background threads, leave the Selection and close the widget (with its
@@ -516,7 +592,7 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         with self._cache_lock:
             cached = index in self._cache
         if cached:
-            logits, _ = self._forward(index)
+            p, _ = self._forward(index)
         else:
 
             def frame(out: torch.Tensor) -> None:
@@ -524,17 +600,16 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
                 if out.dim() != 4 or out.shape[0] != 1:
                     return
                 try:
-                    self._update_maps(out[0], index, layer, image=self._images.display(index), finish=False)
+                    self._update_maps(out[0].float(), index, layer, image=self._images.display(index), finish=False)
                     shown = True
                 except Exception as exc:  # noqa: BLE001 - raised after the pass, not inside the model
                     failed.append(exc)
 
-            logits, _ = self._forward(index, on_output={layer: frame})
+            p, _ = self._forward(index, on_output={layer: frame})
             if failed:
                 raise failed[0]
         img = self._images.display(index)  # kept by the image set since the frame
-        p = torch.softmax(logits.reshape(-1), 0)
-        pred = int(p.argmax())
+        pred = None if p is None else int(p.argmax())
         label = self._images.label(index)
         name = self._images.class_name
         with self.hold_sync():
@@ -546,9 +621,10 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
                 "w": img.shape[1],
                 "c": img.shape[2],
                 "label": name(label),
+                # None (and the reason in model_note) when the output holds no class scores
                 "predicted": name(pred),
-                "probability": float(p[pred]),
-                "correct": None if label is None else label == pred,
+                "probability": None if p is None else float(p[pred]),
+                "correct": None if label is None or pred is None else label == pred,
             }
             if not shown:
                 self._update_maps(index=index, layer=layer, finish=False)
@@ -624,9 +700,13 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         self.progress = 0.0
         self.status = f"finding the top {k} images for channel {channel} of {layer} ..."
         try:
-            idx, scores = top_images(self._model, self._x, layer, channel, k, progress=progress)
+            idx, scores = top_images(self._model, self._dataset(), layer, channel, k, progress=progress)
         except _Stopped:
             self.status = "stopped"
+            self.progress = -1.0
+            return
+        except ValueError as exc:  # the pass failed: say why in the view
+            self.last_error = self.status = f"top images: {exc}"
             self.progress = -1.0
             return
         thumbs = np.stack([self.display_image(int(i)) for i in idx])

@@ -17,8 +17,10 @@ from torch import nn
 from ..core import optimize as opt
 from ..core._validate import as_int
 from ..core.images import ImageSet
-from ..core.layers import layers_with_output
-from ..core.model import capture_activations, check_model, model_device
+from ..core.layers import layers_with_output, not_a_cnn_notice, view_defaults
+from ..core.model import check_model, model_device, model_dtype, unwrap_model
+from ..core.outputs import OutputSelector, check_output, describe_output
+from ..core.runner import Scores, capture_activations, softmax_notice_off
 from ._base import BaseWidget, Float, Int, bounded_int, checked, close_widgets, float_in, int_in, one_of
 from ._worker import start_thread
 from .selection import Selection, SelectionMixin
@@ -95,6 +97,9 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     negate = t.Bool(False).tag(sync=True)
     class_index = Int(0).tag(sync=True)
     n_classes = Int(0, read_only=True).tag(sync=True)
+    #: Why the class objective is off (``n_classes`` 0): no class scores, or an output structure
+    #: that needs ``output=``; empty when it is on.
+    class_note = t.Unicode("", read_only=True).tag(sync=True)
     # --- optimization
     steps = Int(200).tag(sync=True)
     lr = Float(0.02).tag(sync=True)
@@ -151,6 +156,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         param: str = "pixel",
         init: str = "gray",
         step_rule: str = "rms",
+        output: OutputSelector = None,
     ) -> None:
         self._model = check_model(model)
         self._device = model_device(model)
@@ -171,19 +177,30 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             )
         self._shape = shape
         self._mean, self._std = mean, std
+        self._output = check_output(output)
         if selection is not None and not isinstance(selection, Selection):
             self._join(selection)  # raises the TypeError with its hint
+        inner = unwrap_model(self._model)[0]  # layer names are the unwrapped module's
         probe = torch.full((1, *shape), 0.5)
-        probe = self._normalize(probe).to(self._device)
+        probe = self._normalize(probe).to(self._device, model_dtype(inner))
         try:
-            logits, acts = capture_activations(self._model, probe)
-        except RuntimeError as exc:
+            out, acts = capture_activations(inner, probe)
+            defaults = view_defaults(inner, probe)
+        except (RuntimeError, ValueError) as exc:
             raise ValueError(f"the model rejects inputs of shape {shape} (C, H, W): {exc}") from None
-        modules = dict(self._model.named_modules())
-        self._widths = {k: int(acts[k].shape[1]) for k in layers_with_output(self._model, acts, (2, 4))}
+        modules = dict(inner.named_modules())
+        self._widths = {k: int(acts[k].shape[1]) for k in layers_with_output(inner, acts, (2, 4))}
         self._spatial = {k for k, v in acts.items() if v.dim() == 4}
         names = list(self._widths)
         convs = [k for k in names if isinstance(modules[k], nn.Conv2d)]
+        n_classes, self._class_note, head_note = self._read_head(inner, out)
+        if layer is None:
+            # a mid-to-deep convolution (the first conv shows edges, the last one is close to the classes)
+            fallback = defaults["patch_embedding"] or (convs[-1] if convs else names[-1])
+            layer = defaults["optimizer"] if defaults["optimizer"] in self._widths else fallback
+            explicit: tuple[str, ...] = ()
+        else:
+            explicit = ("layer", "channel")
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._resume = threading.Event()
@@ -199,10 +216,15 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         try:  # a failure closes the widget (its comm) and the chart's widgets
             super().__init__(chart=chart)
             self.set_trait("layers", names)
-            # a class count only for a classifier's (N, K) output; 0 for a features-only model
-            self.set_trait("n_classes", int(logits.shape[-1]) if logits.dim() == 2 else 0)
+            # a class count only where the output reads as class scores (Head); 0 otherwise
+            self.set_trait("n_classes", n_classes)
+            self.set_trait("class_note", self._class_note or "")
+            self.note("head", head_note)
+            self.note("output", self._class_note)
+            if defaults["patch_embedding"] is not None:
+                self.note("cnn", not_a_cnn_notice(defaults["patch_embedding"]))
             with self.hold_trait_notifications():
-                self.layer = layer if layer is not None else (convs[-1] if convs else names[-1])
+                self.layer = layer
                 if isinstance(channel, (list, tuple, np.ndarray, torch.Tensor)):
                     chans = [as_int(c.item() if hasattr(c, "item") else c, "channel") for c in channel]
                     if not chans:
@@ -214,7 +236,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
                 self.steps, self.lr, self.seed = steps, lr, seed
                 self.objective, self.param, self.init, self.step_rule = objective, param, init, step_rule
             self._ready = True
-            self._join(selection, explicit=("layer", "channel") if layer is not None else ())
+            self._join(selection, explicit=explicit)
             self._error: Exception | None = None
             self._show(self._start_images(), final=False)
             self.on_msg(self._on_page_message)
@@ -224,6 +246,25 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             raise
 
     # ------------------------------------------------------------------ helpers
+    def _read_head(self, model: nn.Module, out: Any) -> tuple[int, str | None, str | None]:
+        """How the model's output ``out`` (of the probe) reads as classes, for the class
+        objective: ``(n_classes, why the class objective is off or None, the head's note)``.
+        Layer objectives never read the output, so they work whatever it is."""
+        if self._output is None and isinstance(out, torch.Tensor) and out.dim() == 4:
+            return 0, (
+                "objective='class' needs class scores, and this model has no classifier head: its output is "
+                f"{describe_output(out)} (feature maps). Use 'channel' or 'neuron'; if those maps are "
+                "segmentation scores, pass output=lambda out: out"
+            ), None
+        scores = Scores(model, self._output)
+        try:
+            scores.select(out)
+        except ValueError as exc:
+            if self._output is not None:
+                raise  # the output= the user gave selects nothing usable: say so at once
+            return 0, f"objective='class' is off: {exc}", None
+        return scores.head.n_classes, None, scores.note  # type: ignore[union-attr]
+
     def _normalize(self, img: torch.Tensor) -> torch.Tensor:
         if self._mean is None:
             return img
@@ -465,8 +506,8 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
                     f"layer {self.layer!r} has no spatial output: use objective='neuron' (one unit) there"
                 )
         elif not self.n_classes:
-            raise ValueError("objective='class' needs a model whose output is (N, K) class scores; "
-                             "this one has no classifier head: use 'channel' or 'neuron'")
+            raise ValueError(self._class_note or "objective='class' needs a model whose output is (N, K) class "
+                             "scores; this one has no classifier head: use 'channel' or 'neuron'")
         elif not 0 <= self.class_index < self.n_classes:
             raise ValueError(f"class_index must be in 0..{self.n_classes - 1}, got {self.class_index}")
 
@@ -685,52 +726,8 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             return False
 
         try:
-            self.status = "running ..."
-            objective = self._objective()
-            init: Any = self._start_images()
-            if self.precursors:
-                self.status = f"precursor scan over {self.precursors} random starts ..."
-                best, value, _ = opt.precursor_scan(
-                    self._model, objective, self._shape, candidates=self.precursors,
-                    init="multiscale" if self.init == "multiscale" else "gray",
-                    mean=self._mean, std=self._std, seed=self.seed, stop=self._stop,
-                    chunk=max(1, 2**20 // max(1, self._shape[0] * self._shape[1] * self._shape[2])),
-                )
-                init = best.repeat(self.batch, 1, 1, 1)
-            result = opt.optimize(
-                self._model, objective, self._shape, batch=self.batch, steps=n_steps, lr=self.lr,
-                step_rule=self.step_rule, param=self.param, init=init if self.param == "pixel" else None,
-                mean=self._mean, std=self._std, seed=self.seed, snapshots="log",
-                converge={"window": 20, "rtol": 1e-4} if self.converge else None,
-                callback=callback, stop=self._stop, **self._settings(),
-            )
-            probs = (opt.class_probabilities(self._model, result.images, mean=self._mean, std=self._std)
-                     if self.n_classes else None)
-            self._result = result
-            self._history = list(result.history)
-            elapsed = time.perf_counter() - t_start
-            with self.hold_sync():
-                self.step = result.steps_done
-                self.value = self._history[-1] if self._history else 0.0
-                self.steps_per_second = result.steps_done / elapsed if elapsed > 0 else 0.0
-                if probs is not None:
-                    self.set_trait("probabilities", [float(p) for p in probs.mean(0)] if self.batch > 1 else
-                                   [float(p) for p in probs[0]])
-            self._show(result.images, final=True)
-            self._draw_curve()
-            self._send_snapshots(result)
-            how = "stopped" if result.stopped else "converged" if result.converged else "done"
-            top = int(np.argmax(self.probabilities)) if self.probabilities else -1
-            finite = np.isfinite(np.asarray(self._history, dtype=np.float64))
-            if not finite.all() or not bool(torch.isfinite(result.images).all()):
-                # NaN/inf reach the page as null (BaseWidget.get_state); the status says why
-                first = int(np.argmin(finite)) + 1 if not finite.all() else result.steps_done
-                self.status = (f"diverged: the objective is NaN or infinite from step {first} on. Hint: lower "
-                               f"lr (now {self.lr:g}) or the penalty weights, or check the model for NaN outputs")
-                self.last_error = self.status
-            else:
-                self.status = (f"{how} after {result.steps_done} steps; the model says class {top} "
-                               f"with p = {max(self.probabilities):.3f}" if top >= 0 else how)
+            with softmax_notice_off():  # the view's note says how a final softmax is treated
+                self._optimize(n_steps, callback, t_start)
         except opt.DeadTargetError as exc:
             self._error = exc
             self.status = str(exc)
@@ -742,6 +739,55 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             self.running = False
             self.paused = False
             self._done.set()
+
+    def _optimize(self, n_steps: int, callback: Any, t_start: float) -> None:
+        """The run itself: precursor scan, optimization, probabilities, final state."""
+        self.status = "running ..."
+        objective = self._objective()
+        init: Any = self._start_images()
+        if self.precursors:
+            self.status = f"precursor scan over {self.precursors} random starts ..."
+            best, value, _ = opt.precursor_scan(
+                self._model, objective, self._shape, candidates=self.precursors,
+                init="multiscale" if self.init == "multiscale" else "gray",
+                mean=self._mean, std=self._std, seed=self.seed, stop=self._stop, output=self._output,
+                chunk=max(1, 2**20 // max(1, self._shape[0] * self._shape[1] * self._shape[2])),
+            )
+            init = best.repeat(self.batch, 1, 1, 1)
+        result = opt.optimize(
+            self._model, objective, self._shape, batch=self.batch, steps=n_steps, lr=self.lr,
+            step_rule=self.step_rule, param=self.param, init=init if self.param == "pixel" else None,
+            mean=self._mean, std=self._std, seed=self.seed, snapshots="log", output=self._output,
+            converge={"window": 20, "rtol": 1e-4} if self.converge else None,
+            callback=callback, stop=self._stop, **self._settings(),
+        )
+        probs = (opt.class_probabilities(self._model, result.images, mean=self._mean, std=self._std,
+                                         output=self._output) if self.n_classes else None)
+        self._result = result
+        self._history = list(result.history)
+        elapsed = time.perf_counter() - t_start
+        with self.hold_sync():
+            self.step = result.steps_done
+            self.value = self._history[-1] if self._history else 0.0
+            self.steps_per_second = result.steps_done / elapsed if elapsed > 0 else 0.0
+            if probs is not None:
+                self.set_trait("probabilities", [float(p) for p in probs.mean(0)] if self.batch > 1 else
+                               [float(p) for p in probs[0]])
+        self._show(result.images, final=True)
+        self._draw_curve()
+        self._send_snapshots(result)
+        how = "stopped" if result.stopped else "converged" if result.converged else "done"
+        top = int(np.argmax(self.probabilities)) if self.probabilities else -1
+        finite = np.isfinite(np.asarray(self._history, dtype=np.float64))
+        if not finite.all() or not bool(torch.isfinite(result.images).all()):
+            # NaN/inf reach the page as null (BaseWidget.get_state); the status says why
+            first = int(np.argmin(finite)) + 1 if not finite.all() else result.steps_done
+            self.status = (f"diverged: the objective is NaN or infinite from step {first} on. Hint: lower "
+                           f"lr (now {self.lr:g}) or the penalty weights, or check the model for NaN outputs")
+            self.last_error = self.status
+        else:
+            self.status = (f"{how} after {result.steps_done} steps; the model says class {top} "
+                           f"with p = {max(self.probabilities):.3f}" if top >= 0 else how)
 
     def _send_snapshots(self, result: opt.OIPResult) -> None:
         steps = sorted(result.snapshots)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from collections.abc import Sequence
@@ -17,10 +18,11 @@ from torch import nn
 from ..core.colormaps import blend_overlay, heat_codes
 from ..core.colormaps import lut as make_lut
 from ..core.images import ImageSet
-from ..core.runner import using_model
-from ..core.model import spatial_layers
-from ..core.model import capture_activations, check_model, conv_layers, model_device
-from ..core.saliency import BASELINES, METHODS, REGISTRY, attribute, final_softmax, logits_only, softmax_notice_off, to_heatmap
+from ..core.layers import not_a_cnn_notice, view_defaults
+from ..core.model import check_model, model_device, model_dtype
+from ..core.outputs import OutputSelector, check_output, class_names_for
+from ..core.runner import Scores, forward_errors, spatial_layers, using_model
+from ..core.saliency import BASELINES, METHODS, REGISTRY, Explanation, explain, logits_only, softmax_notice_off, to_heatmap
 from ._base import (BaseWidget, Float, Int, PageScheduled, bounded_int, check_labels, checked, close_widgets, float_in,
                     frontend_safe, int_in, one_of)
 from ._worker import LatestWorker
@@ -32,19 +34,40 @@ __all__ = ["SaliencyViewer"]
 COMPARE_DEFAULT = ["vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "guided_gradcam"]
 #: Target codes shared with :class:`cnnwidgets.Selection`.
 PREDICTED, TRUE_LABEL = -1, -2
+#: Grad-CAM and guided Grad-CAM: the methods that read a layer's feature maps for a class score.
+_CAM_METHODS = tuple(m for m, spec in REGISTRY.items() if spec.takes_layer and spec.targeted)
+_UNSET: Any = object()
+
+
+def _error_text(exc: BaseException) -> str:
+    """An exception as the view shows it: the message of a ValueError (written for users),
+    the type and message of anything else."""
+    return str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
 
 
 class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     """Where the model looks: an attribution map over the input image.
 
+    Every map is computed by :func:`cnnwidgets.core.saliency.explain`; what it reports is shown
+    with the map (in the status line for the single map, under each panel in the compare and
+    grid views): the activations guided backprop and deconvnet changed (or that there were
+    none, so the map is the plain gradient), Integrated Gradients' convergence delta, the layer
+    Grad-CAM read. A method that fails shows its error in its own panel; the others are drawn.
+
     Parameters
     ----------
     model : nn.Module
-        A PyTorch classifier (logits out; a final softmax is bypassed, and said so).
+        A PyTorch classifier: N x K logits, a single logit N x 1 (two classes, class 0 scoring
+        the negated logit), or segmentation scores N x K x H x W (a class scores its mean over
+        the pixels, or over ``region``); see :mod:`cnnwidgets.core.outputs`. A final softmax or
+        sigmoid module is bypassed for the gradients and applied once for the probabilities
+        shown (the banner says so). float16/bfloat16 models work: the images are cast to the
+        model's dtype, maps and probabilities are float32.
     images : tensor or array
         N x C x H x W floats the model takes as is, or uint8 N x H x W x C.
     labels, classes : optional
-        True labels (N) and class names (at least as many as the model's outputs).
+        True labels (N) and class names (at least as many as the model's classes; for a
+        single-logit model one name X gives the classes ``["not X", "X"]``).
     method : str
         One of :attr:`methods`: ``"vanilla"``, ``"grad_x_input"``, ``"smoothgrad"``,
         ``"integrated_gradients"``, ``"guided_backprop"``, ``"deconvnet"``, ``"gradcam"``,
@@ -52,7 +75,18 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     target : "predicted", "true", int or class name
         The class whose score is explained.
     layer : str, optional
-        Layer for Grad-CAM and layer gradients (default: the last conv layer).
+        Layer for Grad-CAM and layer gradients (default: Grad-CAM's default layer,
+        ``view_defaults(model, x)["cam"]``: the last layer that ran with a feature map larger
+        than 1 x 1; layers that never run, such as auxiliary heads, are skipped). :attr:`layers`
+        lists the valid ones.
+    output : int, str or callable, optional
+        Which part of a structured model output holds the scores (a tuple index, a dict key or
+        named-tuple field, or a function of the output); see
+        :func:`cnnwidgets.core.outputs.select_output`. None for a model returning one tensor.
+    region : box or mask, optional
+        Segmentation outputs only: the pixels a class score averages over, a box
+        ``(x0, y0, x1, y1)`` in fractions of the image or a mask (H x W, or N x H x W with one
+        mask per image); see :func:`cnnwidgets.core.outputs.region_mask`. Default: all pixels.
     selection : cnnwidgets.Selection, optional
         Shares image index, layer, channel and target with other views.
     mean, std : optional
@@ -65,8 +99,9 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     >>> sv = SaliencyViewer(d.model, d.images, d.labels, d.classes, method="integrated_gradients")
     >>> sv.attribution(0, steps=32).shape
     (1, 28, 28)
+    >>> sv.attribution(0, "vanilla", steps=8).shape  # options a method does not take are ignored
+    (1, 28, 28)
     """
-
     _bundle = "saliency_viewer"
     _export_keys = ("index", "_image", "_image_meta", "_probs", "_heat", "_heat_meta")
     _shared = ("index", "layer", "channel", "target")
@@ -115,10 +150,17 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     #: widget manager renders ``chart`` (a standalone HTML export).
     _probs = t.Bytes(b"").tag(sync=True)
     _heat = t.Bytes(b"").tag(sync=True)
+    #: index, h, w, method, target, target_name, display; ``note``: what the method reported
+    #: (the status line shows it too); ``error``: why the map could not be computed (then
+    #: ``_heat`` is all zeros and the page draws the image alone).
     _heat_meta = t.Dict().tag(sync=True)
     _heat_lut = t.Bytes(b"").tag(sync=True)
     _panels = t.Bytes(b"").tag(sync=True)
     _panel_images = t.Bytes(b"").tag(sync=True)
+    #: kind ("compare" | "grid"), h, w, c, failed (how many panels failed) and ``items``, one
+    #: per panel: index, method, target, target_name, ``note`` (the caption under the panel:
+    #: the rule report, the convergence delta, the layer) and ``error`` for a panel whose
+    #: method failed (its codes are zeros and the page draws the image alone, with the error).
     _panels_meta = t.Dict().tag(sync=True)
 
     chart = t.Instance(bq.Figure).tag(sync=True, **ipw.widget_serialization)
@@ -133,6 +175,8 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         method: str = "vanilla",
         target: str | int = "predicted",
         layer: str | None = None,
+        output: OutputSelector = None,
+        region: Any = None,
         selection: Any = None,
         mean: Sequence[float] | float | None = None,
         std: Sequence[float] | float | None = None,
@@ -140,24 +184,36 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         self._model = check_model(model)
         self._device = model_device(model)
         self._images = ImageSet(images, check_labels(labels), classes, mean=mean, std=std)
+        self._output = check_output(output)
+        self._region = self._check_region_shape(region)
         if selection is not None and not isinstance(selection, Selection):
             self._join(selection)  # raises the TypeError with its hint
-        logits = self._logits(0)
-        self._n_classes = int(logits.shape[-1])
+        scores, _, _ = self._read(0)  # the head: how the output reads as classes
+        head = scores.head
+        self._n_classes = int(head.n_classes)
+        self._images.classes = class_names_for(head, self._images.classes)
         self._images.check_classes(self._n_classes)
         names = self._images.classes[: self._n_classes] if self._images.classes else [str(i) for i in range(self._n_classes)]
-        spatial = self._spatial_layers()
+        x0 = self._batch(0)
+        spatial = spatial_layers(self._model, x0)
+        defaults = view_defaults(self._model, x0)
+        self._patch = defaults["patch_embedding"]
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}; got {method!r}")
         self._ready = False
         self._from_page = False
         self._closed = False
         self._stop = threading.Event()
-        chart = self._make_chart(names)
+        self._status_lock = threading.Lock()
+        self._status_parts = {"heat": "", "panels": ""}
+        chart = self._make_chart(names, head.kind == "segmentation")
         try:  # a failure closes what was started: threads, the chart's widgets, the comm
             super().__init__(chart=chart)
             self._worker = LatestWorker("cnnwidgets-saliency", owner=self)
             self._panel_worker = LatestWorker("cnnwidgets-saliency-panels", owner=self, stop=self._stop)
+            self.note("head", scores.note)
+            if self._patch is not None:
+                self.note("cnn", not_a_cnn_notice(self._patch))
             self.set_trait("n_images", len(self._images))
             self.set_trait("methods", list(METHODS))
             self.set_trait("method_info", {m: {"label": spec.label, "layer": spec.takes_layer, "steps": spec.takes_steps,
@@ -166,8 +222,10 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             self.set_trait("layers", spatial)
             self.method = method
             self.target = self._parse_target(target)
-            convs = [n for n in conv_layers(model) if n in spatial]
-            self.layer = layer if layer is not None else (convs[-1] if convs else spatial[-1])
+            if layer is not None:
+                self.layer = layer
+            elif spatial:
+                self.layer = defaults["cam"] if defaults["cam"] in spatial else (self._patch or spatial[-1])
             self._ready = True
             self._join(selection, explicit=("layer",) if layer is not None else ())
             self._update_image()
@@ -179,18 +237,54 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             raise
 
     # ------------------------------------------------------------------ setup helpers
-    def _logits(self, index: int) -> torch.Tensor:
-        with using_model(self._model) as run, logits_only(run):
-            try:
-                out, _ = capture_activations(run, self._images.x[index : index + 1].to(self._device), [])
-            except RuntimeError as exc:
-                raise ValueError(
-                    f"the model rejects images of shape {self._images.shape} (C, H, W): {exc}"
-                ) from None
-        return out.reshape(-1).float().cpu()
+    def _check_region_shape(self, region: Any) -> Any:
+        """``region`` as given; a per-image mask (N x H x W) must have one mask per image. Its
+        values, and whether the model's output has pixels at all, are checked by the first pass."""
+        if region is None or isinstance(region, (tuple, list)):
+            return region
+        shape = tuple(getattr(region, "shape", ()))
+        if len(shape) == 3 and shape[0] not in (1, len(self._images)):
+            raise ValueError(
+                f"a region mask is H x W, or N x H x W with one mask per image (N = {len(self._images)}); "
+                f"got shape {shape}"
+            )
+        return region
 
-    def _spatial_layers(self) -> list[str]:
-        return spatial_layers(self._model, self._images.x[:1].to(self._device))
+    def _region_for(self, index: int, region: Any = _UNSET) -> Any:
+        """The region of image ``index``: a per-image mask's own mask, else the region itself."""
+        region = self._region if region is _UNSET else region
+        shape = tuple(getattr(region, "shape", ()))
+        if len(shape) == 3 and shape[0] == len(self._images) and shape[0] > 1:
+            return region[index]
+        return region
+
+    def _batch(self, index: int) -> torch.Tensor:
+        """Image ``index`` as the model takes it: 1 x C x H x W on its device, in its dtype."""
+        x = self._images.x[index : index + 1]
+        return x.to(device=self._device, dtype=model_dtype(self._model))
+
+    def _read(self, index: int, output: Any = _UNSET, region: Any = _UNSET) -> tuple[Scores, torch.Tensor, torch.Tensor]:
+        """One pass on image ``index``: the :class:`Scores` reading the output, and the image's
+        class scores and probabilities, float32 (K,) each."""
+        output = self._output if output is _UNSET else output
+        region = self._region_for(index, region)
+        x = self._batch(index)
+        with using_model(self._model) as run, logits_only(run), torch.no_grad():
+            scores = Scores(run, output, region)
+            try:
+                with forward_errors(x, run):
+                    out = run(x.clone())  # clone: a model may change its input in place
+            except (RuntimeError, ValueError) as exc:
+                raise ValueError(f"the model rejects images of shape {self._images.shape} (C, H, W): {exc}") from None
+            t_ = scores.select(out)
+            if region is not None and t_.dim() != 4:
+                raise ValueError(
+                    f"region= applies to segmentation outputs (N x K x H x W); this model's scores have shape "
+                    f"{tuple(t_.shape)}. Leave region=None for a classifier."
+                )
+            s = scores(out)[0].detach().float().cpu()
+            p = scores.probabilities(out)[0].float().cpu()
+        return scores, s, p
 
     def _parse_target(self, target: str | int) -> int:
         if target in ("predicted", None):
@@ -204,7 +298,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             raise ValueError(f"target {target!r} is not a class name; use 'predicted', 'true', an index or one of {names}")
         return int(target)
 
-    def _make_chart(self, names: list[str]) -> bq.Figure:
+    def _make_chart(self, names: list[str], shares: bool) -> bq.Figure:
         xs = bq.OrdinalScale()
         ys = bq.LinearScale(min=0.0, max=1.0)
         self._bars = bq.Bars(
@@ -213,9 +307,11 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         )
         self._bars.observe(self._on_bar_select, "selected")
         ax = bq.Axis(scale=xs, label="class")
-        ay = bq.Axis(scale=ys, orientation="vertical", tick_format=".0%", label="probability")
+        ay = bq.Axis(scale=ys, orientation="vertical", tick_format=".0%", label="share of pixels" if shares else "probability")
+        title = "share of pixels per class (click a bar to explain it)" if shares else \
+            "class probabilities (click a bar to explain it)"
         return bq.Figure(
-            marks=[self._bars], axes=[ax, ay], title="class probabilities (click a bar to explain it)",
+            marks=[self._bars], axes=[ax, ay], title=title,
             layout=ipw.Layout(width="420px", height="240px"),
             fig_margin={"top": 40, "bottom": 40, "left": 55, "right": 10},
         )
@@ -226,19 +322,29 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         return self._model
 
     def probabilities(self, index: int | None = None) -> np.ndarray:
-        """Softmax of the logits for image ``index``, float32 (K,)."""
+        """What the bar chart shows for image ``index``, float32 (K,): softmax of the logits;
+        for a single logit ``[1 - sigmoid, sigmoid]``; for segmentation the share of the pixels
+        whose top class is k. A final softmax or sigmoid of the model is applied once."""
         index = self.index if index is None else self._images.check_index(index)
-        return torch.softmax(self._logits(index), 0).numpy()
+        return self._read(index)[2].numpy()
 
     def resolve_target(self, index: int | None = None, target: int | str | None = None) -> int:
-        """The class index explained for image ``index`` under ``target`` (default: the widget's)."""
+        """The class index explained for image ``index`` under ``target`` (default: the widget's).
+
+        "predicted" is the class with the highest score (for segmentation: the highest mean
+        score over the pixels, or over ``region``)."""
         index = self.index if index is None else self._images.check_index(index)
         code = self.target if target is None else self._parse_target(target)
-        if code == PREDICTED:
-            return int(self._logits(index).argmax())
+        return self._resolve(index, code)
+
+    def _resolve(self, index: int, code: int, output: Any = _UNSET, region: Any = _UNSET) -> int:
         if code == TRUE_LABEL:
             label = self._images.label(index)
-            return int(self._logits(index).argmax()) if label is None else label
+            if label is not None:
+                return label
+            code = PREDICTED
+        if code == PREDICTED:
+            return int(self._read(index, output, region)[1].argmax())
         if not 0 <= code < self._n_classes:
             raise ValueError(f"target must be in 0..{self._n_classes - 1} (or 'predicted'/'true'), got {code}")
         return code
@@ -255,46 +361,92 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         target : int, str, optional
             Class index or name, ``"predicted"`` or ``"true"`` (default: the widget's).
         **params
-            ``steps=``, ``baseline=`` (Integrated Gradients), ``samples=``, ``noise=``
-            (SmoothGrad), ``layer=`` (Grad-CAM, layer gradients), ``channel=`` (layer gradients).
+            Any of :data:`cnnwidgets.core.saliency.COMMON_PARAMS`, for every method (a method
+            ignores those it does not take, as :func:`~cnnwidgets.core.saliency.attribute`
+            does): ``steps=``, ``baseline=``, ``integration=`` (Integrated Gradients),
+            ``samples=``, ``noise=`` (SmoothGrad), ``layer=`` (Grad-CAM, layer gradients),
+            ``channel=`` (layer gradients), ``seed=``, ``batch_size=``, ``output=``, ``region=``.
+            Default: the widget's settings.
 
         Returns
         -------
         numpy.ndarray
             float32 (C, H, W) like the input; (H, W) at input size for ``"gradcam"``.
+
+        Warns
+        -----
+        UserWarning
+            When the model ends in a softmax or sigmoid (bypassed for the call), and when guided
+            backprop or deconvnet found no rectifying activation (the map is then the plain
+            gradient).
         """
-        a, notes = self._attribute(index, method, target, params)
-        for note in notes:
-            warnings.warn(note, UserWarning, stacklevel=2)
+        a, e = self._attribute(index, method, target, params, notice=True)
+        if e.rule is not None and e.rule.total == 0:
+            warnings.warn(f"{REGISTRY[e.method].label}: {e.rule.describe()}.", UserWarning, stacklevel=2)
         return a
 
-    def _attribute(self, index, method, target, params) -> tuple[np.ndarray, list[str]]:
+    def explanation(self, index: int | None = None, method: str | None = None, target: int | str | None = None,
+                    **params: Any) -> Explanation:
+        """:meth:`attribution` with what the method reported, as
+        :func:`~cnnwidgets.core.saliency.explain` returns it (attribution 1 x ..., the rule
+        report, the convergence delta, the layer, the head and notes)."""
+        return self._attribute(index, method, target, params, notice=True)[1]
+
+    def _settings(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The common options (COMMON_PARAMS) from the widget's traits, overridden by ``params``;
+        the core keeps, for each method, those it takes."""
+        kw: dict[str, Any] = {
+            "layer": self.layer or None, "channel": self.channel if self.channel >= 0 else None,
+            "steps": self.steps, "baseline": self.baseline, "samples": self.samples, "noise": self.noise, "seed": 0,
+            "output": self._output, "region": self._region,
+        }
+        kw.update(params)
+        return kw
+
+    def _attribute(self, index, method, target, params, *, notice: bool) -> tuple[np.ndarray, Explanation]:
         index = self.index if index is None else self._images.check_index(index)
         method = self.method if method is None else method
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}; got {method!r}")
-        cls = self.resolve_target(index, target)
-        kw = self._params(method, params)
-        xi = self._images.x[index : index + 1].to(self._device)
-        with softmax_notice_off():
-            a = attribute(self._model, xi, method, cls if REGISTRY[method].targeted else None, **kw)
-        last = final_softmax(self._model) if REGISTRY[method].targeted else None
-        notes = [f"the model ends in {type(last).__name__}; attribution uses the logits before the softmax "
-                 "(the module is bypassed during the call)"] if last is not None else []
-        return a[0].detach().cpu().numpy().astype(np.float32), notes
+        code = self.target if target is None else self._parse_target(target)
+        kw = self._settings(params)
+        cls = self._resolve(index, code, kw["output"], kw["region"]) if REGISTRY[method].targeted else None
+        return self._explain(index, method, cls, kw, explicit_layer="layer" in params, notice=notice)
+
+    def _explain(self, index: int, method: str, cls: int | None, kw: dict[str, Any], *, explicit_layer: bool = False,
+                 notice: bool = False) -> tuple[np.ndarray, Explanation]:
+        """The map of ``method`` for image ``index`` and class ``cls`` with the options ``kw``
+        (:meth:`_settings`): float32 numpy (C, H, W) or (H, W), and the explanation."""
+        if method in _CAM_METHODS and self._patch is not None and not explicit_layer:
+            raise ValueError(
+                f"{REGISTRY[method].label} needs feature maps, and this model looks like a vision transformer: its "
+                f"only layer with feature maps is the patch embedding {self._patch!r}. The gradient methods work; "
+                "pass layer=... to run Grad-CAM on a layer of your choice."
+            )
+        kw = dict(kw, region=self._region_for(index, kw.get("region")))
+        quiet = contextlib.nullcontext() if notice else softmax_notice_off()
+        with quiet:
+            e = explain(self._model, self._batch(index), method, cls, **kw)
+        return e.attribution[0].detach().float().cpu().numpy(), e
 
     def heatmap(self, index: int | None = None, method: str | None = None, target: int | str | None = None,
                 **params: Any) -> np.ndarray:
         """The displayed map in [0, 1] (``display="abs"``) or [-1, 1] (signed), float32 (H, W)."""
-        a, self._last_notes = self._attribute(index, method, target, params)
-        a = a[None] if a.ndim == 2 else a
-        return to_heatmap(a, self.display)
+        a, _ = self._attribute(index, method, target, params, notice=False)
+        return self._heat_of(a)
+
+    def _heat_of(self, a: np.ndarray) -> np.ndarray:
+        return to_heatmap(a[None] if a.ndim == 2 else a, self.display)
 
     def overlay_image(self) -> np.ndarray:
-        """The current heatmap over the image as the page draws it, uint8 (H, W, 3)."""
+        """The current heatmap over the image as the page draws it, uint8 (H, W, 3); the image
+        alone when the map could not be computed (``_heat_meta["error"]``)."""
         meta = self._heat_meta
+        img = self._images.display_rgb(meta["index"])
+        if meta.get("error"):
+            return img
         codes = np.frombuffer(self._heat, np.uint8).reshape(meta["h"], meta["w"])
-        return blend_overlay(self._images.display_rgb(meta["index"]), codes, self._table(), self.opacity)
+        return blend_overlay(img, codes, self._table(), self.opacity)
 
     def wait(self, timeout: float = 120.0) -> bool:
         """Block until background computations are done."""
@@ -436,98 +588,159 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             self.last_error = f"{type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------------ updates
-    def _params(self, method: str, extra: dict[str, Any]) -> dict[str, Any]:
-        spec = REGISTRY[method]
-        kw: dict[str, Any] = {}
-        if spec.takes_samples:
-            kw = {"samples": self.samples, "noise": self.noise, "seed": 0}
-        elif spec.takes_steps:
-            kw = {"steps": self.steps, "baseline": self.baseline, "seed": 0}
-        elif spec.takes_layer and spec.targeted:  # Grad-CAM: default the last conv layer
-            kw = {"layer": self.layer or None}
-        elif spec.takes_layer:
-            kw = {"layer": self.layer, "channel": self.channel if self.channel >= 0 else None}
-        kw.update(extra)
-        return kw
-
     def _table(self) -> np.ndarray:
         return make_lut("diverging" if self.display == "signed" else self.cmap)
+
+    def _set_status(self, part: str, text: str) -> None:
+        """The status line: what the single map reported (or why it failed), then what the
+        compare/grid run did (how many panels failed, stopped)."""
+        with self._status_lock:
+            self._status_parts[part] = text
+            self.status = " ".join(v for v in self._status_parts.values() if v)
 
     def _update_image(self) -> None:
         index = self.index
         img = self._images.display(index)
-        p = torch.softmax(self._logits(index), 0).numpy()
-        pred = int(p.argmax())
+        _, s, p = self._read(index)
+        pred = int(s.argmax())
+        p = p.numpy().astype(np.float32)
         label = self._images.label(index)
         with self.hold_sync():
             self._image = img.tobytes()
             self._image_meta = {"index": index, "h": img.shape[0], "w": img.shape[1], "c": img.shape[2],
                                 "label": self._images.class_name(label), "predicted": self._images.class_name(pred),
                                 "probability": float(p[pred]), "correct": None if label is None else label == pred}
-            self._probs = p.astype(np.float32).tobytes()
+            self._probs = p.tobytes()
         self._bars.y = p.astype(np.float64)
+
+    def _map_notes(self, e: Explanation) -> list[str]:
+        """What the method reported, for the status line (the head's note is in the banner)."""
+        head_note = e.head.note if e.head is not None else None
+        return [n for n in e.notes if n != head_note]
+
+    def _panel_note(self, e: Explanation, kw: dict[str, Any]) -> str:
+        """A short caption for a panel: what makes this map what it is, and whether it
+        coincides with another method's."""
+        parts = []
+        if e.rule is not None:
+            if e.rule.total == 0:
+                parts.append("no rectifying activation: same as the plain gradient" if e.method != "guided_gradcam"
+                             else "no rectifying activation: the plain gradient times Grad-CAM")
+            else:
+                parts.append(e.rule.describe())
+        if e.delta is not None:
+            parts.append(f"delta {float(e.delta.reshape(-1)[0]):.3g}")
+        if e.method == "smoothgrad" and kw.get("noise") == 0:
+            parts.append("noise 0: same as the plain gradient")
+        if e.layer is not None:
+            parts.append(f"layer {e.layer}")
+        elif e.method == "layer_gradient":
+            channel = kw.get("channel")
+            parts.append(f"layer {kw.get('layer')}" + ("" if channel is None else f", channel {channel}"))
+        return "; ".join(parts)
 
     def _update_heat(self) -> None:
         index, method, code = self.index, self.method, self.target
+        cls = None
         try:
             cls = self.resolve_target(index)
-            heat = self.heatmap(index, method)
-        except ValueError as exc:
-            self.status = str(exc)
-            self.busy = False
+            kw = self._settings({})
+            a, e = self._explain(index, method, cls if REGISTRY[method].targeted else None, kw)
+        except Exception as exc:  # noqa: BLE001 - shown in the view: the status line and the caption
+            msg = _error_text(exc)
+            _, h, w = self._images.shape
+            with self.hold_sync():
+                self._heat_lut = self._table().tobytes()
+                self._heat = np.zeros((h, w), np.uint8).tobytes()
+                self._heat_meta = {"index": index, "h": h, "w": w, "method": method, "target": cls,
+                                   "target_name": self._images.class_name(cls), "display": self.display,
+                                   "note": "", "error": msg}
+                self.last_error = msg
+                self._set_status("heat", f"{REGISTRY[method].label} failed: {msg}")
+                self.busy = False
             return
-        codes = heat_codes(heat, self.display == "signed")
-        notes = [n for n in getattr(self, "_last_notes", []) if "softmax" in n.lower()]
+        codes = heat_codes(self._heat_of(a), self.display == "signed")
+        notes = self._map_notes(e)
         with self.hold_sync():
             self._heat_lut = self._table().tobytes()
             self._heat = codes.tobytes()
             self._heat_meta = {"index": index, "h": codes.shape[0], "w": codes.shape[1], "method": method,
                                "target": cls, "target_name": self._images.class_name(cls),
                                "display": self.display, "note": " ".join(notes)}
-            self.status = notes[0] if notes else ""
+            self._set_status("heat", " ".join(notes))
             self.busy = False
         # a click on another bar meanwhile is not undone by this (older) update: the newer one follows
         if self.target == code and list(self._bars.selected or []) != [cls]:
             self._bars.selected = [cls]
 
     def _refresh_panels(self) -> None:
-        if self.view == "single" or self._closed:
+        if self._closed:
+            return
+        if self.view == "single":
+            self._set_status("panels", "")
             return
         self._stop.clear()
         view, index = self.view, self.index
         self._panel_worker.submit(lambda: self._make_panels(view, index))
 
     def _make_panels(self, view: str, index: int) -> None:
+        """Compute the compare/grid panels; a method that fails on a panel shows its error there
+        and the other panels are drawn. The progress indicator ends however the run ends."""
+        try:
+            self._fill_panels(view, index)
+        finally:
+            self.progress = -1.0
+
+    def _fill_panels(self, view: str, index: int) -> None:
         if view == "compare":
             jobs = [(index, m) for m in self.compare_methods]
         else:
             jobs = [(i, self.method) for i in range(index, min(len(self._images), index + self.grid_size))]
+        c, h, w = self._images.shape
+        kw = self._settings({})
+        signed = self.display == "signed"
         heats, items, imgs = [], [], []
+        failed = 0
         self.progress = 0.0
         for k, (i, m) in enumerate(jobs):
             if self._stop.is_set() or self._closed:
-                self.progress = -1.0
-                self.status = "stopped"
+                self._set_status("panels", "stopped")
                 return
-            cls = self.resolve_target(i)
-            heats.append(heat_codes(self.heatmap(i, m), self.display == "signed"))
-            items.append({"index": i, "method": m, "target": cls, "target_name": self._images.class_name(cls)})
+            item: dict[str, Any] = {"index": i, "method": m, "target": None, "target_name": None, "note": ""}
+            try:
+                cls = self.resolve_target(i)
+                item.update(target=cls, target_name=self._images.class_name(cls))
+                a, e = self._explain(i, m, cls if REGISTRY[m].targeted else None, kw)
+                codes = heat_codes(self._heat_of(a), signed)
+                item["note"] = self._panel_note(e, kw)
+            except Exception as exc:  # noqa: BLE001 - one failing method must not empty the other panels
+                if self._closed:
+                    return
+                codes = np.zeros((h, w), np.uint8)
+                item["error"] = _error_text(exc)
+                failed += 1
+            heats.append(codes)
+            items.append(item)
             imgs.append(self._images.display(i))
             self.progress = (k + 1) / len(jobs)
-        h, w = heats[0].shape
+        what = "panels" if view == "compare" else "images"
         with self.hold_sync():
             self._panel_images = np.stack(imgs).tobytes()
             self._panels = np.stack(heats).tobytes()
-            self._panels_meta = {"kind": view, "items": items, "h": h, "w": w, "c": imgs[0].shape[2]}
-            self.progress = -1.0
+            self._panels_meta = {"kind": view, "items": items, "h": h, "w": w, "c": imgs[0].shape[2], "failed": failed}
+            self._set_status("panels", f"{failed} of {len(jobs)} {what} failed (each says why under its picture)."
+                             if failed else "")
 
     def panel_overlay(self, k: int) -> np.ndarray:
-        """Panel ``k`` of the compare/grid view as the page draws it, uint8 (H, W, 3)."""
+        """Panel ``k`` of the compare/grid view as the page draws it, uint8 (H, W, 3); the image
+        alone for a panel whose method failed."""
         meta = self._panels_meta
         h, w, c = meta["h"], meta["w"], meta["c"]
         codes = np.frombuffer(self._panels, np.uint8).reshape(-1, h, w)[k]
         img = np.frombuffer(self._panel_images, np.uint8).reshape(-1, h, w, c)[k]
         img = np.repeat(img, 3, axis=-1) if c == 1 else img[..., :3]
+        if meta["items"][k].get("error"):
+            return np.ascontiguousarray(img)
         return blend_overlay(img, codes, self._table(), self.opacity)
 
     def __repr__(self) -> str:

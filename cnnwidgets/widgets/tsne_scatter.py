@@ -14,10 +14,9 @@ from torch import nn
 
 from ..core.embedding import (
     Stopped,
+    _pool_features,
     check_features,
-    default_feature_layer,
     effective_perplexity,
-    extract_features,
     mosaic,
     neighbors,
     pca_2d,
@@ -26,7 +25,10 @@ from ..core.embedding import (
     umap_2d,
 )
 from ..core.images import ImageSet
-from ..core.model import check_model, get_layer, model_device
+from ..core.layers import feature_layer as default_feature_layer
+from ..core.model import check_model, get_layer, model_device, model_dtype
+from ..core.outputs import OutputSelector, check_output, class_names_for
+from ..core.runner import LayerTap, Scores, forward_errors, logits_only, require_tensor, using_model
 from ._base import (MAX_LABEL, BaseWidget, Float, Int, bounded_float, bounded_int, check_labels, checked, float_in,
                     int_in, one_of)
 from ._worker import start_thread
@@ -99,17 +101,27 @@ class TSNEScatter(SelectionMixin, BaseWidget):
     images : tensor or array
         N x C x H x W floats the model takes, or uint8 N x H x W x C.
     labels, classes : optional
-        True labels and class names.
+        True labels and class names (for a single-logit model, one name X reads as
+        ``["not X", "X"]``).
     layer : str, optional
-        Feature layer; default: the last hidden layer before the classifier.
+        Feature layer; default: the penultimate feature vector, the input of the classifier
+        (:func:`~cnnwidgets.core.feature_layer`, with its ``pool``).
     method : {"tsne", "pca", "umap"}
     selection : cnnwidgets.Selection, optional
     perplexity : float
     seed : int
-    pool : {"flatten", "avg"}
-        How a conv layer's maps become a vector.
+    pool : {"flatten", "avg"}, optional
+        How a conv layer's maps become a vector. Default: the default layer's pool, or
+        ``"flatten"`` for a ``layer`` given.
     mean, std : optional
         Input normalization, for display.
+    output : int, str or callable, optional
+        Which part of a structured model output (tuple, dict, named tuple) holds the class
+        scores, for ``predicted`` (see :func:`~cnnwidgets.core.outputs.select_output`).
+        Without it such a model still gets its map; the predictions are left out and the
+        note above the view says to pass ``output=``.
+    n_iter : int
+        t-SNE iterations (early exaggeration included).
 
     Examples
     --------
@@ -174,25 +186,40 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         selection: Any = None,
         perplexity: float = 30.0,
         seed: int = 0,
-        pool: str = "flatten",
+        pool: str | None = None,
         mean: Sequence[float] | float | None = None,
         std: Sequence[float] | float | None = None,
+        output: OutputSelector = None,
+        n_iter: int = 750,
     ) -> None:
         self._model = check_model(model)
         self._device = model_device(model)
+        self._dtype = model_dtype(model)  # images go through the model in its dtype
+        self._scores = Scores(model, check_output(output))
+        #: Why the view shows no predictions (a structured output without ``output=``), or None.
+        self._no_prediction: str | None = None
         self._images = ImageSet(images, check_labels(labels), classes, mean=mean, std=std)
         n = len(self._images)
         if n < 5:
             raise ValueError(f"a map needs at least 5 images, got {n}")
         if method not in ("tsne", "pca", "umap"):
             raise ValueError(f"method must be 'tsne', 'pca' or 'umap', got {method!r}")
-        if pool not in ("flatten", "avg"):
+        if pool is not None and pool not in ("flatten", "avg"):
             raise ValueError(f"pool must be 'flatten' or 'avg', got {pool!r}")
+        self._n_iter = bounded_int(n_iter, "n_iter", 1, 100_000, "t-SNE iterations; 750 by default")
         if selection is not None and not isinstance(selection, Selection):
             self._join(selection)  # raises the TypeError with its hint
-        feature_layer = layer if layer is not None else default_feature_layer(self._model, self._images.x[:1].to(self._device))
-        get_layer(self._model, feature_layer)
-        self._pool = pool
+        x1 = self._model_input(0, 1)
+        if layer is None:
+            layer, default_pool = default_feature_layer(self._model, x1)
+            pool = pool or default_pool
+        get_layer(self._model, layer)
+        self._pool = pool or "flatten"
+        self._read_head(x1)
+        head = self._scores.head
+        if head is not None:
+            self._images.classes = class_names_for(head, self._images.classes)
+            self._images.check_classes(head.n_classes)
         self._features: np.ndarray | None = None
         self._embedding: np.ndarray | None = None
         self._pred: np.ndarray | None = None
@@ -217,7 +244,10 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             else:
                 names = []
             self.set_trait("class_names", names)
-            self.layer = feature_layer
+            self.layer = layer
+            self.note("head", self._scores.note)
+            if self._no_prediction is not None:
+                self.note("output", f"No predicted classes are shown: {self._no_prediction}")
             self.method = method
             self.perplexity = bounded_float(perplexity, "perplexity", 0.0, self.MAX_PERPLEXITY, above=True)
             self.seed = bounded_int(seed, "seed", 0, 2**32 - 1)
@@ -249,7 +279,19 @@ class TSNEScatter(SelectionMixin, BaseWidget):
 
     @property
     def predicted(self) -> np.ndarray:
-        """The model's predicted class per image, int64 (N,)."""
+        """The model's predicted class per image, int64 (N,): the top class of
+        :class:`~cnnwidgets.core.runner.Scores`' probabilities (a final softmax applied once;
+        for a single logit, class 1 when its sigmoid is above 0.5; for segmentation scores, the
+        class covering the most pixels).
+
+        Raises
+        ------
+        ValueError
+            When the model's output holds no class scores the view can read (a tuple or dict
+            output without ``output=``; the message says what to pass).
+        """
+        if self._no_prediction is not None:
+            raise ValueError(self._no_prediction)
         self._wait_for(lambda: self._pred is not None)
         assert self._pred is not None
         return self._pred
@@ -390,6 +432,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         self._positions = np.ascontiguousarray(positions, dtype=np.float32).tobytes()
 
     def _run(self) -> None:
+        notes: list[str] = []  # said at the end of the status line
         try:
             n = len(self._images)
             self.status = f"features of {self.layer} for {n} images ..."
@@ -398,11 +441,13 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             def progress(done, total):
                 self.progress = 0.9 * done / max(1, total)
 
-            feats = extract_features(self._model, self._images.x, self.layer, pool=self._pool,
-                                     progress=progress, should_stop=self._stop.is_set)
-            self._pred = self._predict()
+            feats, pred = self._features_and_predictions(progress)
+            self._pred = pred
             self._features = check_features(feats)
-            self._predicted = self._pred.astype(np.int16).tobytes()
+            if pred is not None:
+                self._predicted = pred.astype(np.int16).tobytes()
+            if self._no_prediction is not None:
+                notes.append("no predicted classes (see the note above)")
             self.progress = -1.0
             pos = pca_2d(self._features, seed=self.seed)
             self._embedding = pos
@@ -410,7 +455,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             if self.index >= 0:
                 self._on_index(None)
             if self.method == "pca":
-                self.status = f"PCA of {self._features.shape[1]}-d features of {self.layer}"
+                self.status = "; ".join([f"PCA of {self._features.shape[1]}-d features of {self.layer}", *notes])
                 return
             if self._stop.is_set():  # before the long steps that cannot stop at once
                 raise Stopped(n, n)
@@ -419,7 +464,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
                 pos = umap_2d(self._features, seed=self.seed)
                 self._embedding = pos
                 self._push(pos, force=True)
-                self.status = f"UMAP of {self._features.shape[1]}-d features of {self.layer}"
+                self.status = "; ".join([f"UMAP of {self._features.shape[1]}-d features of {self.layer}", *notes])
                 return
             self.status = "t-SNE ..."
 
@@ -432,14 +477,15 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             # lower the perplexity ourselves (tsne would warn, and warnings caught on this
             # thread would swallow the user's own)
             perplexity = effective_perplexity(len(self._features), self.perplexity)
-            notes = (f"perplexity lowered from {self.perplexity:g} to {perplexity:g} for "
-                     f"{len(self._features)} points" if perplexity < self.perplexity else "")
-            pos = tsne(self._features, perplexity=perplexity, seed=self.seed, callback=step,
+            if perplexity < self.perplexity:
+                notes.insert(0, f"perplexity lowered from {self.perplexity:g} to {perplexity:g} for "
+                                f"{len(self._features)} points")
+            pos = tsne(self._features, perplexity=perplexity, seed=self.seed, n_iter=self._n_iter, callback=step,
                        callback_every=10, initialization="pca")
             self._embedding = pos
             self._push(pos, force=True)
             stopped = " (stopped)" if self._stop.is_set() else ""
-            self.status = f"t-SNE of {self._features.shape[1]}-d features of {self.layer}{stopped} {notes}".strip()
+            self.status = f"t-SNE of {self._features.shape[1]}-d features of {self.layer}{stopped} {'; '.join(notes)}".strip()
         except Stopped:
             self.status = "stopped"
         except Exception as exc:  # noqa: BLE001 - reported in the view, never a kernel traceback
@@ -450,17 +496,54 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             self.running = False
             self._done.set()
 
-    def _predict(self) -> np.ndarray:
-        from ..core.runner import using_model
+    def _model_input(self, start: int, stop: int) -> torch.Tensor:
+        """Images ``start:stop`` as the model takes them: on its device, in its dtype."""
+        return self._images.x[start:stop].to(device=self._device, dtype=self._dtype)
 
-        out = []
-        with using_model(self._model) as run, torch.no_grad():
-            for start in range(0, len(self._images), 512):
-                if self._stop.is_set():
-                    raise Stopped(start, len(self._images))
-                logits = run(self._images.x[start : start + 512].to(self._device))
-                out.append(logits.argmax(dim=-1).cpu().numpy())
-        return np.concatenate(out).astype(np.int64)
+    def _read_head(self, x: torch.Tensor) -> None:
+        """Run the model once on ``x`` to learn how its output reads as classes
+        (``_scores.head``); a structured output without ``output=`` sets ``_no_prediction``."""
+        with using_model(self._model) as run, logits_only(run), torch.no_grad(), forward_errors(x, run):
+            out = run(x)
+        try:
+            self._scores.select(out)
+        except ValueError as exc:  # a structured output without output=, or no score shape
+            self._no_prediction = str(exc)
+
+    #: Images per forward pass of the feature pass.
+    BATCH = 256
+
+    def _features_and_predictions(self, progress) -> tuple[np.ndarray, np.ndarray | None]:
+        """The layer's pooled features (float32 N x D) and the predicted classes (int64 N, or
+        None without class scores), from one forward pass per batch.
+
+        Each pass runs under :func:`~cnnwidgets.core.runner.logits_only` (the probabilities
+        apply a final softmax once); without predictions to make it stops after the layer.
+        Images are cast to the model's dtype; features are pooled in float32.
+        """
+        n = len(self._images)
+        layer, pool = self.layer, self._pool
+        want_pred = self._no_prediction is None
+        feats: np.ndarray | None = None
+        pred = np.empty(n, np.int64) if want_pred else None
+        for start in range(0, n, self.BATCH):
+            if self._stop.is_set():
+                raise Stopped(start, n)
+            xb = self._model_input(start, start + self.BATCH)
+            b = int(xb.shape[0])
+            # the model is held (a model without a private view) for one batch at a time
+            with (using_model(self._model) as run, logits_only(run), torch.no_grad(),
+                  LayerTap(run, layer, need_output=want_pred, check=require_tensor) as tap):
+                out, acts = tap.run(xb)
+                f = _pool_features(acts[layer].float(), pool, b, layer).cpu()
+                if pred is not None:
+                    pred[start : start + b] = self._scores.probabilities(out).argmax(dim=1).cpu().numpy()
+            if feats is None:
+                feats = np.empty((n, f.shape[1]), np.float32)
+            feats[start : start + b] = f.numpy()
+            progress(start + b, n)
+        assert feats is not None
+        return feats, pred
 
     def __repr__(self) -> str:
         if self._closed:

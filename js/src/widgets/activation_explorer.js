@@ -2,7 +2,8 @@
 // Traits read: index, n_images, layer, layers, channel, sort, scale, opacity, zoom, busy,
 //   progress, status, _image/_image_meta (uint8 H x W x C), _maps (uint8 C x h x w codes),
 //   _map_stats (float32 C x 3: mean, max, min), _order (int32 C), _maps_meta, _lut,
-//   _overlay_lut, _recon/_recon_meta, _top/_top_meta.
+//   _overlay_lut, _recon/_recon_meta, _top/_top_meta, model_note. _image_meta.predicted and
+//   .probability are null when the model's output gives no class scores (model_note says why).
 // Traits written: index, layer, channel, sort, scale, opacity. Messages: {type: "top_images" | "stop"}.
 import { bytesView, float32View } from "../lib/codecs.js";
 import { boundSelect, formatNumber, h, labelled, modelNote } from "../lib/dom.js";
@@ -116,8 +117,14 @@ function render({ model, el }) {
     const m = model.get("_image_meta") || {};
     if (!m.h) return;
     drawImage(inputCanvas, bytesView(model.get("_image")), m.h, m.w, m.c, imageScale());
+    const head = `image ${m.index}` + (m.label !== null && m.label !== undefined ? ` · label ${m.label}` : "");
+    if (m.predicted === null || m.predicted === undefined) {
+      // the model's output holds no class scores the kernel can read: model_note says why
+      inputCap.replaceChildren(h("span", {}, [head]), h("span", { class: "cnnw-no-prediction" }, [" · no prediction (see the note above)"]));
+      return;
+    }
     inputCap.replaceChildren(
-      h("span", {}, [`image ${m.index}` + (m.label !== null && m.label !== undefined ? ` · label ${m.label}` : "") + " · predicted "]),
+      h("span", {}, [head + " · predicted "]),
       h("span", { class: m.correct === false ? "cnnw-wrong" : "" }, [`${m.predicted} (${(100 * m.probability).toFixed(1)}%)`]),
     );
   }

@@ -1,7 +1,8 @@
 // TSNEScatter front end. Python side: cnnwidgets/widgets/tsne_scatter.py
 // Traits read: index, selected, color_by, hidden_classes, class_names, k, point_size, width,
 //   height, running, iteration, status, progress, _positions (float32 N x 2), _labels and
-//   _predicted (int16 N), _atlas (pages of uint8 thumbnails), _atlas_meta, _neighbors.
+//   _predicted (int16 N; empty when the model's output gives no class scores), _atlas (pages
+//   of uint8 thumbnails), _atlas_meta, _neighbors.
 // Traits written: index, selected, color_by, hidden_classes.
 // Hover never talks to the kernel: thumbnails come from the atlas already in the page.
 import { bytesView, float32View } from "../lib/codecs.js";
@@ -251,7 +252,7 @@ function render({ model, el }) {
     }
     drawThumb(tipCanvas, i, 3);
     const lab = labels[i] >= 0 ? `label ${nameOf(labels[i])} · ` : "";
-    tipText.textContent = `#${i} · ${lab}predicted ${nameOf(pred[i])}`;
+    tipText.textContent = `#${i} · ${lab}` + (pred[i] >= 0 ? `predicted ${nameOf(pred[i])}` : "no prediction");
     tip.style.left = `${mx + 14}px`;
     tip.style.top = `${my + 14}px`;
     tip.style.display = "block";
