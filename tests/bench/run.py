@@ -1169,6 +1169,47 @@ def bench_model_view(quick: bool) -> list[Row]:
     return rows
 
 
+# ---------------------------------------------------------------------------- beside Captum
+@benchmark("captum", notes=(
+    "The same four attributions by cnnwidgets.core.attribute and by Captum 0.9.0, on a ResNet-18-shaped\n"
+    "net (nn.ReLU modules, BatchNorm, 1000 classes), batch 8 x 3 x 160 x 160, target class 3, each with its\n"
+    "defaults otherwise (Captum's IG and NoiseTunnel take the whole batch at once; ours batch the path or\n"
+    "the noisy copies), alternated pairs. Ratio = ours / Captum (lower is better). Ours include the private\n"
+    "view, the output reading and, for guided backprop, the torch-function mode that finds every ReLU."))
+def bench_captum(quick: bool) -> list[Row]:
+    try:
+        from captum.attr import GuidedBackprop, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
+    except ImportError:
+        print("  captum is not installed: pip install captum==0.9.0", flush=True)
+        return []
+    from cnnwidgets.core.saliency import attribute
+
+    torch.manual_seed(0)
+    model = _resnet_like().eval()
+    x = torch.randn(8, 3, 160, 160)
+    t = 3
+    sigma = 0.15 * float(x.max() - x.min())
+    layer = model[7]  # the last stage (its second block is the layer both Grad-CAMs read)
+    cases = [
+        ("Integrated Gradients, 50 steps", lambda: attribute(model, x, "integrated_gradients", t, steps=50),
+         lambda: IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=t, n_steps=50)),
+        ("SmoothGrad, 25 samples", lambda: attribute(model, x, "smoothgrad", t, samples=25, seed=0),
+         lambda: NoiseTunnel(Saliency(model)).attribute(x, nt_type="smoothgrad", nt_samples=25, stdevs=sigma,
+                                                        target=t, abs=False)),
+        ("guided backprop", lambda: attribute(model, x, "guided_backprop", t),
+         lambda: GuidedBackprop(model).attribute(x, target=t)),
+        ("Grad-CAM (upsampled to the input)", lambda: attribute(model, x, "gradcam", t, layer="7.1"),
+         lambda: LayerAttribution.interpolate(LayerGradCam(model, layer[1]).attribute(x, target=t, relu_attributions=True),
+                                              (160, 160), interpolate_mode="bilinear")),
+    ]
+    rows: list[Row] = []
+    for label, ours, theirs in cases:
+        o, b, r = _paired_ratio(ours, theirs, warmup=1, repeats=3 if quick else 7)
+        rows.append(Row(f"{label}: cnnwidgets vs Captum, ResNet-18-shaped, 8 x 3x160x160", o.median, b.median,
+                        1 / r, "<= 1.05x baseline", 1 / r <= 1.05, f"{o.repeats}/{b.repeats}"))
+    return rows
+
+
 # ---------------------------------------------------------------------------- kernel-thread latency
 def _handler_latencies(fire: Callable[[int], None], n: int, settle: Callable[[], object]) -> list[float]:
     """Wall time of ``fire(i)`` on this (the kernel's) thread, n times, letting the view settle
