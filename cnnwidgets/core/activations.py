@@ -16,7 +16,7 @@ from torch import nn
 from ._validate import as_int
 from .filters import FilterTiles, kernel_tiles
 from .inputs import as_batch
-from .model import get_layer, model_device
+from .model import get_layer, model_device, model_dtype
 from .runner import LayerTap, require_4d, using_model
 
 __all__ = [
@@ -143,8 +143,10 @@ def top_channels(acts: torch.Tensor, k: int, by: ChannelOrder = "max") -> np.nda
     return order_channels(map_stats(acts), by)[:k]
 
 
-def _batches(images: Any, batch_size: int, mean: Any, std: Any, device: torch.device) -> tuple[int, Any]:
-    """(N, iterator of N_i x C x H x W batches on ``device``), converting one batch at a time."""
+def _batches(images: Any, batch_size: int, mean: Any, std: Any, device: torch.device,
+             dtype: torch.dtype = torch.float32) -> tuple[int, Any]:
+    """(N, iterator of N_i x C x H x W batches on ``device`` in ``dtype``, the model's), converting
+    one batch at a time."""
     if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
         n = int(images.shape[0])
         if n == 0:
@@ -152,12 +154,12 @@ def _batches(images: Any, batch_size: int, mean: Any, std: Any, device: torch.de
 
         def gen():
             for start in range(0, n, batch_size):
-                yield as_batch(images[start : start + batch_size], mean=mean, std=std, device=device)
+                yield as_batch(images[start : start + batch_size], mean=mean, std=std, device=device).to(dtype)
 
         return n, gen()
     full = as_batch(images, mean=mean, std=std, device=device)
     n = int(full.shape[0])
-    return n, (full[s : s + batch_size] for s in range(0, n, batch_size))
+    return n, (full[s : s + batch_size].to(dtype) for s in range(0, n, batch_size))
 
 
 def top_images(
@@ -233,7 +235,7 @@ def top_images(
     if by not in ("max", "mean"):
         raise ValueError(f"by must be 'max' or 'mean', got {by!r}")
     device = model_device(model)
-    n, batches = _batches(images, batch_size, mean, std, device)
+    n, batches = _batches(images, batch_size, mean, std, device, model_dtype(model))
     scores = np.empty(n, dtype=np.float32)
     got: list[torch.Tensor] = []
 

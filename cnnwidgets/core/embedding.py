@@ -25,7 +25,7 @@ from torch import nn
 from ._validate import as_int
 from .activations import _batches, _positive_int
 from .layers import leaf_layers
-from .model import _add_hook, get_layer, model_device, named_layers
+from .model import _add_hook, get_layer, model_device, model_dtype, named_layers
 from .runner import LayerTap, require_tensor, using_model
 
 __all__ = [
@@ -256,7 +256,7 @@ def extract_features(
     if layer is not None:
         get_layer(model, layer)  # raises with the list of valid names
     device = model_device(model)
-    n, batches = _batches(images, batch_size, mean, std, device)
+    n, batches = _batches(images, batch_size, mean, std, device, model_dtype(model))
     batches = iter(batches)
     first = next(batches)
     batches = itertools.chain([first], batches)
