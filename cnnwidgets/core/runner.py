@@ -846,7 +846,7 @@ class Scores:
     def __init__(self, model: nn.Module, output: OutputSelector = None, region: Any = None) -> None:
         self.output = check_output(output)
         self.region = region
-        last = final_activation(model) if self.output is None else None
+        last = final_activation(model)  # bypassed by logits_only whatever the output selected
         self.final: str | None = None if last is None else type(last).__name__
         self.head: Head | None = None
 

@@ -105,7 +105,7 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         one name X reads as ``["not X", "X"]``).
     layer : str, optional
         Qualified name of a layer with 4-D output; default: the first one to run
-        (:func:`~cnnwidgets.core.view_defaults`' ``"activation"``).
+        (:func:`~cnnwidgets.core.layers.view_defaults`' ``"activation"``).
     output : int, str or callable, optional
         Which part of a structured model output (tuple, dict, named tuple) holds the class
         scores, for the predicted class (see :func:`~cnnwidgets.core.outputs.select_output`).
@@ -244,9 +244,10 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
             raise
 
     # ------------------------------------------------------------------ compute (cached)
-    def _model_input(self, index: int | slice | Sequence[int] | None = None) -> torch.Tensor:
-        """Images ``index`` (all with None) as the model takes them: on its device, in its dtype."""
-        x = self._x if index is None else self._x[index : index + 1] if isinstance(index, int) else self._x[index]
+    def _model_input(self, index: int | Sequence[int]) -> torch.Tensor:
+        """Image ``index`` (1 x C x H x W), or the images ``index`` lists, as the model takes
+        them: on its device, in its dtype."""
+        x = self._x[index : index + 1] if isinstance(index, int) else self._x[list(index)]
         return x.to(device=self._device, dtype=self._dtype)
 
     def _dataset(self) -> torch.Tensor:
@@ -706,7 +707,12 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
             self.progress = -1.0
             return
         except ValueError as exc:  # the pass failed: say why in the view
-            self.last_error = self.status = f"top images: {exc}"
+            why = str(exc)
+            if self._dtype != torch.float32 and "computes in" in why:
+                # core.top_images batches the images as float32 (as_batch) whatever the model's dtype
+                why = (f"not available for a {self._dtype} model yet: the dataset pass feeds the model "
+                       f"float32 images ({why})")
+            self.last_error = self.status = f"top images: {why}"
             self.progress = -1.0
             return
         thumbs = np.stack([self.display_image(int(i)) for i in idx])

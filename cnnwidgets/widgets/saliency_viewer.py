@@ -205,7 +205,9 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         self._closed = False
         self._stop = threading.Event()
         self._status_lock = threading.Lock()
-        self._status_parts = {"heat": "", "panels": ""}
+        self._status_parts = {"image": "", "heat": "", "panels": ""}
+        #: what the bars show: class probabilities, or for segmentation the share of pixels per class
+        self._probs_label = "share of pixels" if head.kind == "segmentation" else "probability"
         chart = self._make_chart(names, head.kind == "segmentation")
         try:  # a failure closes what was started: threads, the chart's widgets, the comm
             super().__init__(chart=chart)
@@ -240,8 +242,12 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     def _check_region_shape(self, region: Any) -> Any:
         """``region`` as given; a per-image mask (N x H x W) must have one mask per image. Its
         values, and whether the model's output has pixels at all, are checked by the first pass."""
-        if region is None or isinstance(region, (tuple, list)):
-            return region
+        if region is None:
+            return None
+        if isinstance(region, (tuple, list)):
+            if len(region) == 4 and all(isinstance(v, (int, float)) for v in region):
+                return tuple(region)  # a box
+            region = torch.as_tensor(np.asarray(region))  # a mask given as nested lists
         shape = tuple(getattr(region, "shape", ()))
         if len(shape) == 3 and shape[0] not in (1, len(self._images)):
             raise ValueError(
@@ -276,11 +282,11 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
                     out = run(x.clone())  # clone: a model may change its input in place
             except (RuntimeError, ValueError) as exc:
                 raise ValueError(f"the model rejects images of shape {self._images.shape} (C, H, W): {exc}") from None
-            t_ = scores.select(out)
-            if region is not None and t_.dim() != 4:
+            selected = scores.select(out)
+            if region is not None and selected.dim() != 4:
                 raise ValueError(
                     f"region= applies to segmentation outputs (N x K x H x W); this model's scores have shape "
-                    f"{tuple(t_.shape)}. Leave region=None for a classifier."
+                    f"{tuple(selected.shape)}. Leave region=None for a classifier."
                 )
             s = scores(out)[0].detach().float().cpu()
             p = scores.probabilities(out)[0].float().cpu()
@@ -592,8 +598,9 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         return make_lut("diverging" if self.display == "signed" else self.cmap)
 
     def _set_status(self, part: str, text: str) -> None:
-        """The status line: what the single map reported (or why it failed), then what the
-        compare/grid run did (how many panels failed, stopped)."""
+        """The status line: why the image has no probabilities (if so), what the single map
+        reported (or why it failed), then what the compare/grid run did (how many panels
+        failed, stopped)."""
         with self._status_lock:
             self._status_parts[part] = text
             self.status = " ".join(v for v in self._status_parts.values() if v)
@@ -601,15 +608,22 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     def _update_image(self) -> None:
         index = self.index
         img = self._images.display(index)
-        _, s, p = self._read(index)
-        pred = int(s.argmax())
-        p = p.numpy().astype(np.float32)
+        try:
+            _, s, p = self._read(index)
+        except Exception as exc:  # noqa: BLE001 - the image is still shown, the status says why there are no bars
+            self._set_status("image", f"image {index}: {_error_text(exc)}")
+            pred, p = None, np.zeros(self._n_classes, np.float32)
+        else:
+            self._set_status("image", "")
+            pred, p = int(s.argmax()), p.numpy().astype(np.float32)
         label = self._images.label(index)
         with self.hold_sync():
             self._image = img.tobytes()
             self._image_meta = {"index": index, "h": img.shape[0], "w": img.shape[1], "c": img.shape[2],
                                 "label": self._images.class_name(label), "predicted": self._images.class_name(pred),
-                                "probability": float(p[pred]), "correct": None if label is None else label == pred}
+                                "probability": None if pred is None else float(p[pred]),
+                                "correct": None if label is None or pred is None else label == pred,
+                                "probs_label": self._probs_label}
             self._probs = p.tobytes()
         self._bars.y = p.astype(np.float64)
 
@@ -688,6 +702,10 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         and the other panels are drawn. The progress indicator ends however the run ends."""
         try:
             self._fill_panels(view, index)
+        except Exception as exc:  # noqa: BLE001 - not one method's failure (those stay in their panels)
+            if not self._closed:
+                self.last_error = _error_text(exc)
+                self._set_status("panels", f"the {view} view failed: {self.last_error}")
         finally:
             self.progress = -1.0
 
@@ -696,7 +714,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             jobs = [(index, m) for m in self.compare_methods]
         else:
             jobs = [(i, self.method) for i in range(index, min(len(self._images), index + self.grid_size))]
-        c, h, w = self._images.shape
+        _, h, w = self._images.shape
         kw = self._settings({})
         signed = self.display == "signed"
         heats, items, imgs = [], [], []
@@ -724,10 +742,11 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             imgs.append(self._images.display(i))
             self.progress = (k + 1) / len(jobs)
         what = "panels" if view == "compare" else "images"
+        shown_c = imgs[0].shape[2] if imgs else self._images.display(index).shape[2]
         with self.hold_sync():
-            self._panel_images = np.stack(imgs).tobytes()
-            self._panels = np.stack(heats).tobytes()
-            self._panels_meta = {"kind": view, "items": items, "h": h, "w": w, "c": imgs[0].shape[2], "failed": failed}
+            self._panel_images = np.stack(imgs).tobytes() if imgs else b""
+            self._panels = np.stack(heats).tobytes() if heats else b""
+            self._panels_meta = {"kind": view, "items": items, "h": h, "w": w, "c": shown_c, "failed": failed}
             self._set_status("panels", f"{failed} of {len(jobs)} {what} failed (each says why under its picture)."
                              if failed else "")
 

@@ -25,7 +25,7 @@ from ..core.embedding import (
     umap_2d,
 )
 from ..core.images import ImageSet
-from ..core.layers import feature_layer as default_feature_layer
+from ..core.layers import feature_layer
 from ..core.model import check_model, get_layer, model_device, model_dtype
 from ..core.outputs import OutputSelector, check_output, class_names_for
 from ..core.runner import LayerTap, Scores, forward_errors, logits_only, require_tensor, using_model
@@ -105,7 +105,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         ``["not X", "X"]``).
     layer : str, optional
         Feature layer; default: the penultimate feature vector, the input of the classifier
-        (:func:`~cnnwidgets.core.feature_layer`, with its ``pool``).
+        (:func:`~cnnwidgets.core.layers.feature_layer`, with its ``pool``).
     method : {"tsne", "pca", "umap"}
     selection : cnnwidgets.Selection, optional
     perplexity : float
@@ -211,7 +211,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             self._join(selection)  # raises the TypeError with its hint
         x1 = self._model_input(0, 1)
         if layer is None:
-            layer, default_pool = default_feature_layer(self._model, x1)
+            layer, default_pool = feature_layer(self._model, x1)  # the penultimate feature vector
             pool = pool or default_pool
         get_layer(self._model, layer)
         self._pool = pool or "flatten"

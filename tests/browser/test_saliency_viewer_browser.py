@@ -88,6 +88,10 @@ def test_saliency_viewer_round_trips(open_notebook):
     )
     methods = [e.get_attribute("data-method") for e in page.query_selector_all(f"{SV} .cnnw-panel-item")]
     assert methods == nb.kernel_json("list(sv.compare_methods)")
+    # under each panel, what its method reported (the guided rule, the convergence delta, the layer)
+    notes = [e.inner_text() for e in page.query_selector_all(f"{SV} .cnnw-panel-item .cnnw-panel-note")]
+    assert notes == nb.kernel_json("[it['note'] for it in sv._panels_meta['items']]")
+    assert "guided rule on" in notes[3] and notes[2].startswith("delta ")
     first = _np(nb, "sv.panel_overlay(0)", "p0.npy")
     _same(nb, f"{SV} .cnnw-panel-item canvas", _scaled(first, 112 // 28))
     DOCS.mkdir(exist_ok=True)
@@ -97,3 +101,31 @@ def test_saliency_viewer_round_trips(open_notebook):
     # pixels differ between methods (the compare panels are not copies)
     second = _np(nb, "sv.panel_overlay(1)", "p1.npy")
     assert not np.array_equal(first, second)
+
+    # a method that fails shows its error on its own panel; the others are drawn
+    nb.kernel(
+        "import dataclasses, functools, cnnwidgets.core.saliency as _s\n"
+        "_spec = _s.REGISTRY['smoothgrad']\n"
+        "@functools.wraps(_spec.function)\n"
+        "def _boom(*a, **k):\n"
+        "    raise RuntimeError('boom in the page')\n"
+        "_s.REGISTRY['smoothgrad'] = dataclasses.replace(_spec, function=_boom)\n"
+        "sv.compare_methods = ['vanilla', 'smoothgrad', 'guided_backprop']"
+    )
+    try:
+        page.wait_for_function(
+            f"() => document.querySelector('{SV}').dataset.panels === '3' && document.querySelector('{SV}').dataset.panelsFailed === '1'",
+            timeout=90_000,
+        )
+        errors = page.query_selector_all(f"{SV} .cnnw-panel-item[data-error='true']")
+        assert [e.get_attribute("data-method") for e in errors] == ["smoothgrad"]
+        assert "boom in the page" in errors[0].inner_text()
+        assert "1 of 3 panels failed" in page.inner_text(f"{SV} .cnnw-status")
+        canvases = f"{SV} .cnnw-panel-item[data-method='smoothgrad'] canvas"
+        _same(nb, canvases, _scaled(_np(nb, "sv.panel_overlay(1)", "p_err.npy"), 112 // 28))  # the image alone
+        _same(nb, f"{SV} .cnnw-panel-item[data-method='guided_backprop'] canvas",
+              _scaled(_np(nb, "sv.panel_overlay(2)", "p2.npy"), 112 // 28))
+        assert page.locator(f"{SV} progress.cnnw-progress").evaluate("p => p.style.visibility") == "hidden"
+    finally:
+        nb.kernel("_s.REGISTRY['smoothgrad'] = _spec")
+    assert not nb.errors, nb.errors

@@ -564,8 +564,18 @@ def test_wrong_channel_count(demo):
     rgb = demo.images[:4].repeat(1, 3, 1, 1)
     with pytest.raises(ValueError, match=r"\(3, 28, 28\)") as info:
         ActivationExplorer(demo.model, rgb)
-    assert "1 channel" in str(info.value)
-    assert "features.0" in str(info.value)
+    text = str(info.value)
+    assert "the input images have 3 channel(s) (3 x 28 x 28)" in text  # the cause, first
+    assert "'features.0' expects 1 channel(s)" in text
+    assert isinstance(info.value.__cause__, RuntimeError)  # PyTorch's own error kept, chained
+
+
+def test_too_small_images_are_named_as_the_cause_not_the_channels(demo):
+    """4 x 4 digits have the right channel count: the message says they are too small and
+    never blames the channels."""
+    with pytest.raises(ValueError, match=r"too small for this network") as info:
+        ActivationExplorer(demo.model, demo.images[:4, :, :4, :4])
+    assert "channel" not in str(info.value).split("(PyTorch said")[0]
 
 
 def test_empty_image_set(demo):

@@ -120,7 +120,9 @@ def saliency_threads() -> set[threading.Thread]:
 # ---------------------------------------------------------------- attributions
 def test_layers_and_defaults(sv):
     assert list(sv.layers) == [f"features.{i}" for i in range(8)]  # the 4-D outputs, no containers
-    assert sv.layer == "features.6"  # the last conv layer
+    # Grad-CAM's default (view_defaults' "cam"): the last layer that ran with a feature map
+    # larger than 1 x 1, here the ReLU after the last conv
+    assert sv.layer == "features.7"
     assert list(sv.methods) == list(cnnwidgets.core.METHODS)
     assert sv.class_names == NAMES
     assert sv.n_images == N
@@ -384,16 +386,17 @@ def softmax_model(demo):
 def test_softmax_model_status_and_attributions_use_the_logits(softmax_model, demo, logits):
     w = SaliencyViewer(softmax_model, demo.images[:N], demo.labels[:N], NAMES)
     try:
-        assert "softmax" in w.status.lower() and "logits" in w.status.lower()
-        assert "softmax" in w._heat_meta["note"].lower()
-        assert w.layer == "0.features.6"
+        # what the model's head is goes in the banner above the view (not repeated per map)
+        assert "Softmax" in w.model_note and "scores before it" in w.model_note
+        assert "softmax" not in w.status.lower() and "softmax" not in w._heat_meta["note"].lower()
+        assert w.layer == "0.features.7"
         w.steps, w.samples = FAST["steps"], FAST["samples"]
         for method in ("vanilla", "integrated_gradients", "smoothgrad", "guided_backprop", "gradcam"):
             with pytest.warns(UserWarning, match="Softmax"):
                 got = w.attribution(MISCLASSIFIED, method)
             params = core_params(w, method)
             if "layer" in params:
-                params["layer"] = "features.6"  # the same conv in the bare model
+                params["layer"] = "features.7"  # the same layer in the bare model
             want = reference(demo.model, demo.images[MISCLASSIFIED : MISCLASSIFIED + 1], method,
                              int(logits[MISCLASSIFIED].argmax()), **params)
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
@@ -449,7 +452,7 @@ def test_layer_without_spatial_output(demo, sv):
     with pytest.raises(ValueError, match="spatial") as info:
         sv.layer = "classifier.1"
     assert "'features.0'" in str(info.value) and "'features.7'" in str(info.value)
-    assert sv.layer == "features.6"
+    assert sv.layer == "features.7"
     with pytest.raises(ValueError, match="'features.6'"):
         SaliencyViewer(demo.model, demo.images[:4], layer="classifier.1")
     with pytest.raises(ValueError, match="'features.6'"):
@@ -507,7 +510,7 @@ def test_page_values_update_in_the_background(sv, demo, logits):
     assert list(sv._bars.selected) == [int(logits[40].argmax())]
     sv.set_state({"method": "gradcam"})
     assert sv.wait(30)
-    a = reference(demo.model, demo.images[40:41], "gradcam", int(logits[40].argmax()), layer="features.6")
+    a = reference(demo.model, demo.images[40:41], "gradcam", int(logits[40].argmax()), layer="features.7")
     np.testing.assert_array_equal(decoded_heat(sv), heat_codes(to_heatmap(a[None], "abs"), False))
     assert sv.busy is False and sv.last_error is None
 
@@ -524,7 +527,7 @@ def test_page_index_and_method_changes_while_busy_update_image_and_bars(sv, demo
     gate.set()
     assert sv.wait(30)
     assert sv.index == 40 and sv._heat_meta["index"] == 40 and sv._heat_meta["method"] == "gradcam"
-    a = reference(demo.model, demo.images[40:41], "gradcam", int(logits[40].argmax()), layer="features.6")
+    a = reference(demo.model, demo.images[40:41], "gradcam", int(logits[40].argmax()), layer="features.7")
     np.testing.assert_array_equal(decoded_heat(sv), heat_codes(to_heatmap(a[None], "abs"), False))
     assert sv._image_meta["index"] == 40  # the digit under the map
     np.testing.assert_allclose(np.asarray(sv._bars.y), torch.softmax(logits[40], 0).numpy(), rtol=1e-5, atol=1e-7)
@@ -567,7 +570,7 @@ def test_selection_drives_index_target_and_layer(demo, logits):
     sel = Selection()
     w = SaliencyViewer(demo.model, demo.images[:N], demo.labels[:N], NAMES, selection=sel)
     try:
-        assert sel.layer == "features.6"  # the viewer fills an empty Selection
+        assert sel.layer == "features.7"  # the viewer fills an empty Selection
         sel.index = 17
         assert w.index == 17 and w._heat_meta["index"] == 17
         sel.target = 2

@@ -3,14 +3,17 @@
 //   cmap, opacity, view, busy, status, progress, _image/_image_meta, _heat (uint8 H x W codes),
 //   _heat_meta, _heat_lut (256 x 3), _panels (K x H x W codes), _panel_images, _panels_meta,
 //   chart (a bqplot Figure, rendered as a child view), _probs (float32 K, the class
-//   probabilities of _image_meta.index: drawn as a static SVG bar chart instead of the bqplot
+//   probabilities of _image_meta.index, or the share of pixels per class when
+//   _image_meta.probs_label says so: drawn as a static SVG bar chart instead of the bqplot
 //   child when there is no widget manager, i.e. in a standalone HTML export).
+// _heat_meta.note / _panels_meta.items[k].note: what the method reported (the caption under a
+//   panel); .error: the method failed there, and the image is drawn alone with the error.
 // Traits written: index, method, target, layer, display, opacity, view, steps, samples, noise, baseline.
 import { barChart } from "../lib/charts.js";
 import { bytesView, float32View } from "../lib/codecs.js";
 import { hasWidgetManager, mountChild } from "../lib/children.js";
 import { boundSelect, h, labelled, modelNote } from "../lib/dom.js";
-import { blendOverlay, fitScale } from "../lib/image.js";
+import { blendOverlay, drawImage, fitScale } from "../lib/image.js";
 import { ensureExplorerStyle } from "../lib/style.js";
 
 function render({ model, el }) {
@@ -93,12 +96,13 @@ function render({ model, el }) {
     const probs = float32View(model.get("_probs"));
     let top = -1;
     for (let i = 0; i < probs.length; i++) if (top < 0 || probs[i] > probs[top]) top = i;
+    const shares = im.probs_label === "share of pixels";
     barChart(chartBox, probs, model.get("class_names") || [], {
       highlight: hm.index === im.index ? hm.target : -1,
       marked: top,
-      title: "class probabilities",
+      title: shares ? "share of pixels per class" : "class probabilities",
       xLabel: "class",
-      yLabel: "probability",
+      yLabel: im.probs_label || "probability",
     });
     root.dataset.chartIndex = String(im.index);
   }
@@ -109,16 +113,24 @@ function render({ model, el }) {
     const im = model.get("_image_meta") || {};
     const hm = model.get("_heat_meta") || {};
     if (!im.h || !hm.h || hm.index !== im.index) return;
-    blendOverlay(heatCanvas, bytesView(model.get("_image")), im.h, im.w, im.c, bytesView(model.get("_heat")),
-      hm.h, hm.w, bytesView(model.get("_heat_lut")), model.get("opacity"), scaleOf(im));
+    if (hm.error) {
+      drawImage(heatCanvas, bytesView(model.get("_image")), im.h, im.w, im.c, scaleOf(im));
+    } else {
+      blendOverlay(heatCanvas, bytesView(model.get("_image")), im.h, im.w, im.c, bytesView(model.get("_heat")),
+        hm.h, hm.w, bytesView(model.get("_heat_lut")), model.get("opacity"), scaleOf(im));
+    }
     frames += 1;
     root.dataset.frame = String(frames);
     root.dataset.heatIndex = String(hm.index);
     root.dataset.heatMethod = hm.method;
     root.dataset.heatTarget = String(hm.target);
-    const pred = `${im.predicted} (${(100 * im.probability).toFixed(1)}%)`;
+    root.dataset.heatError = hm.error ? "true" : "false";
+    const pred = im.probability === null || im.probability === undefined ? "n/a"
+      : `${im.predicted} (${(100 * im.probability).toFixed(1)}%)`;
+    const what = hm.error ? `${label(hm.method)} failed: ${hm.error}` : `${label(hm.method)} for class ${hm.target_name}`;
     caption.textContent = `image ${im.index}` + (im.label !== null && im.label !== undefined ? ` · label ${im.label}` : "") +
-      ` · predicted ${pred} · ${label(hm.method)} for class ${hm.target_name}`;
+      ` · predicted ${pred} · ${what}`;
+    caption.classList.toggle("cnnw-wrong", Boolean(hm.error));
   }
 
   function drawPanels() {
@@ -134,14 +146,23 @@ function render({ model, el }) {
     const sc = fitScale(m.h, m.w, 112);
     panels.replaceChildren(
       ...m.items.map((it, k) => {
-        const c = blendOverlay(h("canvas", { class: "cnnw-panel-canvas" }), imgs.subarray(k * n * m.c, (k + 1) * n * m.c),
-          m.h, m.w, m.c, heat.subarray(k * n, (k + 1) * n), m.h, m.w, lut, model.get("opacity"), sc);
-        const text = m.kind === "compare" ? label(it.method) : `#${it.index} · class ${it.target_name}`;
+        const img = imgs.subarray(k * n * m.c, (k + 1) * n * m.c);
+        const canvas = h("canvas", { class: "cnnw-panel-canvas" });
+        const c = it.error ? drawImage(canvas, img, m.h, m.w, m.c, sc)
+          : blendOverlay(canvas, img, m.h, m.w, m.c, heat.subarray(k * n, (k + 1) * n), m.h, m.w, lut, model.get("opacity"), sc);
+        const text = m.kind === "compare" ? label(it.method)
+          : `#${it.index}` + (it.target_name !== null && it.target_name !== undefined ? ` · class ${it.target_name}` : "");
+        // what the method reported (or why it failed), under the picture
+        const sub = it.error
+          ? h("div", { class: "cnnw-panel-note cnnw-panel-error cnnw-wrong", style: { maxWidth: "180px" } }, [`failed: ${it.error}`])
+          : h("div", { class: "cnnw-panel-note", style: { maxWidth: "180px", color: "#555" } }, [it.note || ""]);
         return h("div", { class: "cnnw-thumb cnnw-panel-item", "data-index": String(it.index), "data-method": it.method,
-          onclick: () => (m.kind === "compare" ? set("method", it.method) : set("index", it.index)) }, [c, text]);
+          "data-error": it.error ? "true" : "false",
+          onclick: () => (m.kind === "compare" ? set("method", it.method) : set("index", it.index)) }, [c, text, sub]);
       }),
     );
     root.dataset.panels = String(m.items.length);
+    root.dataset.panelsFailed = String(m.failed || 0);
     root.dataset.panelsKind = m.kind;
   }
 
