@@ -9,6 +9,10 @@ import ipywidgets as ipw
 import torch
 from torch import nn
 
+from ..core.inputs import as_batch
+from ..core.layers import view_defaults
+from ..core.model import check_model, model_dtype
+from ..core.outputs import OutputSelector, check_output
 from ._base import close_widgets, held_widgets
 from .activation_explorer import ActivationExplorer
 from .filter_grid import FilterGrid
@@ -40,11 +44,24 @@ class Explorer(ipw.VBox):
         The model's input normalization.
     tsne_images : int
         How many images the t-SNE map shows (the first ones), to keep it quick.
+    output : int, str or callable, optional
+        For a model whose output is a tuple, dict or named tuple: which part holds the class
+        scores (:func:`~cnnwidgets.core.outputs.select_output`), for every view that reads them.
+    saliency_layer, optimizer_layer, tsne_layer : str, optional
+        The layers of Grad-CAM, of the optimized input pattern and of the t-SNE features.
+        Each view has a default of its own, found in one forward pass on the first image
+        (:func:`~cnnwidgets.core.layers.view_defaults`): the feature maps start on the first
+        layer with feature maps, Grad-CAM on the last one, the optimizer on a convolution two
+        thirds of the way in, t-SNE on the classifier's input (pooled as that function says;
+        a ``tsne_layer`` given here uses TSNEScatter's own ``pool``). The views share one
+        Selection, but a view keeps its own layer until you choose another one.
 
     Attributes
     ----------
     selection, filters, activations, saliency, optimizer, tsne
         The Selection and the five views, for use from Python.
+    defaults : dict
+        The default layer of every view for this model (``view_defaults``).
 
     Examples
     --------
@@ -63,17 +80,37 @@ class Explorer(ipw.VBox):
         mean: Sequence[float] | float | None = None,
         std: Sequence[float] | float | None = None,
         tsne_images: int = 2000,
+        output: OutputSelector = None,
+        saliency_layer: str | None = None,
+        optimizer_layer: str | None = None,
+        tsne_layer: str | None = None,
     ) -> None:
+        check_model(model)
+        check_output(output)
+        x = as_batch(images, mean=mean, std=std)  # once, for every view (floats are taken as they are)
+        # every view's default layer from one forward pass on the first image
+        self.defaults = d = view_defaults(model, x[:1].to(model_dtype(model)))
         self.selection = Selection()
-        kw = {"mean": mean, "std": std, "selection": self.selection}
+        kw: dict[str, Any] = {"mean": mean, "std": std, "selection": self.selection}
+        if output is not None:  # only then: a view without output= still works for plain outputs
+            kw["output"] = output
+
+        def layer_kw(given: str | None, default: str | None) -> dict[str, Any]:
+            # an explicit layer: the view keeps it when joining the Selection
+            chosen = given if given is not None else default
+            return {} if chosen is None else {"layer": chosen}
+
         try:  # a view that fails closes the views built before it (their threads, widgets)
-            self.activations = ActivationExplorer(model, images, labels, classes, **kw)
+            self.activations = ActivationExplorer(model, x, labels, classes, **layer_kw(None, d["activation"]), **kw)
             self.filters = FilterGrid(model, selection=self.selection, height=320)
-            self.saliency = SaliencyViewer(model, images, labels, classes, **kw)
-            n = min(int(tsne_images), len(self.activations._images))
+            self.saliency = SaliencyViewer(model, x, labels, classes, **layer_kw(saliency_layer, d["cam"]), **kw)
+            n = min(int(tsne_images), len(x))
             sub_labels = None if labels is None else labels[:n]
-            self.tsne = TSNEScatter(model, self.activations._images.x[:n], sub_labels, classes, **kw)
-            self.optimizer = OIPOptimizer(model, images=self.activations._images.x[:1], **kw)
+            tsne_kw = layer_kw(tsne_layer, d["feature"])
+            if tsne_layer is None and d["feature"] is not None and d["feature_pool"] is not None:
+                tsne_kw["pool"] = d["feature_pool"]
+            self.tsne = TSNEScatter(model, x[:n], sub_labels, classes, **tsne_kw, **kw)
+            self.optimizer = OIPOptimizer(model, images=x[:1], **layer_kw(optimizer_layer, d["optimizer"]), **kw)
             super().__init__(
                 [
                     self.selection,

@@ -18,6 +18,31 @@ from .selection import SelectionMixin
 __all__ = ["FilterGrid"]
 
 
+def _conv_label(module: nn.Module, tiles: FilterTiles) -> str:
+    """What a convolution maps: ``"Conv2d 16→32"``, with its grouping when it has one
+    (``"Conv2d 16→32, groups 4"``, ``"Conv2d 32→32, depthwise"``).
+
+    The channel counts are the layer's own (``in_channels``, ``out_channels``), not those of
+    one filter: a grouped filter reads ``in_channels / groups`` channels, which the tiles show.
+
+    Examples
+    --------
+    >>> w = nn.Conv2d(16, 32, 3, groups=4)
+    >>> _conv_label(w, kernel_tiles(conv_weight(nn.Sequential(w), "0")))
+    'Conv2d 16→32, groups 4'
+    >>> w = nn.Conv2d(8, 8, 3, groups=8)
+    >>> _conv_label(w, kernel_tiles(conv_weight(nn.Sequential(w), "0")))
+    'Conv2d 8→8, depthwise'
+    """
+    c_in = int(getattr(module, "in_channels", tiles.in_channels))
+    c_out = int(getattr(module, "out_channels", tiles.out_channels))
+    groups = int(getattr(module, "groups", 1) or 1)
+    text = f"{type(module).__name__} {c_in}→{c_out}"
+    if groups > 1:
+        text += ", depthwise" if groups == c_in else f", groups {groups}"
+    return text
+
+
 class FilterGrid(SelectionMixin, BaseWidget):
     """The weights of a convolution layer as a grid of image tiles, in the notebook.
 
@@ -300,7 +325,7 @@ class FilterGrid(SelectionMixin, BaseWidget):
             "in_channels": tiles.in_channels,
             "symmetric": symmetric,
             "n_nonfinite": tiles.n_nonfinite,
-            "label": f"{self.layer} · {type(module).__name__} {tiles.in_channels}→{tiles.out_channels} · {kh}×{kw}",
+            "label": f"{self.layer} · {_conv_label(module, tiles)} · {kh}×{kw}",
         }
         with self.hold_sync():
             if self.channel >= tiles.out_channels:

@@ -44,7 +44,10 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     ----------
     model : nn.Module
     layer : str, optional
-        Layer of the objective (default: the last conv layer).
+        Layer of the objective. Default: a convolution two thirds of the way into the network
+        (:func:`~cnnwidgets.core.layers.optimizer_layer`: not the first conv, whose filters are edges,
+        nor the last); for a vision transformer its patch embedding (the view then says what
+        works on such a model).
     channel : int or list of int
         Channel to maximize; a list optimizes one image per channel as one batch.
     input_shape : (C, H, W), optional
@@ -57,6 +60,11 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         The model's input normalization (the optimized image lives in [0, 1]).
     steps, lr, seed, objective, param, init, step_rule : optional
         Initial settings (all are traits too).
+    output : int, str or callable, optional
+        For the class objective on a model whose output is a tuple, dict or named tuple (a
+        detector, a segmentation net): which part holds the class scores
+        (:func:`~cnnwidgets.core.outputs.select_output`). Channel and neuron objectives read a layer and
+        need none; without it such a model gets them only, and ``class_note`` says why.
 
     Examples
     --------

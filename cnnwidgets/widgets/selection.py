@@ -87,9 +87,25 @@ class SelectionMixin:
 
     On joining, the view takes the Selection's values; where the Selection has no value yet
     the view gives it its own; a value passed explicitly to the view's constructor is kept by
-    the view (and given to the Selection only if that has none). A value the view cannot show (a channel beyond its layer's width, a layer it does not
-    have) is ignored by that view instead of raising, so views with different layers can
-    share one Selection.
+    the view (and given to the Selection only if that has none). A value the view cannot show
+    (a channel beyond its layer's width, a layer it does not have) is ignored by that view
+    instead of raising, so views with different layers can share one Selection.
+
+    **A channel travels with its layer.** A channel number means something only together with
+    the layer it belongs to, so the Selection's channel is always a channel of the Selection's
+    layer:
+
+    * a view takes the Selection's channel only while it is on the Selection's layer: a view
+      that rejected that layer (a FilterGrid when the layer is a ReLU), was given a layer of its
+      own, or does not share ``"layer"`` keeps its channel;
+    * when a view takes the Selection's layer, it then takes the Selection's channel too;
+    * when a view shares a channel or a layer, it shares both: a click on filter 5 of
+      ``features.0`` sets the Selection to (``features.0``, 5) at once, so no view applies
+      channel 5 to another layer (the views that take ``features.0`` follow, the others keep
+      their own layer and channel).
+
+    Values a view takes from the Selection (and the fallbacks it makes meanwhile, such as a
+    channel reset for a narrower layer) are not shared back.
     """
 
     selection: Selection | None = None
@@ -110,7 +126,9 @@ class SelectionMixin:
         for name in self._shared:
             sel_value = getattr(selection, name)
             own_default = name == "layer" and not sel_value or name in ("channel", "target") and sel_value == -1
-            if own_default and name not in passive:
+            if name == "channel" and not self._sel_on_layer():
+                pass  # the view's channel is one of another layer: neither given nor taken
+            elif own_default and name not in passive:
                 self._sel_push(name, getattr(self, name))  # the Selection is empty: this view fills it
             elif name in explicit or own_default:
                 pass  # the view keeps what it was given (or its own default), without imposing it
@@ -118,8 +136,8 @@ class SelectionMixin:
                 self._sel_pull(name, sel_value)
 
             def push(change, name=name):
-                if not getattr(self, "_sel_muted", False):
-                    self._sel_push(name, change["new"])
+                if not getattr(self, "_sel_muted", False) and not getattr(self, "_sel_pulling", 0):
+                    self._sel_share(name, change["new"])
 
             def pull(change, name=name):
                 self._sel_pull(name, change["new"])
@@ -139,6 +157,11 @@ class SelectionMixin:
         self._sel_handlers = []
         self.selection = None
 
+    def _sel_on_layer(self) -> bool:
+        """Whether this view is on the Selection's layer (so their channels are of one layer)."""
+        sel = self.selection
+        return sel is not None and "layer" in self._shared and getattr(self, "layer", None) == sel.layer
+
     def _sel_push(self, name: str, value: Any) -> None:
         sel = self.selection
         if sel is not None and getattr(sel, name) != value:
@@ -147,10 +170,43 @@ class SelectionMixin:
             except (ValueError, t.TraitError):
                 pass
 
-    def _sel_pull(self, name: str, value: Any) -> None:
-        if getattr(self, name) == value:
+    def _sel_share(self, name: str, value: Any) -> None:
+        """A change made in this view (a click, a setting from Python) goes to the Selection; a
+        layer or a channel goes as the pair (layer, channel), in one update."""
+        sel = self.selection
+        if sel is None:
+            return
+        if name not in ("layer", "channel"):
+            self._sel_push(name, value)
+            return
+        if "layer" not in self._shared:
+            return  # a channel without its layer means nothing to the other views
+        layer = value if name == "layer" else getattr(self, "layer", "")
+        pair = {"layer": layer}
+        if "channel" in self._shared:
+            pair["channel"] = value if name == "channel" else getattr(self, "channel", -1)
+        changed = {k: v for k, v in pair.items() if getattr(sel, k) != v}
+        if not changed:
             return
         try:
-            setattr(self, name, value)
+            # the views see the layer and its channel together (layer first)
+            with sel.hold_trait_notifications():
+                for k, v in changed.items():
+                    setattr(sel, k, v)
         except (ValueError, t.TraitError):
-            pass  # this view cannot show that value; it keeps its own
+            pass  # rolled back as a whole
+
+    def _sel_pull(self, name: str, value: Any) -> None:
+        if name == "channel" and not self._sel_on_layer():
+            return  # a channel of a layer this view is not on
+        self._sel_pulling = getattr(self, "_sel_pulling", 0) + 1
+        try:
+            if getattr(self, name) != value:
+                try:
+                    setattr(self, name, value)
+                except (ValueError, t.TraitError):
+                    pass  # this view cannot show that value; it keeps its own
+            if name == "layer" and "channel" in self._shared and self._sel_on_layer():
+                self._sel_pull("channel", self.selection.channel)  # the layer's channel comes with it
+        finally:
+            self._sel_pulling -= 1

@@ -19,6 +19,7 @@ from cnnwidgets import (
     Selection,
     TSNEScatter,
 )
+from cnnwidgets.core.layers import view_defaults
 
 N, N_TSNE = 300, 200
 
@@ -77,11 +78,33 @@ def test_five_views_one_selection(ex, demo):
     assert ex.optimizer._shape == (1, 28, 28)
 
 
-def test_initial_state_agrees(ex):
+def test_initial_state_agrees(ex, demo):
     sel = ex.selection
-    assert ex.activations.layer == ex.filters.layer == ex.saliency.layer == ex.optimizer.layer == sel.layer
+    d = ex.defaults
+    assert d == view_defaults(demo.model, demo.images[:1])
+    # the feature maps and the filters start on the first layer, and the Selection with them
+    assert ex.activations.layer == ex.filters.layer == sel.layer == d["activation"] == "features.0"
+    # Grad-CAM, the optimizer and t-SNE on their own defaults, not on the first conv (issue #12)
+    assert ex.saliency.layer == d["cam"] == "features.7"
+    assert ex.optimizer.layer == d["optimizer"] == "features.3"
+    assert ex.tsne.layer == d["feature"] and ex.tsne._pool == d["feature_pool"]
     assert ex.activations.index == ex.saliency.index == ex.tsne.index == sel.index
-    assert ex.activations.channel == ex.filters.channel == ex.saliency.channel == sel.channel
+    assert ex.activations.channel == ex.filters.channel == ex.saliency.channel == sel.channel == -1
+    assert ex.optimizer.channel == 0
+
+
+def test_a_first_layer_filter_click_leaves_the_other_layers_alone(ex):
+    """Runs on the dashboard as built (test_initial_state_agrees checked it)."""
+    sel = ex.selection
+    ex.filters.set_state({"channel": 5})  # a click on filter 5 of features.0
+    assert (sel.layer, sel.channel) == ("features.0", 5) and ex.activations.channel == 5
+    assert (ex.optimizer.layer, ex.optimizer.channel) == ("features.3", 0)  # not channel 5 of features.3
+    assert (ex.saliency.layer, ex.saliency.channel) == ("features.7", -1)
+    ex.optimizer.channel = 7  # the optimizer's channel comes with its layer: the others follow it there
+    assert (sel.layer, sel.channel) == ("features.3", 7)
+    assert (ex.activations.layer, ex.activations.channel) == ("features.3", 7)
+    assert (ex.filters.layer, ex.filters.channel) == ("features.3", 7)
+    wait_all(ex)
 
 
 # ---------------------------------------------------------------- channel and layer
@@ -114,14 +137,16 @@ def test_a_channel_a_view_lacks_is_ignored_by_that_view(ex):
     ex.activations.layer = "features.6"
     ex.activations.channel = 3
     ex.optimizer.layer = "classifier.1"  # 70 units; the others cannot show it and keep features.6
-    assert sel.layer == "classifier.1"
+    assert (sel.layer, sel.channel) == ("classifier.1", 3)
     assert ex.activations.layer == ex.filters.layer == ex.saliency.layer == "features.6"
     ex.optimizer.channel = 69
     assert sel.channel == 69
-    assert ex.activations.channel == 69 and ex.filters.channel == 69  # features.6 has 128
-    ex.optimizer.channel = 3
-    ex.activations.channel = 120  # classifier.1 has only 70 units
-    assert sel.channel == 120 and ex.optimizer.channel == 3
+    # unit 69 of classifier.1 is no channel of features.6: the views there keep theirs
+    assert ex.activations.channel == 3 and ex.filters.channel == 3 and ex.saliency.channel == 3
+    ex.activations.channel = 120  # a map of features.6: the Selection moves there with it
+    assert (sel.layer, sel.channel) == ("features.6", 120)
+    assert (ex.optimizer.layer, ex.optimizer.channel) == ("features.6", 120)
+    assert ex.filters.channel == 120 and ex.saliency.channel == 120
     wait_all(ex)
 
 
@@ -197,6 +222,46 @@ def test_a_view_without_a_layer_follows_the_selection(demo):
         for v in views:
             v.close()
         sel.close()
+
+
+def test_layers_given_to_the_explorer(demo):
+    ex = Explorer(demo.model, demo.images[:40], demo.labels[:40], demo.classes, mean=demo.mean, std=demo.std,
+                  tsne_images=20, saliency_layer="features.4", optimizer_layer="features.6", tsne_layer="features.7")
+    try:
+        assert (ex.saliency.layer, ex.optimizer.layer, ex.tsne.layer) == ("features.4", "features.6", "features.7")
+        assert ex.activations.layer == ex.filters.layer == ex.selection.layer == "features.0"
+        assert ex.tsne._pool == "flatten"  # TSNEScatter's own pool for a layer given here
+        assert ex.tsne.features.shape == (20, 128 * 3 * 3)
+    finally:
+        ex.close()
+
+
+def test_output_reaches_every_view_that_reads_the_scores(demo):
+    """output= goes to every view that reads class scores; a dict output works with it."""
+
+    class DictOut(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return {"aux": torch.zeros(x.shape[0], 2), "logits": self.net(x)}
+
+    ex = Explorer(DictOut(demo.model), demo.images[:40], demo.labels[:40], demo.classes, mean=demo.mean,
+                  std=demo.std, tsne_images=20, output="logits")
+    try:
+        assert ex.optimizer.n_classes == 10 and ex.optimizer.class_note == ""
+        assert ex.optimizer.layer == "net.features.3" and ex.saliency.layer == "net.features.7"
+        ex.saliency.wait()
+        with torch.no_grad():
+            p = torch.softmax(demo.model(demo.images[:1])[0], 0).numpy()
+        np.testing.assert_allclose(np.asarray(ex.saliency._bars.y), p, rtol=1e-5, atol=1e-7)
+        ex.optimizer.objective = "class"
+        ex.optimizer.run(steps=3)
+        assert len(ex.optimizer.probabilities) == 10
+        ex.activations.wait()
+    finally:
+        ex.close()
 
 
 # ---------------------------------------------------------------- close

@@ -69,7 +69,7 @@ def test_n_tiles_and_grid_metadata(seq_cnn):
     assert (grid["tile_h"], grid["tile_w"]) == (3, 3)
     assert (grid["out_channels"], grid["in_channels"]) == (6, 4)
     assert grid["rgb"] is False and grid["symmetric"] is False and grid["n_nonfinite"] == 0
-    assert "3" in grid["label"] and "Conv2d" in grid["label"]
+    assert grid["label"] == "3 · Conv2d 4→6 · 3×3"
 
 
 def test_auto_columns(seq_cnn):
@@ -268,6 +268,28 @@ def test_conv_transpose_layer():
     assert g.n_tiles == 10 and g.mode == "kernel"
     assert (g._grid["out_channels"], g._grid["in_channels"]) == (5, 2)
     assert "ConvTranspose2d" in g._grid["label"]
+
+
+@pytest.mark.parametrize(
+    ("conv", "label", "n_tiles"),
+    [
+        (nn.Conv2d(16, 32, 3, groups=4), "0 · Conv2d 16→32, groups 4 · 3×3", 32 * 4),  # each filter reads 4
+        (nn.Conv2d(8, 8, 3, groups=8), "0 · Conv2d 8→8, depthwise · 3×3", 8),
+        (nn.Conv2d(8, 16, 5, groups=8), "0 · Conv2d 8→16, depthwise · 5×5", 16),  # channel multiplier 2
+        (nn.ConvTranspose2d(8, 12, 3, groups=4), "0 · ConvTranspose2d 8→12, groups 4 · 3×3", 12 * 2),
+        (nn.Conv2d(16, 32, 1), "0 · Conv2d 16→32 · 1×1", 32 * 16),
+    ],
+    ids=["grouped", "depthwise", "depthwise-x2", "transpose-grouped", "plain"],
+)
+def test_grouped_convolutions_are_labelled_with_their_groups(conv, label, n_tiles):
+    """The label names the layer's channels and its grouping, not one filter's input (issue #12):
+    Conv2d(16, 32, groups=4) is no "Conv2d 4→32"."""
+    g = FilterGrid(nn.Sequential(conv))
+    try:
+        assert g._grid["label"] == label
+        assert g.n_tiles == n_tiles and g._grid["in_channels"] == n_tiles // g._grid["out_channels"]
+    finally:
+        g.close()
 
 
 # ---------------------------------------------------------------- invalid values from Python

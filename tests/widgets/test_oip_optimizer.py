@@ -18,6 +18,7 @@ from torch import nn
 import cnnwidgets
 from cnnwidgets import OIPOptimizer, Selection
 from cnnwidgets.core import optimize as opt
+from cnnwidgets.core.layers import optimizer_layer
 
 SHAPE = (1, 28, 28)
 
@@ -40,7 +41,8 @@ def demo():
 
 @pytest.fixture
 def oip(demo):
-    w = OIPOptimizer(demo.model, images=demo.images[:1], mean=demo.mean, std=demo.std)
+    """On the last conv layer, features.6 (128 channels), which the known answers below use."""
+    w = OIPOptimizer(demo.model, "features.6", images=demo.images[:1], mean=demo.mean, std=demo.std)
     yield w
     w.close()
 
@@ -83,8 +85,19 @@ def fully_convolutional() -> nn.Sequential:
 
 
 # ---------------------------------------------------------------- runs
+def test_default_layer_is_a_mid_to_deep_conv(demo):
+    """Without layer=, the objective is on the conv two thirds of the way in (of features.0, .3
+    and .6: features.3), as cnnwidgets.core.layers.optimizer_layer picks it; not the first conv."""
+    w = OIPOptimizer(demo.model, images=demo.images[:1], mean=demo.mean, std=demo.std)
+    try:
+        assert w.layer == "features.3" == optimizer_layer(demo.model, demo.images[:1])
+        assert w.run(steps=3).shape == (1, *SHAPE)
+    finally:
+        w.close()
+
+
 def test_defaults(oip):
-    assert oip.layer == "features.6"  # the last conv layer
+    assert oip.layer == "features.6"  # given by the fixture
     assert oip.layers == [f"features.{i}" for i in range(8)] + [f"classifier.{i}" for i in range(5)]
     assert oip.channel == 0 and oip.batch_channels == [] and oip.n_classes == 10
     assert oip.result is None and oip.history == [] and not oip.running
@@ -284,16 +297,20 @@ def test_selection_targets_the_channel(demo):
     sel = Selection()
     w = OIPOptimizer(demo.model, images=demo.images[:1], selection=sel, mean=demo.mean, std=demo.std)
     try:
-        assert sel.layer == "features.6" and sel.channel == 0  # the optimizer fills an empty Selection
+        assert sel.layer == "features.3" and sel.channel == 0  # the optimizer fills an empty Selection
         sel.channel = 5
         assert w.channel == 5
-        sel.channel = 500  # beyond features.6: ignored
+        sel.channel = 500  # beyond features.3: ignored
         assert w.channel == 5
-        sel.layer = "features.3"
-        assert w.layer == "features.3"
+        sel.layer = "features.6"
+        assert w.layer == "features.6" and w.channel == 5  # the layer comes with the Selection's channel
+        sel.channel = 127
+        assert w.channel == 127
+        sel.channel = 128
+        assert w.channel == 127
+        sel.layer = "features.3"  # 64 channels: the Selection's 128 is none of them, 127 neither
+        assert w.layer == "features.3" and w.channel == 0
         sel.channel = 63
-        assert w.channel == 63
-        sel.channel = 64
         assert w.channel == 63
         w.channel = 7
         assert sel.channel == 7
@@ -312,8 +329,16 @@ def test_explicit_layer_and_channel_are_kept_without_overriding_the_selection(de
     try:
         assert (w.layer, w.channel) == ("features.3", 9)
         assert (sel.layer, sel.channel) == ("features.0", 2)  # the other views keep theirs
-        sel.channel = 4  # later changes are shared as usual
-        assert w.channel == 4
+        sel.channel = 4  # channel 4 of features.0: not the optimizer's layer, so not its channel
+        assert (w.layer, w.channel) == ("features.3", 9)
+        sel.layer = "features.3"  # later changes are shared as usual: the layer, with its channel
+        assert (w.layer, w.channel) == ("features.3", 4)
+        sel.channel = 7
+        assert w.channel == 7
+        w.channel = 8  # and back: the Selection gets the pair
+        assert (sel.layer, sel.channel) == ("features.3", 8)
+        w.layer = "features.6"
+        assert (sel.layer, sel.channel) == ("features.6", 8)
     finally:
         w.close()
 
@@ -505,6 +530,56 @@ def test_features_only_model_runs_without_a_class_check():
             w.run(steps=2)
     finally:
         w.close()
+
+
+class BoxesAndScores(nn.Module):
+    """A detector-like model returning the tuple (boxes N x 4, class scores N x 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.boxes = nn.Linear(4, 4)
+        self.scores = nn.Linear(4, 3)
+
+    def forward(self, x):
+        f = self.pool(torch.relu(self.conv(x))).flatten(1)
+        return self.boxes(f), self.scores(f)
+
+
+def test_tuple_output_channel_objective_works_and_the_class_needs_output():
+    w = OIPOptimizer(BoxesAndScores(), "conv", channel=1, input_shape=(3, 8, 8))
+    try:
+        assert w.n_classes == 0
+        assert "tuple of 2" in w.class_note and "output=1" in w.class_note  # the example picks the scores
+        assert w.class_note in w.model_note
+        assert w.run(steps=5).shape == (1, 3, 8, 8) and w.history[-1] > w.history[0]
+        w.objective = "class"
+        with pytest.raises(ValueError, match="output="):
+            w.run(steps=2)
+    finally:
+        w.close()
+    w = OIPOptimizer(BoxesAndScores(), "conv", input_shape=(3, 8, 8), objective="class", output=1)
+    try:
+        assert w.n_classes == 3 and w.class_note == "" and w.model_note == ""
+        w.class_index = 2
+        w.run(steps=5)
+        # the objective is the class-2 score, as the model computes it
+        with torch.no_grad():
+            score = float(BoxesAndScores()(w.result.images)[1][0, 2])
+        assert float(w.result.final_values[0]) == pytest.approx(score, rel=1e-4)
+        assert w.history[-1] > w.history[0]
+        assert len(w.probabilities) == 3 and sum(w.probabilities) == pytest.approx(1.0)
+    finally:
+        w.close()
+
+
+def test_an_output_that_selects_nothing_is_refused_at_once():
+    with pytest.raises(ValueError, match="output=5 does not select anything"):
+        OIPOptimizer(BoxesAndScores(), input_shape=(3, 8, 8), output=5)
+    with pytest.raises(TypeError, match="output must be"):
+        OIPOptimizer(BoxesAndScores(), input_shape=(3, 8, 8), output=1.5)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import cnnwidgets
-from cnnwidgets import ActivationExplorer, FilterGrid, Selection
+from cnnwidgets import ActivationExplorer, FilterGrid, OIPOptimizer, Selection
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +106,67 @@ def test_channel_the_grid_cannot_show_is_ignored(demo, closing):
     ex = explorer(demo, closing, layer="features.7", selection=sel)  # ReLU, 128 maps
     grid = FilterGrid(demo.model, "features.0", selection=sel)  # 32 filters; features.7 is no conv
     assert grid.layer == "features.0" and ex.layer == "features.7"
-    grid.channel = 5
-    assert ex.channel == 5
     ex.channel = 100  # must not raise
-    assert sel.channel == 100
-    assert grid.channel == 5  # keeps its value
+    assert (sel.layer, sel.channel) == ("features.7", 100)
+    assert grid.channel == -1  # keeps its value
+    ex.channel = 31  # a map of features.7, not filter 31 of features.0: the grid keeps its value
+    assert grid.channel == -1
+    grid.channel = 5  # a click on filter 5: the Selection gets (features.0, 5), the explorer follows
+    assert (sel.layer, sel.channel) == ("features.0", 5)
+    assert (ex.layer, ex.channel) == ("features.0", 5)
     ex.channel = 31
     assert grid.channel == 31
+    ex.layer = "features.7"  # the grid cannot follow: it keeps its layer and its channel
+    ex.channel = 100
+    assert (grid.layer, grid.channel) == ("features.0", 31)
+
+
+def test_a_channel_travels_with_its_layer(demo, closing):
+    """A view that does not take the Selection's layer does not take its channel either; a view
+    that takes a layer takes the Selection's channel with it (issue #12)."""
+    sel = Selection()
+    grid = FilterGrid(demo.model, "features.0", selection=sel)
+    oip = OIPOptimizer(demo.model, "features.6", images=demo.images[:1], selection=sel)
+    closing(oip)
+    ex = explorer(demo, closing, selection=sel)
+    assert sel.layer == "features.0" and ex.layer == "features.0" and oip.layer == "features.6"
+    grid.set_state({"channel": 5})  # a first-layer filter click
+    assert (sel.layer, sel.channel) == ("features.0", 5) and ex.channel == 5
+    assert (oip.layer, oip.channel) == ("features.6", 0)  # not retargeted to channel 5 of features.6
+    ex.layer = "features.6"  # the explorer keeps its channel 5 and shares (features.6, 5)
+    assert (sel.layer, sel.channel) == ("features.6", 5)
+    assert (oip.layer, oip.channel) == ("features.6", 5)  # already on the layer: it takes the channel with it
+    assert (grid.layer, grid.channel) == ("features.6", 5)
+    ex.layer = "features.7"  # the grid cannot take a ReLU: it keeps filter 5 of features.6
+    assert (oip.layer, oip.channel) == ("features.7", 5)
+    ex.channel = 9
+    assert (grid.layer, grid.channel) == ("features.6", 5) and oip.channel == 9
+    oip.channel = 17  # from the optimizer to the others on its layer
+    assert (sel.layer, sel.channel) == ("features.7", 17) and ex.channel == 17 and grid.channel == 5
+    oip.layer = "classifier.1"  # the others have no such layer: they keep theirs, and their channels
+    assert (sel.layer, sel.channel) == ("classifier.1", 17)
+    oip.channel = 69
+    assert (ex.layer, ex.channel) == ("features.7", 17) and (grid.layer, grid.channel) == ("features.6", 5)
+    sel.channel = 20  # set from Python: only the optimizer is on classifier.1
+    assert oip.channel == 20 and ex.channel == 17 and grid.channel == 5
+    sel.layer = "features.3"  # a layer every view takes: each takes the Selection's channel too
+    assert [v.layer for v in (grid, ex, oip)] == ["features.3"] * 3
+    assert [v.channel for v in (grid, ex, oip)] == [20] * 3
+
+
+def test_a_view_given_its_layer_keeps_it_when_joining(demo, closing):
+    sel = Selection()
+    ex = explorer(demo, closing, selection=sel)  # the first 4-D layer, features.0
+    oip = OIPOptimizer(demo.model, "features.6", channel=3, images=demo.images[:1], selection=sel)
+    closing(oip)
+    # its channel 3 is one of features.6: not given to the Selection, which is on features.0
+    assert (sel.layer, sel.channel) == ("features.0", -1) and (ex.layer, ex.channel) == ("features.0", -1)
+    assert (oip.layer, oip.channel) == ("features.6", 3)
+    default = OIPOptimizer(demo.model, images=demo.images[:1], selection=sel)  # no layer given: it follows
+    closing(default)
+    assert default.layer == "features.0"
+    assert sel.channel == default.channel == ex.channel == 0  # on the Selection's layer, it fills the channel
+    assert (oip.layer, oip.channel) == ("features.6", 3)
 
 
 def test_layer_follows_conv_layers_only(demo, closing):

@@ -2,7 +2,7 @@
 // Traits read/written: layer, layers, channel, objective, negate, class_index, steps, lr,
 //   step_rule, param, init, seed, precursors, converge, l2, tv, blur_every, blur_sigma,
 //   clip_percentile, clip_by, jitter, rotate, scale. Read: running, paused, step, steps_per_second, value,
-//   status, probabilities, _image/_image_meta (uint8 B x H x W x C), _snapshots/_snapshots_meta,
+//   status, probabilities, n_classes, class_note (why the class objective is off), _image/_image_meta (uint8 B x H x W x C), _snapshots/_snapshots_meta,
 //   chart (bqplot Figure child view). With no widget manager (a standalone HTML export) the
 //   objective curve is a static SVG drawn from _history (float32 per step), which only the
 //   export writes (OIPOptimizer._export_state); live, the bqplot chart shows it.
@@ -44,12 +44,14 @@ function render({ model, el }) {
 
   const layerSel = boundSelect(model, "layer", [], "cnnw-layer");
   disposables.push(layerSel);
+  const objectiveSel = sel("objective", [["channel", "channel (mean of the map)"], ["neuron", "neuron (centre)"], ["class", "class logit"]], "cnnw-objective");
+  const classInput = num("class_index", "cnnw-class", { int: true, min: 0, width: "3.5em" });
   root.append(
     h("div", { class: "cnnw-toolbar" }, [
       labelled("layer", layerSel.node),
-      labelled("objective", sel("objective", [["channel", "channel (mean of the map)"], ["neuron", "neuron (centre)"], ["class", "class logit"]], "cnnw-objective")),
+      labelled("objective", objectiveSel),
       labelled("channel", num("channel", "cnnw-channel", { int: true, min: 0 })),
-      labelled("class", num("class_index", "cnnw-class", { int: true, min: 0, width: "3.5em" })),
+      labelled("class", classInput),
       labelled("minimize", chk("negate", "cnnw-negate")),
     ]),
     h("div", { class: "cnnw-toolbar" }, [
@@ -130,6 +132,20 @@ function render({ model, el }) {
     );
   }
 
+  function syncClasses() {
+    // no class scores (or an output structure that needs output=): the class objective is off,
+    // and its option says why
+    const n = model.get("n_classes") || 0;
+    const classOption = objectiveSel.querySelector('option[value="class"]');
+    classOption.disabled = n === 0;
+    classOption.title = n === 0 ? model.get("class_note") || "" : "";
+    classOption.textContent = n === 0 ? "class logit (off: no class scores)" : "class logit";
+    classInput.disabled = n === 0;
+    if (n > 0) classInput.max = String(n - 1);
+    else classInput.removeAttribute("max");
+    root.dataset.classes = String(n);
+  }
+
   function syncState() {
     layerSel.fill((model.get("layers") || []).map((l) => [l, l]));
     const running = model.get("running");
@@ -155,6 +171,7 @@ function render({ model, el }) {
     [["_snapshots", "_snapshots_meta"], drawSnapshots],
     [["_history"], drawCurve],
     [["layers", "running", "paused", "step", "steps", "steps_per_second", "value", "status", "probabilities"], syncState],
+    [["n_classes", "class_note"], syncClasses],
   ];
   const bound = [];
   for (const [traits, fn] of handlers) for (const tr of traits) {
@@ -165,6 +182,7 @@ function render({ model, el }) {
   drawSnapshots();
   drawCurve();
   syncState();
+  syncClasses();
   return () => {
     note.dispose();
     for (const [tr, fn] of bound) model.off(`change:${tr}`, fn);
