@@ -236,3 +236,13 @@ def flags() -> Callable[[nn.Module], dict[str, bool]]:
 @pytest.fixture
 def reference_render() -> Callable[..., np.ndarray]:
     return slow_render
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For a test module of tiny convolutions (the model zoo): one torch thread, faster than two
+    and much faster on a busy machine; the count is restored after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

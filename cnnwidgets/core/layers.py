@@ -51,6 +51,7 @@ from torch import nn
 from .model import _add_hook, _named_layers_fast, check_model, model_device, named_layers
 
 __all__ = [
+    "CHANNELWISE",
     "CONTAINERS",
     "cam_layer",
     "feature_layer",
@@ -61,6 +62,7 @@ __all__ = [
     "not_a_cnn_notice",
     "optimizer_layer",
     "patch_embedding_only",
+    "same_channels",
     "view_defaults",
 ]
 
@@ -110,6 +112,37 @@ def last_conv_layer(model: nn.Module) -> str:
     if not names:
         raise ValueError("the model has no nn.Conv2d layer; pass layer= (a layer with a 4-D output)")
     return names[-1]
+
+
+#: Modules whose output channel k comes from input channel k alone (activations, normalization,
+#: dropout, pooling): a layer and such a module right after it share their channels.
+CHANNELWISE: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Hardswish,
+    nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.Hardtanh, nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm, nn.Dropout, nn.Dropout2d, nn.Identity, nn.MaxPool2d, nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+)
+
+
+def same_channels(model: nn.Module, a: str, b: str) -> bool:
+    """Whether channel k of layer ``a`` and channel k of layer ``b`` are the same feature: the
+    same layer, or two leaves with only :data:`CHANNELWISE` modules from one to the other in
+    registration order (a conv and the BatchNorm and ReLU after it in an ``nn.Sequential``).
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    >>> same_channels(net, "0", "2"), same_channels(net, "2", "3")
+    (True, False)
+    """
+    if a == b:
+        return True
+    leaves = list(leaf_layers(model).items())
+    names = [n for n, _ in leaves]
+    if a not in names or b not in names:
+        return False
+    i, j = sorted((names.index(a), names.index(b)))
+    return all(isinstance(m, CHANNELWISE) for _, m in leaves[i + 1 : j + 1])
 
 
 def layers_with_output(model: nn.Module, acts: dict[str, Any], dims: tuple[int, ...] = (4,)) -> list[str]:

@@ -95,9 +95,11 @@ class SelectionMixin:
     the layer it belongs to, so the Selection's channel is always a channel of the Selection's
     layer:
 
-    * a view takes the Selection's channel only while it is on the Selection's layer: a view
-      that rejected that layer (a FilterGrid when the layer is a ReLU), was given a layer of its
-      own, or does not share ``"layer"`` keeps its channel;
+    * a view takes the Selection's channel only while it is on the Selection's layer, or on a
+      layer with the same channels (a FilterGrid on ``features.3`` takes the channel of the ReLU
+      ``features.4`` after it: :func:`~cnnwidgets.core.layers.same_channels`); a view that
+      rejected the layer for another, was given a layer of its own, or does not share
+      ``"layer"`` keeps its channel;
     * when a view takes the Selection's layer, it then takes the Selection's channel too;
     * when a view shares a channel or a layer, it shares both: a click on filter 5 of
       ``features.0`` sets the Selection to (``features.0``, 5) at once, so no view applies
@@ -158,9 +160,21 @@ class SelectionMixin:
         self.selection = None
 
     def _sel_on_layer(self) -> bool:
-        """Whether this view is on the Selection's layer (so their channels are of one layer)."""
+        """Whether this view is on the Selection's layer, or on one whose channels are the same
+        features (:func:`~cnnwidgets.core.layers.same_channels`: a FilterGrid on a conv and a
+        Selection on the ReLU after it), so that their channel numbers mean the same."""
         sel = self.selection
-        return sel is not None and "layer" in self._shared and getattr(self, "layer", None) == sel.layer
+        if sel is None or "layer" not in self._shared:
+            return False
+        mine = getattr(self, "layer", None)
+        if mine == sel.layer:
+            return True
+        model = self.__dict__.get("_model")
+        if model is None or not mine or not sel.layer:
+            return False
+        from ..core.layers import same_channels
+
+        return same_channels(model, mine, sel.layer)
 
     def _sel_push(self, name: str, value: Any) -> None:
         sel = self.selection

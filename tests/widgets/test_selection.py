@@ -137,18 +137,18 @@ def test_a_channel_travels_with_its_layer(demo, closing):
     assert (sel.layer, sel.channel) == ("features.6", 5)
     assert (oip.layer, oip.channel) == ("features.6", 5)  # already on the layer: it takes the channel with it
     assert (grid.layer, grid.channel) == ("features.6", 5)
-    ex.layer = "features.7"  # the grid cannot take a ReLU: it keeps filter 5 of features.6
+    ex.layer = "features.7"  # the grid cannot take a ReLU: it keeps features.6, whose filters are its channels
     assert (oip.layer, oip.channel) == ("features.7", 5)
     ex.channel = 9
-    assert (grid.layer, grid.channel) == ("features.6", 5) and oip.channel == 9
+    assert (grid.layer, grid.channel) == ("features.6", 9) and oip.channel == 9  # conv and its ReLU: one channel
     oip.channel = 17  # from the optimizer to the others on its layer
-    assert (sel.layer, sel.channel) == ("features.7", 17) and ex.channel == 17 and grid.channel == 5
+    assert (sel.layer, sel.channel) == ("features.7", 17) and ex.channel == 17 and grid.channel == 17
     oip.layer = "classifier.1"  # the others have no such layer: they keep theirs, and their channels
     assert (sel.layer, sel.channel) == ("classifier.1", 17)
     oip.channel = 69
-    assert (ex.layer, ex.channel) == ("features.7", 17) and (grid.layer, grid.channel) == ("features.6", 5)
+    assert (ex.layer, ex.channel) == ("features.7", 17) and (grid.layer, grid.channel) == ("features.6", 17)
     sel.channel = 20  # set from Python: only the optimizer is on classifier.1
-    assert oip.channel == 20 and ex.channel == 17 and grid.channel == 5
+    assert oip.channel == 20 and ex.channel == 17 and grid.channel == 17
     sel.layer = "features.3"  # a layer every view takes: each takes the Selection's channel too
     assert [v.layer for v in (grid, ex, oip)] == ["features.3"] * 3
     assert [v.channel for v in (grid, ex, oip)] == [20] * 3

@@ -31,13 +31,8 @@ N_MAP = 40  # images in the t-SNE map
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convolutions: one thread is faster than two, much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: tiny convolutions: one thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- independent references
@@ -179,15 +174,15 @@ def test_activation_explorer_on_the_zoo(name, dtype):
             assert "one logit" in w.model_note
         else:
             assert m["predicted"] == c1
-        if name in ("softmax_net", "binary_sigmoid"):
-            assert "applied once" in w.model_note
+        if name in ("softmax_net", "binary_sigmoid", "detector", "detector_namedtuple"):
+            assert "applied once" in w.model_note  # the detector's scores end in nn.Softmax (as ONet's)
         if name == "segnet":
             assert "share of pixels" in w.model_note
         if name == "vit":
             assert "vision transformer" in w.model_note and w.layers == ["conv_proj"]
         if dtype == "compiled":
             assert "torch.compile" in w.model_note
-        elif name not in ("softmax_net", "binary", "binary_sigmoid", "segnet", "vit"):
+        elif name not in ("softmax_net", "binary", "binary_sigmoid", "segnet", "vit", "detector", "detector_namedtuple"):
             assert w.model_note == ""  # plain logits (or a selected score tensor): nothing to say
         # top images of channel 0 over the set: the largest maxima of that map
         if dtype != "float16":  # see test_top_images_of_a_float16_model

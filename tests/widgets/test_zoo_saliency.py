@@ -35,13 +35,8 @@ VARIANTS = {"resnet_half": ("resnet", half), "convnext_half": ("convnext", half)
 CASES = sorted(ZOO) + list(VARIANTS)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convolutions: one thread is faster than several, much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: tiny convolutions: one thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- helpers
