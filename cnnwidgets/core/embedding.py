@@ -25,7 +25,7 @@ from torch import nn
 from ._validate import as_int
 from .activations import _batches, _positive_int
 from .layers import leaf_layers
-from .model import _add_hook, get_layer, model_device, model_dtype, named_layers
+from .model import get_layer, model_device, model_dtype, named_layers
 from .runner import LayerTap, require_tensor, using_model
 
 __all__ = [
@@ -130,45 +130,21 @@ def default_feature_layer(model: nn.Module, example: Any = None) -> str:
             raise ValueError(f"no layer is registered before the model's last nn.Linear. {hint}")
         return leaves[last - 1][0]
 
-    from .inputs import as_batch
+    from .layers import _record_forward
 
-    x = as_batch(example, device=model_device(model))
-    # events: ("end", name, output) when a layer finishes, ("start", name, input) when a Linear begins
-    events: list[tuple[str, str, Any]] = []
-
-    def make_end(name: str):
-        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-            events.append(("end", name, out))
-        return hook
-
-    def make_start(name: str):
-        def pre_hook(_m: nn.Module, inp: tuple[Any, ...]) -> None:
-            events.append(("start", name, inp[0] if inp else None))
-        return pre_hook
-
-    with using_model(model) as run, torch.no_grad():
-        added = []
-        for n, m in named_layers(run).items():
-            added.append((m._forward_hooks, _add_hook(m._forward_hooks, make_end(n))))
-            if isinstance(m, nn.Linear):
-                added.append((m._forward_pre_hooks, _add_hook(m._forward_pre_hooks, make_start(n))))
-        try:
-            run(x)
-        finally:
-            for hooks, hook_id in added:
-                hooks.pop(hook_id, None)
-    starts = [i for i, e in enumerate(events) if e[0] == "start"]
-    if not starts:
+    rec = _record_forward(model, example)  # one pass, every layer's calls (core.layers)
+    linears = [c for c in rec.calls if isinstance(c.module, nn.Linear)]
+    if not linears:
         raise ValueError(f"no nn.Linear layer ran during the forward pass. {hint}")
-    s = starts[-1]
-    linear_input = events[s][2]
-    ended = [e for e in events[:s] if e[0] == "end"]
+    last = linears[-1]
+    linear_input = last.args[0] if last.args else None
+    ended = [c for c in rec.ended if c.end < last.start]
     if not ended:
-        raise ValueError(f"no layer runs before the model's last nn.Linear ({events[s][1]!r}). {hint}")
-    for _, name, out in reversed(ended):
-        if out is linear_input:
-            return name
-    return ended[-1][1]
+        raise ValueError(f"no layer runs before the model's last nn.Linear ({last.name!r}). {hint}")
+    for c in reversed(ended):
+        if c.output is linear_input:
+            return c.name
+    return ended[-1].name
 
 
 def _pool_features(out: torch.Tensor, pool: str, n: int, layer: str) -> torch.Tensor:

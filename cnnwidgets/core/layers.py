@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from .model import _add_hook, _named_layers_fast, check_model, model_device, named_layers
+from .model import _add_hook, _named_layers_fast, check_model, model_device, named_layers, unwrap_model
 
 __all__ = [
     "CHANNELWISE",
@@ -424,8 +425,36 @@ def _defaults(rec: _ForwardRecord) -> tuple[dict[str, str | None], list[_Call]]:
     }, spatial
 
 
-def _analyse(model: nn.Module, x: Any) -> tuple[dict[str, str | None], list[_Call]]:
-    return _defaults(_record_forward(model, x))
+#: Per model: (its structure signature, input C x H x W and dtype) -> (defaults, hint). The
+#: views of one model (and Grad-CAM without ``layer=``) ask for the same defaults; the pass is
+#: run once per model structure and input shape, and again after the model changed.
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[dict[str, str | None], str]]] = (
+    weakref.WeakKeyDictionary())
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 8  # input shapes kept per model
+
+
+def _analyse(model: nn.Module, x: Any) -> tuple[dict[str, str | None], str]:
+    """``(view_defaults, a hint listing the spatial layers)``, from a recorded pass or the cache."""
+    from .runner import _signature, origin_of
+
+    owner = origin_of(unwrap_model(model)[0])
+    key = None
+    if isinstance(x, torch.Tensor) and x.dim() == 4 and x.dtype != torch.uint8:
+        key = (_signature(owner), tuple(x.shape[1:]), x.dtype)
+        with _CACHE_LOCK:
+            hit = _CACHE.get(owner, {}).get(key)
+        if hit is not None:
+            return dict(hit[0]), hit[1]
+    d, spatial = _defaults(_record_forward(model, x))
+    hint = _spatial_hint(spatial)
+    if key is not None:
+        with _CACHE_LOCK:
+            entries = _CACHE.setdefault(owner, {})
+            if len(entries) >= _CACHE_SIZE:
+                entries.pop(next(iter(entries)))
+            entries[key] = (dict(d), hint)
+    return d, hint
 
 
 def _spatial_hint(spatial: list[_Call]) -> str:
@@ -466,7 +495,10 @@ def view_defaults(model: nn.Module, x: Any) -> dict[str, str | None]:
 
     Notes
     -----
-    One pass under ``torch.no_grad()`` on the private view of the model
+    The answer for a tensor ``x`` is kept per model, structure (as the private view's
+    signature: a replaced layer or parameter counts) and image size C x H x W: the views of one
+    model, and Grad-CAM without ``layer=``, share it. One pass under ``torch.no_grad()`` on the
+    private view of the model
     (:func:`~cnnwidgets.core.runner.using_model`, eval mode), with a hook on every layer that
     records the order in which the layers run, the output of their first call and which tensor
     each layer got and gave; the hooks never touch the user's model, and are removed after the
@@ -523,14 +555,14 @@ def cam_layer(model: nn.Module, x: Any) -> str:
     >>> cam_layer(net, torch.zeros(1, 3, 16, 16))  # '5' is 1 x 1
     '4'
     """
-    d, spatial = _analyse(model, x)
+    d, hint = _analyse(model, x)
     if d["cam"] is not None:
         return d["cam"]
     if d["patch_embedding"] is not None:
         raise ValueError(not_a_cnn_notice(d["patch_embedding"]))
     raise ValueError(
         "Grad-CAM needs a layer whose output is a feature map N x C x h x w with h*w > 1, and "
-        f"the model has none for this input ({_spatial_hint(spatial)}). Hint: pass layer=... "
+        f"the model has none for this input ({hint}). Hint: pass layer=... "
         "explicitly, or use an input large enough to keep a spatial map."
     )
 
@@ -573,14 +605,14 @@ def optimizer_layer(model: nn.Module, x: Any) -> str:
     >>> optimizer_layer(net, torch.zeros(1, 2, 8, 8))  # position round(2/3 * 3) = 2
     '2'
     """
-    d, spatial = _analyse(model, x)
+    d, hint = _analyse(model, x)
     if d["optimizer"] is not None:
         return d["optimizer"]
     if d["patch_embedding"] is not None:
         raise ValueError(not_a_cnn_notice(d["patch_embedding"]))
     raise ValueError(
         "no nn.Conv2d with a spatial output (h*w > 1) ran for this input, so OIP has no default "
-        f"layer ({_spatial_hint(spatial)}). Hint: pass layer=... explicitly."
+        f"layer ({hint}). Hint: pass layer=... explicitly."
     )
 
 
@@ -627,11 +659,11 @@ def feature_layer(model: nn.Module, x: Any) -> tuple[str, str]:
     >>> feature_layer(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), torch.zeros(1, 3, 8, 8))
     ('1', 'avg')
     """
-    d, spatial = _analyse(model, x)
+    d, hint = _analyse(model, x)
     if d["feature"] is None or d["feature_pool"] is None:
         raise ValueError(
             "found no default feature layer: no layer outputs the input of the model's last "
-            f"nn.Linear, and {_spatial_hint(spatial)}. Hint: pass layer=... and pool=... explicitly."
+            f"nn.Linear, and {hint}. Hint: pass layer=... and pool=... explicitly."
         )
     return d["feature"], d["feature_pool"]
 

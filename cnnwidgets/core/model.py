@@ -435,10 +435,8 @@ def final_softmax(model: nn.Module) -> nn.Module | None:
     :func:`passthrough`): gradients of probabilities saturate, and a probability can be raised
     by lowering the other classes.
     """
-    name, last = list(model.named_modules())[-1]
-    if name and not any(True for _ in last.children()) and isinstance(last, (nn.Softmax, nn.LogSoftmax)):
-        return last
-    return None
+    last = final_activation(model)
+    return last if isinstance(last, (nn.Softmax, nn.LogSoftmax)) else None
 
 
 #: Final modules :func:`final_activation` recognizes: bypassed for scores, applied for display.
@@ -447,7 +445,8 @@ FINAL_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.Softmax, nn.LogSoftmax, nn.
 
 def final_activation(model: nn.Module) -> nn.Module | None:
     """The model's last module (``named_modules`` order) if it is a leaf Softmax, LogSoftmax
-    or Sigmoid (see :func:`final_softmax`); None otherwise."""
+    or Sigmoid; None otherwise. :func:`~cnnwidgets.core.runner.logits_only` bypasses it, and
+    :class:`~cnnwidgets.core.outputs.Head` applies it once for display."""
     name, last = list(unwrap_model(model)[0].named_modules())[-1]
     if name and not any(True for _ in last.children()) and isinstance(last, FINAL_ACTIVATIONS):
         return last

@@ -21,32 +21,10 @@ from cnnwidgets.core.layers import (
     patch_embedding_only,
     view_defaults,
 )
-from tests.conftest import hook_count, requires_grad_flags, training_flags, view_pre_hook
+from tests.conftest import BasicBlock, hook_count, requires_grad_flags, training_flags, view_pre_hook
 
 
 # ---------------------------------------------------------------- torchvision-like ResNet
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out += identity
-        return self.relu(out)
-
-
 class ResNetLike(nn.Module):
     """torchvision names: conv1, bn1, relu, maxpool, layer1..layer4 (2 BasicBlocks each), avgpool, fc."""
 
@@ -589,3 +567,23 @@ def test_failing_forward_pass_is_a_clear_value_error_and_leaves_no_hook():
         cam_layer(vgg, torch.randn(1, 1, 8, 8))
     assert isinstance(info.value.__cause__, RuntimeError)
     assert hook_count(vgg) == 0
+
+
+def test_defaults_are_computed_once_per_model_structure_and_input_shape():
+    """The views of one model, and Grad-CAM without layer=, share one recorded pass; a changed
+    model (a replaced layer) or another input size runs it again."""
+    model = _seeded(ResNetLike)
+    runs: list[int] = []
+    handle = view_pre_hook(model.conv1, lambda m, inp: runs.append(1))
+    try:
+        x = torch.rand(2, 3, 64, 64)
+        first = view_defaults(model, x)
+        assert view_defaults(model, torch.rand(1, 3, 64, 64)) == first and cam_layer(model, x) == first["cam"]
+        assert len(runs) == 1
+        view_defaults(model, torch.rand(1, 3, 32, 32))
+        assert len(runs) == 2
+        model.fc = nn.Linear(model.fc.in_features, 3)  # a replaced layer: the pass runs again
+        assert view_defaults(model, x) == first
+        assert len(runs) == 3
+    finally:
+        handle.remove()

@@ -46,7 +46,7 @@ torch.Size([2, 8, 8])
 
 from __future__ import annotations
 
-from ..model import final_softmax  # noqa: F401  (public here as before; the SaliencyViewer imports it)
+from ..model import final_softmax  # noqa: F401  (public here as before)
 from ._common import Target
 from ._common import BATCH_VALUES, logits_only, softmax_notice_off  # noqa: F401  (public, outside __all__)
 from .cam import gradcam, guided_gradcam
