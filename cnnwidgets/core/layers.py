@@ -57,6 +57,7 @@ __all__ = [
     "cam_layer",
     "feature_layer",
     "last_conv_layer",
+    "layer_labels",
     "layers_of_type",
     "layers_with_output",
     "leaf_layers",
@@ -434,8 +435,20 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 8  # input shapes kept per model
 
 
-def _analyse(model: nn.Module, x: Any) -> tuple[dict[str, str | None], str]:
-    """``(view_defaults, a hint listing the spatial layers)``, from a recorded pass or the cache."""
+def _describe_calls(rec: _ForwardRecord) -> dict[str, str]:
+    """Each layer that ran: its type and its first output's shape without the batch dimension,
+    e.g. ``"Conv2d 16x14x14"`` (``"ReLU 16x14x14"``, ``"Linear 10"``, ``"GoogLeNetOutputs"``)."""
+    out = {}
+    for name, c in rec.first_calls().items():
+        kind = type(c.module).__name__
+        shape = tuple(c.output.shape[1:]) if isinstance(c.output, torch.Tensor) else None
+        out[name] = f"{kind} {'x'.join(map(str, shape))}" if shape else kind
+    return out
+
+
+def _analyse(model: nn.Module, x: Any, labels: bool = False):
+    """``(view_defaults, a hint listing the spatial layers)``, from a recorded pass or the cache;
+    with ``labels``, also :func:`_describe_calls` of the same pass."""
     from .runner import _signature, origin_of
 
     owner = origin_of(unwrap_model(model)[0])
@@ -445,16 +458,18 @@ def _analyse(model: nn.Module, x: Any) -> tuple[dict[str, str | None], str]:
         with _CACHE_LOCK:
             hit = _CACHE.get(owner, {}).get(key)
         if hit is not None:
-            return dict(hit[0]), hit[1]
-    d, spatial = _defaults(_record_forward(model, x))
+            return (dict(hit[0]), hit[1], dict(hit[2])) if labels else (dict(hit[0]), hit[1])
+    rec = _record_forward(model, x)
+    d, spatial = _defaults(rec)
     hint = _spatial_hint(spatial)
+    described = _describe_calls(rec)
     if key is not None:
         with _CACHE_LOCK:
             entries = _CACHE.setdefault(owner, {})
             if len(entries) >= _CACHE_SIZE:
                 entries.pop(next(iter(entries)))
-            entries[key] = (dict(d), hint)
-    return d, hint
+            entries[key] = (dict(d), hint, dict(described))
+    return (d, hint, described) if labels else (d, hint)
 
 
 def _spatial_hint(spatial: list[_Call]) -> str:
@@ -515,6 +530,38 @@ def view_defaults(model: nn.Module, x: Any) -> dict[str, str | None]:
      'patch_embedding': None}
     """
     return _analyse(model, x)[0]
+
+
+def layer_labels(model: nn.Module, x: Any, names: Any = None) -> dict[str, str]:
+    """What a layer picker shows beside each layer name: its type and output shape for ``x``.
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : torch.Tensor or numpy.ndarray
+        An example batch, as for :func:`view_defaults` (whose recorded pass and cache this
+        shares: asking for both runs the model once).
+    names : sequence of str, optional
+        The layers to label (default: every layer that ran). A layer that did not run for ``x``
+        gets its type alone.
+
+    Returns
+    -------
+    dict
+        ``{name: "Conv2d 16x14x14"}``: the module's class and its first output without the
+        batch dimension (a non-tensor output gives the class alone).
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2))
+    >>> layer_labels(net, torch.zeros(1, 1, 8, 8))
+    {'0': 'Conv2d 4x6x6', '1': 'ReLU 4x6x6', '2': 'MaxPool2d 4x3x3'}
+    """
+    described = _analyse(model, x, labels=True)[2]
+    if names is None:
+        return described
+    modules = dict(unwrap_model(model)[0].named_modules())
+    return {n: described.get(n, type(modules[n]).__name__ if n in modules else "") for n in names}
 
 
 def cam_layer(model: nn.Module, x: Any) -> str:

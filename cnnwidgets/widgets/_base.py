@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import numbers
+import os
 import pathlib
+import typing
 from typing import Any
 
 import anywidget
@@ -43,14 +46,42 @@ def checked(validator):
     return wrapper
 
 
+def _listed(choices) -> str:
+    names = [repr(c) for c in choices]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+class Choice(traitlets.Enum):
+    """An ``Enum`` trait whose choices come from one of the core's ``Literal`` aliases (one list
+    per choice, kept in the core), e.g. ``Choice(Normalize, "global")``. A value outside them is
+    an :class:`InvalidValue` (a ValueError) that names every choice and what was given.
+
+    >>> from cnnwidgets.core.filters import Normalize
+    >>> Choice(Normalize, "global").values
+    ('global', 'filter', 'tile')
+    """
+
+    def __init__(self, choices, default_value, **kwargs) -> None:
+        values = typing.get_args(choices) if typing.get_origin(choices) is typing.Literal else tuple(choices)
+        if not values:
+            raise TypeError(f"Choice needs a Literal alias or a sequence of choices, got {choices!r}")
+        if default_value not in values:
+            raise ValueError(f"default {default_value!r} is not one of {_listed(values)}")
+        super().__init__(values, default_value, **kwargs)
+        self.values = tuple(values)
+
+    def validate(self, obj, value):
+        if value in self.values and not isinstance(value, bool):
+            return value
+        raise InvalidValue(f"{self.name} must be {_listed(self.values)}, got {_short_repr(value)}")
+
+
 def one_of(proposal, choices: tuple[str, ...]) -> str:
     """The proposed value if it is one of ``choices``, else a ValueError that names them all
     (for ``@validate`` bodies wrapped in :func:`checked`)."""
     value = proposal["value"]
     if value not in choices:
-        names = [repr(c) for c in choices]
-        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
-        raise ValueError(f"{proposal['trait'].name} must be {listed}, got {value!r}")
+        raise ValueError(f"{proposal['trait'].name} must be {_listed(choices)}, got {value!r}")
     return value
 
 
@@ -172,6 +203,13 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+#: The messages each view's page sends (``model.send({type, ...})``), by bundle name: one table,
+#: read here and imported by js/src/lib/messages.js, so the two sides cannot drift.
+MESSAGES: dict[str, tuple[str, ...]] = {
+    k: tuple(v) for k, v in json.loads((pathlib.Path(__file__).with_name("messages.json")).read_text()).items()
+}
+
+
 def bundle(name: str) -> pathlib.Path:
     """Path of the built front-end module ``static/<name>.js``.
 
@@ -187,6 +225,20 @@ def bundle(name: str) -> pathlib.Path:
             "(it runs `npm run build` in js/), or run `npm install && npm run build` in js/."
         )
     return path
+
+
+STYLESHEET = STATIC / "cnnwidgets.css"
+
+
+def bundle_css() -> pathlib.Path:
+    """Path of the built stylesheet ``static/cnnwidgets.css`` (js/src/style.css), which every
+    view loads through anywidget's ``_css``; a RuntimeError with the fix when it is missing."""
+    if not STYLESHEET.exists():
+        raise RuntimeError(
+            f"front-end stylesheet {STYLESHEET} is missing. Hint: reinstall with `pip install -e .` "
+            "(it runs `npm run build` in js/), or run `npm install && npm run build` in js/."
+        )
+    return STYLESHEET
 
 
 def frontend_safe(method):
@@ -282,13 +334,37 @@ class BaseWidget(anywidget.AnyWidget):
     #: runs the user's model itself (:func:`cnnwidgets.core.runner.view_note`), a wrapper it
     #: unwrapped, how it reads the output; empty otherwise. Shown above the view.
     model_note = traitlets.Unicode("").tag(sync=True)
+    #: Why the page's last value for a control was refused, by trait name: shown next to that
+    #: control (in the theme's error colour) until the next valid change of it.
+    control_errors = traitlets.Dict(per_key_traits=None).tag(sync=True)
+    #: Why the view's background work failed (a map, a run, a pass over the data): shown in the
+    #: view, cleared by the next piece of work that succeeds (:meth:`report_failure`).
+    view_error = traitlets.Unicode("").tag(sync=True)
     #: Whether this view runs the model (and so says when it cannot have a private view of it).
     _runs_model: bool = True
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        # ``_esm`` and ``_css`` from the built files. With ANYWIDGET_HMR=1 (development) they
+        # are paths, which anywidget reloads in open views when `npm run build` rewrites them;
+        # otherwise their text: anywidget ties every view to a path's change signal with a
+        # strong reference, so a closed view would never be freed.
+        name = cls.__dict__.get("_bundle")
+        hmr = os.environ.get("ANYWIDGET_HMR") == "1"
+        if name and (STATIC / f"{name}.js").exists():
+            path = STATIC / f"{name}.js"
+            cls._esm = path if hmr else path.read_text(encoding="utf-8")
+        if "_css" not in cls.__dict__ and STYLESHEET.exists():
+            cls._css = STYLESHEET if hmr else STYLESHEET.read_text(encoding="utf-8")
+        super().__init_subclass__(**kwargs)
+
     def __init__(self, **kwargs) -> None:
-        # anywidget turns a plain ``_esm`` attribute into the synced module source
-        self._esm = bundle(self._bundle).read_text(encoding="utf-8")
+        path = bundle(self._bundle)  # a clear error when the front end was not built
+        if "_esm" not in type(self).__dict__:  # built after this class was defined
+            self._esm = path.read_text(encoding="utf-8")
+            self._css = bundle_css().read_text(encoding="utf-8")
         super().__init__(**kwargs)
+        if self._bundle in MESSAGES and not hasattr(self, "_on_page_message"):
+            self.on_msg(self._dispatch_message)
         model = self.__dict__.get("_model")
         if model is not None:
             from ..core.model import unwrap_model
@@ -299,6 +375,37 @@ class BaseWidget(anywidget.AnyWidget):
                 from ..core.runner import view_note
 
                 self.note("view", view_note(self._model))
+
+    def report_failure(self, exc: BaseException | str | None) -> None:
+        """Show why background work failed in the view (:attr:`view_error`), or clear it with
+        None. The view's workers call this for a job that raised; views call it for a failure
+        they catch themselves."""
+        if exc is None:
+            self.view_error = ""
+            return
+        text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        self.last_error = text
+        if not self._closed:
+            self.view_error = text
+
+    #: Handler method per message type for :meth:`_dispatch_message`: ``_on_<type>``.
+    def _dispatch_message(self, _widget, content, _buffers=None) -> None:
+        """Route a message from the page to ``self._on_<type>(content)``; a type outside
+        :data:`MESSAGES` for this view, or a handler that raises, is logged, never raised."""
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind not in MESSAGES.get(self._bundle, ()):
+            self.last_error = (f"unknown message {_short_repr(content)} from the page; {self._bundle} "
+                               f"takes {_listed(MESSAGES.get(self._bundle, ())) or 'none'}")
+            log.warning("cnnwidgets: %s", self.last_error)
+            return
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is None:
+            return
+        try:
+            handler(content)
+        except Exception as exc:  # noqa: BLE001 - events from the page must never raise
+            self.report_failure(exc)
+            log.warning("cnnwidgets: the page's %r failed: %s", kind, self.last_error)
 
     def note(self, key: str, text: str | None) -> None:
         """Set (or, with None, clear) one part of :attr:`model_note`, the banner above the view
@@ -355,6 +462,11 @@ class BaseWidget(anywidget.AnyWidget):
             except Exception as exc:  # noqa: BLE001 - events from the page must never raise
                 errors.append(f"{type(exc).__name__}: {exc}")
                 resend.extend(k for k in sync_data if k in self.keys)
+                # shown next to the control on the page, until its next valid change
+                self.control_errors = {**self.control_errors, **{k: str(exc) for k in sync_data}}
+            else:
+                if any(k in self.control_errors for k in sync_data):
+                    self.control_errors = {k: v for k, v in self.control_errors.items() if k not in sync_data}
         if errors:
             self.last_error = "; ".join(errors)
             log.warning("cnnwidgets: ignored a value from the page: %s", self.last_error)
@@ -438,3 +550,40 @@ class PageScheduled:
             self._worker.submit(fn)
         else:
             fn()
+
+
+def array_to_json(value, _widget=None):
+    """ndarray -> ``{"view": memoryview, "dtype": str, "shape": [..]}`` for the page (float64
+    sent as float32, which the page draws with); None stays None. The page decodes it with
+    ``decodeArray`` in js/src/lib/codecs.js; the exported page keeps the same object with the
+    bytes in base64."""
+    if value is None:
+        return None
+    import numpy as np
+
+    arr = np.asarray(value)
+    if arr.dtype == np.float64:
+        arr = arr.astype(np.float32)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    arr = np.ascontiguousarray(arr)
+    return {"view": memoryview(arr.reshape(-1).view(np.uint8)), "dtype": str(arr.dtype), "shape": list(arr.shape)}
+
+
+def array_from_json(value, _widget=None):
+    """The inverse of :func:`array_to_json` (for a page that echoes an array back)."""
+    if value is None:
+        return None
+    import numpy as np
+
+    return np.frombuffer(bytes(value["view"]), dtype=value["dtype"]).reshape(value["shape"])
+
+
+def ArrayTrait(**kwargs):  # noqa: N802 - reads as a trait type
+    """A synced ndarray trait sent as one binary buffer with its dtype and shape (one serializer
+    for every array of every view, instead of a Bytes trait plus a metadata Dict)."""
+    import numpy as np
+
+    return traitlets.Instance(np.ndarray, allow_none=True, **kwargs).tag(
+        sync=True, to_json=array_to_json, from_json=array_from_json
+    )

@@ -19,7 +19,7 @@ import pathlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._base import bundle
+from ._base import bundle, bundle_css
 
 __all__ = ["export_html", "widget_state"]
 
@@ -54,6 +54,7 @@ _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline' blob:; style-src 'unsafe-inline'; img-src data: blob:">
 <style>body {{ font: 13px system-ui, sans-serif; margin: 16px; }} .cnnw-export-view {{ margin-bottom: 28px; }}</style>
+<style>{css}</style>
 </head><body>
 <h3>{title}</h3>
 <p style="color:#555">Exported from cnnwidgets: interactive without a kernel (hover, zoom, the exported images).</p>
@@ -147,5 +148,6 @@ def export_html(
     divs = "\n".join(f'<div class="cnnw-export-view" id="cnnw-view-{i}"></div>' for i in range(len(views)))
     data = json.dumps({"modules": modules, "views": specs}, separators=(",", ":")).replace("</", "<\\/")
     out = pathlib.Path(path)
-    out.write_text(_PAGE.format(title=html.escape(title), divs=divs, data=data), encoding="utf-8")
+    out.write_text(_PAGE.format(title=html.escape(title), divs=divs, data=data,
+                                   css=bundle_css().read_text(encoding="utf-8").replace("</", "<\\/")), encoding="utf-8")
     return out

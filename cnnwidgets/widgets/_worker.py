@@ -109,6 +109,9 @@ class LatestWorker:
         if self._finalizer is not None:
             self._finalizer.atexit = False  # stop_all() handles the exit
         self._name = name
+        # a failed job is reported to the owner's view (BaseWidget.report_failure), never a
+        # strong reference: the worker must not keep its widget alive
+        self._owner = weakref.ref(owner) if owner is not None else None
         self._thread: threading.Thread | None = start_thread(self._run, name, self._signal_close)
 
     def submit(self, fn: Callable[[], None]) -> None:
@@ -171,6 +174,13 @@ class LatestWorker:
             except Exception as exc:  # noqa: BLE001 - a failed update must not kill the thread
                 if not self._closed:  # a job cut short by close() is not worth a warning
                     log.warning("cnnwidgets: background update failed: %s: %s", type(exc).__name__, exc)
+                    owner = self._owner() if self._owner is not None else None
+                    report = getattr(owner, "report_failure", None)
+                    if report is not None:
+                        try:
+                            report(exc)
+                        except Exception:  # noqa: BLE001, S110 - the log line above already says it
+                            pass
             finally:
                 job = None  # the job (a closure over the widget) must not outlive its run
                 with self._cond:

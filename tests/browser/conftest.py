@@ -203,6 +203,35 @@ class Notebook:
             time.sleep(0.2)
         raise AssertionError(f"{expr} stayed {value!r}, expected {expected!r}")
 
+    # ---- theme, contrast, layout (shared by every view's browser test)
+
+    def set_theme(self, theme: str) -> None:
+        """Switch JupyterLab to ``theme`` ("JupyterLab Light", "JupyterLab Dark",
+        "JupyterLab High Contrast" where installed) and wait until it applies."""
+        self.page.evaluate(
+            "(t) => window.jupyterapp.commands.execute('apputils:change-theme', { theme: t })", theme)
+        light = "false" if ("Dark" in theme or "Contrast" in theme) else "true"
+        self.page.wait_for_function(
+            "([name, light]) => document.body.dataset.jpThemeName === name"
+            " && document.body.dataset.jpThemeLight === light"
+            " && getComputedStyle(document.body).getPropertyValue('--jp-layout-color0').trim() !== ''",
+            arg=[theme, light], timeout=30_000)
+        self.page.wait_for_timeout(400)  # the views redraw their canvases on the change
+
+    def contrast_report(self, selector: str = ".cnnw-root", minimum: float = 4.5) -> dict:
+        """Every visible text element under ``selector``: its colour against its computed
+        background (the first opaque background up the tree, alpha-blended), as WCAG contrast
+        ratios. Returns ``{"checked": n, "failures": [{text, ratio, fg, bg, cls}...],
+        "white_canvases": [...]}``; a canvas counts as white on dark when the page background
+        is dark and the canvas's own computed background is white."""
+        return self.page.evaluate(CONTRAST_JS, [selector, minimum])
+
+    def overflow_report(self, selector: str = ".cnnw-root") -> list:
+        """Elements under ``selector`` wider than their box (scrollWidth > clientWidth + 1,
+        not counting the scroll areas meant to scroll) or sticking out of the notebook cell's
+        output area. Returns a list of {cls, scroll, client, right, limit}."""
+        return self.page.evaluate(OVERFLOW_JS, selector)
+
     def canvas_pixels(self, selector: str):
         """RGBA pixels of the canvas as a numpy array (H, W, 4)."""
         import numpy as np
@@ -216,6 +245,86 @@ class Notebook:
             selector,
         )
         return np.asarray(data["px"], np.uint8).reshape(data["h"], data["w"], 4)
+
+
+CONTRAST_JS = """
+([selector, minimum]) => {
+  const parse = (c) => {
+    const m = /rgba?\\(([^)]+)\\)/.exec(c || '');
+    if (!m) return null;
+    const p = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number);
+    return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+  };
+  const over = (top, bottom) => ({ r: top.r * top.a + bottom.r * (1 - top.a), g: top.g * top.a + bottom.g * (1 - top.a),
+                                   b: top.b * top.a + bottom.b * (1 - top.a), a: 1 });
+  const lum = (c) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+                       return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b); };
+  const background = (el) => {
+    const layers = [];
+    for (let n = el; n; n = n.parentElement) {
+      const c = parse(getComputedStyle(n).backgroundColor);
+      if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
+    }
+    let bg = { r: 255, g: 255, b: 255, a: 1 };
+    for (let i = layers.length - 1; i >= 0; i--) bg = over(layers[i], bg);
+    return bg;
+  };
+  const ratio = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
+  const failures = []; let checked = 0; const white = [];
+  for (const root of document.querySelectorAll(selector)) {
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    const seen = new Set();
+    for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+      const el = t.parentElement;
+      if (!el || seen.has(el) || !t.textContent.trim()) continue;
+      seen.add(el);
+      const st = getComputedStyle(el);
+      const r = el.getBoundingClientRect();
+      if (st.visibility === 'hidden' || st.display === 'none' || r.width === 0 || r.height === 0 || el.closest('[hidden]')) continue;
+      if (el.closest('svg') && !el.closest('.cnnw-static-chart')) continue; // bqplot draws its own
+      if (el.tagName === 'OPTION') continue;
+      const bg = background(el);
+      let fg = parse(el.closest('svg') ? st.fill : st.color);
+      if (!fg) continue;
+      fg = over({ ...fg, a: fg.a * Number(st.opacity || 1) }, bg);
+      const q = ratio(fg, bg);
+      checked += 1;
+      if (q < minimum) failures.push({ text: t.textContent.trim().slice(0, 60), ratio: Math.round(q * 100) / 100,
+        fg: st.color, bg: `rgb(${Math.round(bg.r)}, ${Math.round(bg.g)}, ${Math.round(bg.b)})`, cls: el.className && el.className.baseVal !== undefined ? el.className.baseVal : el.className });
+    }
+    const pageBg = background(root);
+    if (lum(pageBg) < 0.2) {
+      for (const c of root.querySelectorAll('canvas')) {
+        const own = parse(getComputedStyle(c).backgroundColor);
+        if (own && own.a > 0 && lum(own) > 0.9) white.push(c.className);
+      }
+    }
+  }
+  return { checked, failures, white_canvases: white };
+}
+"""
+
+OVERFLOW_JS = """
+(selector) => {
+  const out = [];
+  for (const root of document.querySelectorAll(selector)) {
+    const area = root.closest('.jp-OutputArea-output') || root.closest('.jp-Cell') || document.body;
+    const limit = area.getBoundingClientRect().right + 1;
+    for (const el of [root, ...root.querySelectorAll('*')]) {
+      const st = getComputedStyle(el);
+      if (st.display === 'none' || el.closest('[hidden]') || el.closest('svg')) continue;
+      const r = el.getBoundingClientRect();
+      if (r.width === 0) continue;
+      const scrolls = /(auto|scroll)/.test(st.overflowX) || el.classList.contains('cnnw-scroll');
+      const cls = (el.className && el.className.baseVal === undefined ? el.className : el.tagName) || el.tagName;
+      if (!scrolls && el.scrollWidth > el.clientWidth + 1 && el.clientWidth > 0 && st.overflowX !== 'hidden')
+        out.push({ cls, scroll: el.scrollWidth, client: el.clientWidth, right: r.right, limit });
+      else if (r.right > limit && !el.closest('.cnnw-scroll')) out.push({ cls, scroll: el.scrollWidth, client: el.clientWidth, right: r.right, limit });
+    }
+  }
+  return out;
+}
+"""
 
 
 def _notebook_opener(lab, browser):

@@ -8,11 +8,9 @@
 import { bytesView, float32View } from "../lib/codecs.js";
 import { boundSelect, formatNumber, h, labelled, modelNote } from "../lib/dom.js";
 import { blendOverlay, drawImage, fitScale } from "../lib/image.js";
-import { ensureExplorerStyle } from "../lib/style.js";
 import { TileView } from "../lib/tileview.js";
 
 function render({ model, el }) {
-  ensureExplorerStyle();
   const root = h("div", { class: "cnnw-root cnnw-activation-explorer" });
   const note = modelNote(model);
   root.append(note.node);

@@ -4,13 +4,11 @@
 // Traits written: layer, mode, normalize, cmap, zoom, channel.
 import { bytesView, float32View } from "../lib/codecs.js";
 import { boundSelect, formatNumber, h, labelled } from "../lib/dom.js";
-import { ensureStyle } from "../lib/style.js";
 import { TileView } from "../lib/tileview.js";
 
 const CMAPS = ["gray", "diverging", "viridis", "RdBu_r", "magma"];
 
 function render({ model, el }) {
-  ensureStyle();
   const root = h("div", { class: "cnnw-root cnnw-filter-grid" });
   el.append(root);
 

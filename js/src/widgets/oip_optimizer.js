@@ -12,7 +12,6 @@ import { bytesView, float32View } from "../lib/codecs.js";
 import { hasWidgetManager, mountChild } from "../lib/children.js";
 import { boundCheck, boundNumber, boundSelect, h, labelled, modelNote } from "../lib/dom.js";
 import { drawImage, fitScale } from "../lib/image.js";
-import { ensureExplorerStyle } from "../lib/style.js";
 
 function drawGallery(canvas, bytes, b, hh, w, c, scale, cols) {
   const rows = Math.ceil(b / cols);
@@ -31,7 +30,6 @@ function drawGallery(canvas, bytes, b, hh, w, c, scale, cols) {
 }
 
 function render({ model, el }) {
-  ensureExplorerStyle();
   const root = h("div", { class: "cnnw-root cnnw-oip-optimizer" });
   const note = modelNote(model);
   root.append(note.node);

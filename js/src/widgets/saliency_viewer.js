@@ -14,10 +14,8 @@ import { bytesView, float32View } from "../lib/codecs.js";
 import { hasWidgetManager, mountChild } from "../lib/children.js";
 import { boundSelect, h, labelled, modelNote } from "../lib/dom.js";
 import { blendOverlay, drawImage, fitScale } from "../lib/image.js";
-import { ensureExplorerStyle } from "../lib/style.js";
 
 function render({ model, el }) {
-  ensureExplorerStyle();
   const root = h("div", { class: "cnnw-root cnnw-saliency-viewer" });
   const note = modelNote(model);
   root.append(note.node);

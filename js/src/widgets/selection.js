@@ -1,9 +1,7 @@
 // Selection front end: a one-line summary. Python side: cnnwidgets/widgets/selection.py
 import { h } from "../lib/dom.js";
-import { ensureStyle } from "../lib/style.js";
 
 function render({ model, el }) {
-  ensureStyle();
   const root = h("div", { class: "cnnw-root cnnw-selection" });
   el.append(root);
   const update = () => {

@@ -7,7 +7,6 @@
 // Hover never talks to the kernel: thumbnails come from the atlas already in the page.
 import { bytesView, float32View } from "../lib/codecs.js";
 import { boundSelect, h, labelled, modelNote } from "../lib/dom.js";
-import { ensureExplorerStyle } from "../lib/style.js";
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
   "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"];
@@ -21,7 +20,6 @@ function int16View(v) {
 }
 
 function render({ model, el }) {
-  ensureExplorerStyle();
   const root = h("div", { class: "cnnw-root cnnw-tsne-scatter" });
   const note = modelNote(model);
   root.append(note.node);
