@@ -2,10 +2,21 @@
 // a frame is the viewport's size, whatever the number of tiles. Used by FilterGrid and
 // ActivationExplorer. The root element gets data-frame (frames drawn), data-x0/data-y0
 // (grid pixel at the canvas's top-left) and data-hover-tile, for tests and tools.
+//
+// Theme: the gaps between tiles are the theme's sunken background (lib/theme.js), redrawn when
+// the theme changes; the highlight is two rings (dark outside, light inside) so it shows on any
+// tile colour. Keyboard: the canvas takes focus (Tab); the arrow keys move a cursor tile,
+// Enter (or Space) selects it (opts.onClick), Home/End jump to the first/last tile; the cursor
+// is kept in view. data-cursor-tile says where it is.
 import { gridSize, renderTiles, tileAt, tileOrigin } from "./tiles.js";
 import { h } from "./dom.js";
+import { onThemeChange, themeColors } from "./theme.js";
 
-const BACKGROUND = [255, 255, 255];
+function rgbOf(css) {
+  const m = /rgba?\(([^)]+)\)/.exec(css || "");
+  if (!m) return [255, 255, 255];
+  return m[1].split(/[ ,/]+/).filter(Boolean).slice(0, 3).map((v) => Math.round(Number(v)));
+}
 
 export class TileView {
   /**
@@ -18,9 +29,12 @@ export class TileView {
     this.frames = 0;
     this.state = null;
     this.highlight = [];
+    this.cursor = -1;
+    this.background = null;
     this.scroller = h("div", { class: "cnnw-scroll" });
     this.spacer = h("div", { class: "cnnw-spacer" });
-    this.canvas = h("canvas", { class: opts.canvasClass || "cnnw-canvas" });
+    this.canvas = h("canvas", { class: opts.canvasClass || "cnnw-canvas", tabindex: "0", role: "grid",
+      "aria-label": opts.label || "tiles: arrow keys move, Enter selects" });
     this.overlay = h("canvas", { class: "cnnw-overlay", style: { pointerEvents: "none" } });
     this.tip = h("div", { class: "cnnw-tip" });
     this.spacer.append(this.canvas, this.overlay);
@@ -39,9 +53,18 @@ export class TileView {
       const t = this.tileFromEvent(e);
       if (t >= 0 && this.opts.onClick) this.opts.onClick(t);
     };
+    this._key = (e) => this.onKey(e);
+    this._blur = () => this.schedule();
     this.canvas.addEventListener("mousemove", this._move);
     this.canvas.addEventListener("mouseleave", this._leave);
     this.canvas.addEventListener("click", this._click);
+    this.canvas.addEventListener("keydown", this._key);
+    this.canvas.addEventListener("focus", this._blur);
+    this.canvas.addEventListener("blur", this._blur);
+    this.offTheme = onThemeChange(() => {
+      this.background = null;
+      this.schedule();
+    });
     this.scroller.addEventListener("scroll", this.schedule, { passive: true });
     this.ro = typeof ResizeObserver !== "undefined" ? new ResizeObserver(this.schedule) : null;
     if (this.ro) this.ro.observe(this.scroller);
@@ -49,8 +72,65 @@ export class TileView {
 
   /** state: { codes, lut, grid, zoom, padding, order? } */
   set(state) {
+    const before = this.state && this.state.grid;
+    // a new grid (another layer): the tooltip of the old one goes, the cursor starts over
+    if (before && state.grid && (before.label !== state.grid.label || before.n_tiles !== state.grid.n_tiles)) {
+      this._leave();
+      this.cursor = -1;
+    }
     this.state = state;
     this.schedule();
+  }
+
+  /** The theme's colour for the gaps between tiles, as [r, g, b] (the grid's background). */
+  backgroundRGB() {
+    if (!this.background) this.background = rgbOf(themeColors(this.root).bgSunken);
+    return this.background;
+  }
+
+  /** Scroll so that tile t is in view (the selected filter after a layer change or a click
+   *  in another view). */
+  reveal(t) {
+    const s = this.state;
+    if (!s || !s.grid || t < 0 || t >= s.grid.n_tiles) return;
+    const o = tileOrigin(s.grid, s.zoom, s.padding, t);
+    const tw = s.grid.tile_w * s.zoom, th = s.grid.tile_h * s.zoom;
+    const sc = this.scroller;
+    if (o.x < sc.scrollLeft || o.x + tw > sc.scrollLeft + sc.clientWidth) sc.scrollLeft = Math.max(0, o.x - sc.clientWidth / 3);
+    if (o.y < sc.scrollTop || o.y + th > sc.scrollTop + sc.clientHeight) sc.scrollTop = Math.max(0, o.y - sc.clientHeight / 3);
+    this.schedule();
+  }
+
+  onKey(e) {
+    const s = this.state;
+    if (!s || !s.grid || !s.grid.n_tiles) return;
+    const n = s.grid.n_tiles, cols = s.grid.columns;
+    const start = this.cursor >= 0 ? this.cursor : (this.highlight.find((t) => t >= 0) ?? 0);
+    let t = start;
+    if (e.key === "ArrowRight") t = Math.min(n - 1, start + 1);
+    else if (e.key === "ArrowLeft") t = Math.max(0, start - 1);
+    else if (e.key === "ArrowDown") t = Math.min(n - 1, start + cols);
+    else if (e.key === "ArrowUp") t = start - cols >= 0 ? start - cols : start;
+    else if (e.key === "Home") t = 0;
+    else if (e.key === "End") t = n - 1;
+    else if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      e.stopPropagation();
+      if (this.opts.onClick) this.opts.onClick(start);
+      return;
+    } else return;
+    e.preventDefault();
+    e.stopPropagation();
+    this.cursor = t;
+    this.root.dataset.cursorTile = String(t);
+    this.reveal(t);
+    // the tooltip says what the cursor is on, next to it
+    const o = tileOrigin(s.grid, s.zoom, s.padding, t);
+    this.tip.textContent = this.opts.describe(t);
+    this.tip.style.left = `${o.x - this.scroller.scrollLeft + s.grid.tile_w * s.zoom + 6}px`;
+    this.tip.style.top = `${o.y - this.scroller.scrollTop + 4}px`;
+    this.tip.style.display = "block";
+    if (this.opts.onCursor) this.opts.onCursor(t);
   }
 
   setHighlight(tiles) {
@@ -85,27 +165,41 @@ export class TileView {
       c.style.top = `${y0}px`;
     }
     const img = this.ctx.createImageData(vw, vh);
-    renderTiles(img, { ...s, x0, y0, background: BACKGROUND });
+    renderTiles(img, { ...s, x0, y0, background: this.backgroundRGB() });
     this.ctx.putImageData(img, 0, 0);
     this.drawHighlight(x0, y0, vw, vh);
     this.frames += 1;
     this.root.dataset.frame = String(this.frames);
     this.root.dataset.x0 = String(x0);
     this.root.dataset.y0 = String(y0);
+    // the gap colour, for tests that render the same grid in Python (render_grid(background=))
+    this.root.dataset.background = this.backgroundRGB().join(",");
   }
 
   drawHighlight(x0, y0, vw, vh) {
     const s = this.state;
-    this.octx.clearRect(0, 0, vw, vh);
+    const c = this.octx;
+    c.clearRect(0, 0, vw, vh);
     const tw = s.grid.tile_w * s.zoom;
     const th = s.grid.tile_h * s.zoom;
-    this.octx.strokeStyle = "#ff8c00";
-    this.octx.lineWidth = 2;
-    for (const t of this.highlight) {
-      if (t < 0 || t >= s.grid.n_tiles) continue;
+    const ring = (t, colour) => {
+      if (t < 0 || t >= s.grid.n_tiles) return;
       const o = tileOrigin(s.grid, s.zoom, s.padding, t);
-      if (o.x + tw < x0 || o.y + th < y0 || o.x > x0 + vw || o.y > y0 + vh) continue;
-      this.octx.strokeRect(o.x - x0 + 1, o.y - y0 + 1, tw - 2, th - 2);
+      if (o.x + tw < x0 || o.y + th < y0 || o.x > x0 + vw || o.y > y0 + vh) return;
+      // dark outer ring, bright inner ring: visible on white, black and saturated tiles
+      c.lineWidth = 2;
+      c.strokeStyle = "rgba(0,0,0,0.9)";
+      c.strokeRect(o.x - x0 + 1, o.y - y0 + 1, tw - 2, th - 2);
+      if (tw > 6 && th > 6) {
+        c.strokeStyle = colour;
+        c.strokeRect(o.x - x0 + 3, o.y - y0 + 3, tw - 6, th - 6);
+      }
+    };
+    for (const t of this.highlight) ring(t, "#ffb000");
+    if (this.cursor >= 0 && document.activeElement === this.canvas) {
+      c.setLineDash([3, 2]);
+      ring(this.cursor, "#ffffff");
+      c.setLineDash([]);
     }
   }
 
@@ -136,6 +230,10 @@ export class TileView {
     this.canvas.removeEventListener("mousemove", this._move);
     this.canvas.removeEventListener("mouseleave", this._leave);
     this.canvas.removeEventListener("click", this._click);
+    this.canvas.removeEventListener("keydown", this._key);
+    this.canvas.removeEventListener("focus", this._blur);
+    this.canvas.removeEventListener("blur", this._blur);
+    this.offTheme();
     this.scroller.removeEventListener("scroll", this.schedule);
     if (this.ro) this.ro.disconnect();
   }
