@@ -108,6 +108,19 @@ document.body.dataset.ready = "true";
 """
 
 
+def _export_note(view: Any, images: list[int]) -> str:
+    """The line an exported view shows: that it is a static copy, and of what."""
+    what = type(view).__name__
+    if not images:
+        held = ""
+    elif len(images) == 1:
+        held = f" of image {images[0]}"
+    else:
+        held = f" of {len(images)} images ({', '.join(map(str, images[:8]))}{', ...' if len(images) > 8 else ''})"
+    return (f"Static copy{held}, exported from {what}: hover and the image picker work; what needs "
+            "the model (other images, layers, methods, runs) is left out. Open the notebook to explore further.")
+
+
 def export_html(
     views: Sequence[Any],
     path: str | pathlib.Path,
@@ -144,6 +157,10 @@ def export_html(
         fr = frames[i] if frames is not None else None
         if fr:
             spec["frames"] = {str(k): _encode(val) for k, val in fr.items()}
+        # what the page holds: its image stepper visits these and no others; the view says so
+        shown = sorted(int(k) for k in fr) if fr else ([int(v.index)] if hasattr(v, "index") else [])
+        spec["state"]["_export_images"] = shown
+        spec["state"]["_export_note"] = _export_note(v, shown)
         specs.append(spec)
     divs = "\n".join(f'<div class="cnnw-export-view" id="cnnw-view-{i}"></div>' for i in range(len(views)))
     data = json.dumps({"modules": modules, "views": specs}, separators=(",", ":")).replace("</", "<\\/")

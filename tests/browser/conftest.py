@@ -27,6 +27,23 @@ CHROMIUM = os.environ.get("CNNW_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "_artifacts"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+#: Screenshots go to tests/browser/_artifacts/screenshots/ (git-ignored); with
+#: CNNW_UPDATE_DOCS=1 they are also copied into docs/ for the README. A test run never
+#: modifies tracked files otherwise.
+SHOTS = ARTIFACTS / "screenshots"
+UPDATE_DOCS = os.environ.get("CNNW_UPDATE_DOCS") == "1"
+
+
+def save_screenshot(page, selector: str, name: str) -> Path:
+    """Screenshot of the element ``selector`` as ``<name>.png`` (e.g. "filter_grid_dark") in
+    :data:`SHOTS`, copied to docs/ when CNNW_UPDATE_DOCS=1. Returns the path written."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.locator(selector).first.screenshot(path=str(path))
+    if UPDATE_DOCS:
+        DOCS.mkdir(exist_ok=True)
+        shutil.copyfile(path, DOCS / path.name)
+    return path
 
 
 def _need(what: str, ok: bool) -> None:
