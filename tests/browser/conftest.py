@@ -267,6 +267,10 @@ class Notebook:
 CONTRAST_JS = """
 ([selector, minimum]) => {
   const parse = (c) => {
+    // color-mix() computes to color(srgb r g b [/ a]) with channels in 0..1
+    const s = /color\\(srgb ([^)]+)\\)/.exec(c || '');
+    if (s) { const p = s[1].split(/[ \\/]+/).filter(Boolean).map(Number);
+             return { r: p[0] * 255, g: p[1] * 255, b: p[2] * 255, a: p.length > 3 ? p[3] : 1 }; }
     const m = /rgba?\\(([^)]+)\\)/.exec(c || '');
     if (!m) return null;
     const p = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number);

@@ -21,11 +21,21 @@ export function themeColors(node) {
   return out;
 }
 
+/** [r, g, b] (0..255) of a computed CSS colour: "rgb(...)", "rgba(...)" or the
+ *  "color(srgb r g b)" that color-mix() computes to; null if unreadable. */
+export function rgbOf(color) {
+  const s = /color\(srgb ([^)]+)\)/.exec(color || "");
+  if (s) return s[1].split(/[ /]+/).filter(Boolean).slice(0, 3).map((v) => Math.round(255 * Number(v)));
+  const m = /rgba?\(([^)]+)\)/.exec(color || "");
+  if (!m) return null;
+  return m[1].split(/[ ,/]+/).filter(Boolean).slice(0, 3).map((v) => Math.round(Number(v)));
+}
+
 /** Relative luminance (WCAG) of a CSS colour string "rgb(...)"/"rgba(...)"; 1 if unreadable. */
 export function luminance(color) {
-  const m = /rgba?\(([^)]+)\)/.exec(color || "");
-  if (!m) return 1;
-  const [r, g, b] = m[1].split(/[ ,/]+/).filter(Boolean).slice(0, 3).map(Number);
+  const c = rgbOf(color);
+  if (!c) return 1;
+  const [r, g, b] = c;
   const lin = (c) => {
     const s = c / 255;
     return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;

@@ -10,13 +10,8 @@
 // is kept in view. data-cursor-tile says where it is.
 import { gridSize, renderTiles, tileAt, tileOrigin } from "./tiles.js";
 import { h } from "./dom.js";
-import { onThemeChange, themeColors } from "./theme.js";
+import { onThemeChange, rgbOf, themeColors } from "./theme.js";
 
-function rgbOf(css) {
-  const m = /rgba?\(([^)]+)\)/.exec(css || "");
-  if (!m) return [255, 255, 255];
-  return m[1].split(/[ ,/]+/).filter(Boolean).slice(0, 3).map((v) => Math.round(Number(v)));
-}
 
 export class TileView {
   /**
@@ -84,7 +79,7 @@ export class TileView {
 
   /** The theme's colour for the gaps between tiles, as [r, g, b] (the grid's background). */
   backgroundRGB() {
-    if (!this.background) this.background = rgbOf(themeColors(this.root).bgSunken);
+    if (!this.background) this.background = rgbOf(themeColors(this.root).bgSunken) || [255, 255, 255];
     return this.background;
   }
 
