@@ -10,37 +10,86 @@ from torch import nn
 
 from ..core.colormaps import is_diverging
 from ..core.colormaps import lut as make_lut
-from ..core.filters import FilterTiles, conv_weight, first_conv_layer, grid_shape, kernel_tiles, render_grid
+from ..core.filters import (
+    FilterTiles,
+    Normalize,
+    TileMode,
+    conv_weight,
+    first_conv_layer,
+    grid_shape,
+    kernel_tiles,
+    render_grid,
+)
 from ..core.model import CONV_TYPES, check_model, conv_layers, get_layer
-from ._base import BaseWidget, Int, bounded_int, checked, int_in, one_of
+from ._base import ArrayTrait, BaseWidget, Choice, Float, Int, bounded_int, checked, int_in
 from .selection import SelectionMixin
 
 __all__ = ["FilterGrid"]
 
 
-def _conv_label(module: nn.Module, tiles: FilterTiles) -> str:
-    """What a convolution maps: ``"Conv2d 16→32"``, with its grouping when it has one
-    (``"Conv2d 16→32, groups 4"``, ``"Conv2d 32→32, depthwise"``).
+def _conv_label(module: nn.Module) -> str:
+    """What a convolution maps and with which kernel: ``"Conv2d 16→32 · 3×3"``, with its
+    grouping when it has one (``"Conv2d 16→32, groups 4 · 3×3"``, ``"Conv2d 32→32, depthwise · 3×3"``).
 
     The channel counts are the layer's own (``in_channels``, ``out_channels``), not those of
     one filter: a grouped filter reads ``in_channels / groups`` channels, which the tiles show.
+    This is what the layer picker says beside each layer (a weight view needs no example input,
+    so no output shape: :func:`cnnwidgets.core.layers.layer_labels` is for views of activations).
 
     Examples
     --------
-    >>> w = nn.Conv2d(16, 32, 3, groups=4)
-    >>> _conv_label(w, kernel_tiles(conv_weight(nn.Sequential(w), "0")))
-    'Conv2d 16→32, groups 4'
-    >>> w = nn.Conv2d(8, 8, 3, groups=8)
-    >>> _conv_label(w, kernel_tiles(conv_weight(nn.Sequential(w), "0")))
-    'Conv2d 8→8, depthwise'
+    >>> _conv_label(nn.Conv2d(16, 32, 3, groups=4))
+    'Conv2d 16→32, groups 4 · 3×3'
+    >>> _conv_label(nn.Conv2d(8, 8, (5, 3), groups=8))
+    'Conv2d 8→8, depthwise · 5×3'
     """
-    c_in = int(getattr(module, "in_channels", tiles.in_channels))
-    c_out = int(getattr(module, "out_channels", tiles.out_channels))
+    c_in = int(module.in_channels)
+    c_out = int(module.out_channels)
     groups = int(getattr(module, "groups", 1) or 1)
+    kh, kw = (int(k) for k in module.kernel_size)
     text = f"{type(module).__name__} {c_in}→{c_out}"
     if groups > 1:
         text += ", depthwise" if groups == c_in else f", groups {groups}"
-    return text
+    return f"{text} · {kh}×{kw}"
+
+
+def _scale_ends(tiles: FilterTiles, normalize: str, channel: int) -> tuple[float, float, str]:
+    """The weights at the two ends of the colour scale of the picture, and what they are.
+
+    Codes 0 and 254 (the first and last colour of the LUT) stand for these values; in between
+    the scale is linear (:func:`cnnwidgets.core.filters.kernel_tiles`). With a symmetric
+    (diverging) scale the ends are -m and +m, m the largest magnitude, and zero is the middle.
+
+    * ``normalize="global"``: the layer's min and max, exactly the picture's scale.
+    * ``"filter"`` with a filter selected (``channel >= 0``): that filter's range, exactly the
+      scale of its tiles; with none selected, the layer's extremes (each filter spans the
+      whole scale between its own min and max).
+    * ``"tile"``: the layer's extremes (each kernel spans the whole scale; its own min and max
+      are in the tile's tooltip).
+
+    Returns ``(min, max, note)``; the note says which of these it is ("" for the global scale).
+    """
+    stats = tiles.stats
+    per = 1 if tiles.mode == "rgb" else tiles.in_channels
+    how = "filter" if (normalize == "tile" and tiles.mode == "rgb") else normalize  # an RGB tile is a filter
+    note = ""
+    rows = stats
+    if how == "filter":
+        if 0 <= channel < tiles.out_channels:
+            rows = stats[channel * per : (channel + 1) * per]
+            note = f"each filter scaled to its own range: filter {channel}'s shown"
+        else:
+            note = "each filter scaled to its own range: the layer's extremes shown (select a filter for its own)"
+    elif how == "tile":
+        note = "each kernel scaled to its own range (hover a tile for its min and max): the layer's extremes shown"
+    finite = rows[np.isfinite(rows).all(axis=1)]
+    if not len(finite):
+        return float("nan"), float("nan"), note
+    lo, hi = np.float32(finite[:, 0].min()), np.float32(finite[:, 1].max())
+    if tiles.symmetric:
+        mag = max(abs(lo), abs(hi))
+        lo, hi = -mag, mag
+    return float(lo), float(hi), note
 
 
 class FilterGrid(SelectionMixin, BaseWidget):
@@ -74,6 +123,13 @@ class FilterGrid(SelectionMixin, BaseWidget):
         The selected output channel (filter), -1 for none; set by clicking a tile.
     n_tiles : int
         Number of tiles in the grid.
+    layer_labels : dict
+        ``{layer: "Conv2d 32→64 · 3×3"}`` for each conv layer: what the layer picker shows.
+    color_range : tuple of float
+        The weights at the two ends of the colour scale (the colorbar's min and max): the
+        layer's range for ``normalize="global"``, the selected filter's for ``"filter"``, the
+        layer's extremes otherwise; ``-m, +m`` (m the largest magnitude) with a diverging
+        ``cmap``. ``color_note`` says which.
 
     Examples
     --------
@@ -97,8 +153,10 @@ class FilterGrid(SelectionMixin, BaseWidget):
     # --- what the user chooses
     layer = t.Unicode("").tag(sync=True)
     layers = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    mode = t.Unicode("kernel").tag(sync=True)  # "kernel" | "rgb"
-    normalize = t.Unicode("global").tag(sync=True)  # "global" | "filter" | "tile"
+    #: What the layer picker says beside each layer: type, channels, kernel size.
+    layer_labels = t.Dict(read_only=True).tag(sync=True)
+    mode = Choice(TileMode, "kernel").tag(sync=True)
+    normalize = Choice(Normalize, "global").tag(sync=True)
     cmap = t.Unicode("gray").tag(sync=True)
     zoom = Int(4).tag(sync=True)
     columns = Int(0).tag(sync=True)
@@ -108,10 +166,18 @@ class FilterGrid(SelectionMixin, BaseWidget):
     # --- what the page produces
     channel = Int(-1).tag(sync=True)
 
-    # --- data sent to the page (binary)
-    _codes = t.Bytes(b"").tag(sync=True)
-    _stats = t.Bytes(b"").tag(sync=True)
-    _lut = t.Bytes(b"").tag(sync=True)
+    # --- the colour scale of the picture (the colorbar)
+    color_range = t.Tuple(Float(), Float(), default_value=(0.0, 0.0), read_only=True).tag(sync=True)
+    color_note = t.Unicode("", read_only=True).tag(sync=True)
+
+    # --- data sent to the page (binary arrays, js/src/lib/codecs.js: decodeArray)
+    #: uint8 (n_tiles, kh, kw), or (n_tiles, kh, kw, 3) in RGB mode
+    _codes = ArrayTrait()
+    #: float32 (n_tiles, 2): each tile's min and max weight
+    _stats = ArrayTrait()
+    #: uint8 (256, 3): the colours of the codes
+    _lut = ArrayTrait()
+    #: the layout (rows, columns, tile size) and what the grid shows (label, channels)
     _grid = t.Dict().tag(sync=True)
 
     def __init__(
@@ -140,7 +206,7 @@ class FilterGrid(SelectionMixin, BaseWidget):
         self._auto_mode = mode is None
         super().__init__()
         try:  # a rejected setting closes the widget (its comm) again
-            self.set_trait("layers", names)
+            self._set_layers(names)
             with self.hold_trait_notifications():
                 self.normalize = normalize
                 self.cmap = cmap
@@ -185,17 +251,21 @@ class FilterGrid(SelectionMixin, BaseWidget):
         """Re-read the layer's weights (e.g. after a training epoch) and redraw."""
         names = conv_layers(self._model)
         if names != list(self.layers):
-            self.set_trait("layers", names)
+            self._set_layers(names)
         self._compute()
 
-    def to_image(self, zoom: int | None = None) -> np.ndarray:
-        """The grid as the page draws it (at ``zoom``, default the widget's), uint8 (H, W, 3)."""
+    def to_image(self, zoom: int | None = None, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+        """The grid as the page draws it (at ``zoom``, default the widget's), uint8 (H, W, 3).
+
+        ``background`` is the colour of the gaps between tiles; the page draws them in its
+        theme's sunken background (the view's ``data-background`` attribute, "r,g,b")."""
         return render_grid(
             self.tiles.codes,
             self._current_lut(),
             columns=self._grid["columns"],
             zoom=self.zoom if zoom is None else bounded_int(zoom, "zoom", 1, self.MAX_ZOOM, "screen pixels per weight"),
             padding=self.padding,
+            background=tuple(int(v) for v in background),
         )
 
     def tile_at(self, out_channel: int, in_channel: int = 0) -> int:
@@ -234,11 +304,6 @@ class FilterGrid(SelectionMixin, BaseWidget):
         make_lut(proposal["value"])
         return proposal["value"]
 
-    @t.validate("normalize")
-    @checked
-    def _check_normalize(self, proposal):
-        return one_of(proposal, ("global", "filter", "tile"))
-
     @t.validate("padding")
     @checked
     def _check_padding(self, proposal):
@@ -250,7 +315,7 @@ class FilterGrid(SelectionMixin, BaseWidget):
     @t.validate("mode")
     @checked
     def _check_mode(self, proposal):
-        m = one_of(proposal, ("kernel", "rgb"))
+        m = proposal["value"]  # one of TileMode already (the Choice trait)
         if m == "rgb" and self.layer:
             in_c = conv_weight(self._model, self.layer).shape[1]
             if in_c != 3:
@@ -272,6 +337,10 @@ class FilterGrid(SelectionMixin, BaseWidget):
         return c
 
     # ------------------------------------------------------------------ internals
+    def _set_layers(self, names: list[str]) -> None:
+        self.set_trait("layers", names)
+        self.set_trait("layer_labels", {n: _conv_label(get_layer(self._model, n)) for n in names})
+
     def _default_mode(self, layer: str) -> str:
         return "rgb" if conv_weight(self._model, layer).shape[1] == 3 else "kernel"
 
@@ -297,6 +366,16 @@ class FilterGrid(SelectionMixin, BaseWidget):
             finally:
                 self._following_layer = False
         self._compute()
+
+    @t.observe("channel")
+    def _on_channel(self, change):
+        if self._tiles is not None:
+            self._update_scale()
+
+    def _update_scale(self) -> None:
+        lo, hi, note = _scale_ends(self.tiles, self.normalize, self.channel)
+        self.set_trait("color_range", (lo, hi))
+        self.set_trait("color_note", note)
 
     @t.observe("mode", "normalize", "cmap", "columns")
     def _on_style(self, change):
@@ -325,15 +404,16 @@ class FilterGrid(SelectionMixin, BaseWidget):
             "in_channels": tiles.in_channels,
             "symmetric": symmetric,
             "n_nonfinite": tiles.n_nonfinite,
-            "label": f"{self.layer} · {_conv_label(module, tiles)} · {kh}×{kw}",
+            "label": f"{self.layer} · {_conv_label(module)}",
         }
         with self.hold_sync():
             if self.channel >= tiles.out_channels:
                 self.channel = -1
-            self._lut = self._current_lut().tobytes()
-            self._codes = tiles.codes.tobytes()
-            self._stats = tiles.stats.tobytes()
+            self._lut = self._current_lut()
+            self._codes = tiles.codes
+            self._stats = tiles.stats
             self._grid = grid
+            self._update_scale()
 
     def __repr__(self) -> str:
         if self._closed:

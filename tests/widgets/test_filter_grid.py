@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import pytest
 import torch
@@ -15,17 +17,23 @@ from cnnwidgets.core.filters import conv_weight, kernel_tiles, render_grid
 MAGENTA = [255, 0, 255]
 
 
+def sent(grid: FilterGrid, name: str) -> np.ndarray:
+    """The array trait ``name`` as the page receives it: rebuilt from the serialized
+    ``{view, dtype, shape}`` (js/src/lib/codecs.js: decodeArray reads the same three)."""
+    msg = grid.get_state([name])[name]
+    assert set(msg) == {"view", "dtype", "shape"}
+    return np.frombuffer(bytes(msg["view"]), dtype=msg["dtype"]).reshape(msg["shape"])
+
+
 def decode(grid: FilterGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Rebuild what the front end receives: codes, stats and LUT from the raw bytes."""
+    """Rebuild what the front end receives: codes, stats and LUT, with their dtypes and shapes."""
     g = grid._grid
     shape = (g["n_tiles"], g["tile_h"], g["tile_w"]) + ((3,) if g["rgb"] else ())
-    codes = np.frombuffer(grid._codes, dtype=np.uint8)
-    assert codes.size == int(np.prod(shape))
-    stats = np.frombuffer(grid._stats, dtype=np.float32)
-    assert stats.size == 2 * g["n_tiles"]
-    table = np.frombuffer(grid._lut, dtype=np.uint8)
-    assert table.size == 256 * 3
-    return codes.reshape(shape), stats.reshape(-1, 2), table.reshape(256, 3), g
+    codes, stats, table = sent(grid, "_codes"), sent(grid, "_stats"), sent(grid, "_lut")
+    assert codes.dtype == np.uint8 and codes.shape == shape
+    assert stats.dtype == np.float32 and stats.shape == (g["n_tiles"], 2)
+    assert table.dtype == np.uint8 and table.shape == (256, 3)
+    return codes, stats, table, g
 
 
 # ---------------------------------------------------------------- defaults
@@ -120,8 +128,8 @@ def test_to_image_matches_bytes_and_render_grid(request, reference_render, fixtu
 def test_sent_codes_are_the_layer_weights(seq_cnn):
     g = FilterGrid(seq_cnn, "3", normalize="filter")
     expected = kernel_tiles(seq_cnn[3].weight.detach(), normalize="filter")
-    assert g._codes == expected.codes.tobytes()
-    assert g._lut == gray_lut().tobytes()
+    np.testing.assert_array_equal(sent(g, "_codes"), expected.codes)
+    np.testing.assert_array_equal(sent(g, "_lut"), gray_lut())
     codes, stats, _, _ = decode(g)
     w = seq_cnn[3].weight.detach()
     assert stats[6].tolist() == pytest.approx([w[1, 2].min().item(), w[1, 2].max().item()])
@@ -141,7 +149,7 @@ def test_to_image_zoom_argument(seq_cnn):
 def test_rgb_mode_uses_gray_lut_and_raw_channels(nested_cnn):
     g = FilterGrid(nested_cnn, cmap="diverging")
     assert g.mode == "rgb"
-    assert g._lut == gray_lut().tobytes()
+    np.testing.assert_array_equal(sent(g, "_lut"), gray_lut())
     assert g._grid["symmetric"] is False
     w = nested_cnn.stem.weight.detach()
     img = g.to_image(zoom=1)
@@ -154,40 +162,42 @@ def test_rgb_mode_uses_gray_lut_and_raw_channels(nested_cnn):
 # ---------------------------------------------------------------- updates
 def test_changing_layer_updates_codes_and_grid(seq_cnn):
     g = FilterGrid(seq_cnn)
-    codes0, grid0 = g._codes, dict(g._grid)
+    codes0, grid0 = sent(g, "_codes"), dict(g._grid)
     g.layer = "3"
-    assert g._codes != codes0 and g._grid != grid0
-    assert g._codes == kernel_tiles(conv_weight(seq_cnn, "3")).codes.tobytes()
+    assert sent(g, "_codes").shape != codes0.shape and g._grid != grid0
+    np.testing.assert_array_equal(sent(g, "_codes"), kernel_tiles(conv_weight(seq_cnn, "3")).codes)
     assert g._grid["n_tiles"] == 24 and g.n_tiles == 24
     g.layer = "0"
-    assert g._codes == codes0 and g._grid == grid0
+    np.testing.assert_array_equal(sent(g, "_codes"), codes0)
+    assert g._grid == grid0
 
 
 def test_changing_normalize_updates_codes(seq_cnn):
     g = FilterGrid(seq_cnn, "3")
-    before = g._codes
+    before = sent(g, "_codes")
     g.normalize = "tile"
-    assert g._codes != before
-    codes = np.frombuffer(g._codes, np.uint8).reshape(24, -1)
+    assert not np.array_equal(sent(g, "_codes"), before)
+    codes = sent(g, "_codes").reshape(24, -1)
     assert codes.min(1).tolist() == [0] * 24 and codes.max(1).tolist() == [MAX_CODE] * 24
 
 
 def test_changing_cmap_updates_lut_codes_and_grid(seq_cnn):
     g = FilterGrid(seq_cnn, "3")
-    before = g._codes
+    before = sent(g, "_codes")
     g.cmap = "diverging"
-    assert g._lut == diverging_lut().tobytes()
+    np.testing.assert_array_equal(sent(g, "_lut"), diverging_lut())
     assert g._grid["symmetric"] is True
-    assert g._codes != before
+    assert not np.array_equal(sent(g, "_codes"), before)
     # symmetric scale: zero weight -> neutral code 127
     w = conv_weight(seq_cnn, "3")
-    assert g._codes == kernel_tiles(w, symmetric=True).codes.tobytes()
-    codes = np.frombuffer(g._codes, np.uint8).reshape(w.shape)
+    np.testing.assert_array_equal(sent(g, "_codes"), kernel_tiles(w, symmetric=True).codes)
+    codes = sent(g, "_codes").reshape(w.shape)
     wn = w.numpy()
     mag = np.abs(wn).max()
     np.testing.assert_allclose(codes.astype(float), 127 + wn / mag * 127, atol=1)
     g.cmap = "gray"
-    assert g._codes == before and g._lut == gray_lut().tobytes()
+    np.testing.assert_array_equal(sent(g, "_codes"), before)
+    np.testing.assert_array_equal(sent(g, "_lut"), gray_lut())
 
 
 def test_changing_mode_updates_codes_and_grid(nested_cnn):
@@ -195,9 +205,9 @@ def test_changing_mode_updates_codes_and_grid(nested_cnn):
     assert g.mode == "rgb"
     g.mode = "kernel"
     assert g.n_tiles == 12 and g._grid["rgb"] is False and g._grid["n_tiles"] == 12
-    assert len(g._codes) == 12 * 3 * 3
+    assert sent(g, "_codes").shape == (12, 3, 3)
     g.mode = "rgb"
-    assert g.n_tiles == 4 and len(g._codes) == 4 * 3 * 3 * 3
+    assert g.n_tiles == 4 and sent(g, "_codes").shape == (4, 3, 3, 3)
 
 
 def test_changing_columns_updates_grid(seq_cnn):
@@ -243,13 +253,13 @@ def test_channel_reset_when_layer_has_fewer_filters(seq_cnn):
 
 def test_refresh_after_in_place_weight_change(seq_cnn):
     g = FilterGrid(seq_cnn, "0")
-    before = g._codes
+    before = sent(g, "_codes")
     with torch.no_grad():
         seq_cnn[0].weight[0].neg_()
-    assert g._codes == before  # nothing re-read yet
+    np.testing.assert_array_equal(sent(g, "_codes"), before)  # nothing re-read yet
     g.refresh()
-    assert g._codes != before
-    assert g._codes == kernel_tiles(seq_cnn[0].weight.detach()).codes.tobytes()
+    assert not np.array_equal(sent(g, "_codes"), before)
+    np.testing.assert_array_equal(sent(g, "_codes"), kernel_tiles(seq_cnn[0].weight.detach()).codes)
 
 
 def test_refresh_picks_up_new_layers(seq_cnn):
@@ -323,10 +333,11 @@ def test_zoom_out_of_range(seq_cnn, bad):
 
 def test_unknown_cmap(seq_cnn):
     g = FilterGrid(seq_cnn)
-    before = g._lut
+    before = sent(g, "_lut")
     with pytest.raises(ValueError, match="colormap"):
         g.cmap = "no-such-map"
-    assert g.cmap == "gray" and g._lut == before
+    assert g.cmap == "gray"
+    np.testing.assert_array_equal(sent(g, "_lut"), before)
 
 
 def test_negative_columns(seq_cnn):
@@ -385,12 +396,16 @@ def test_invalid_enum_values_raise_value_error(seq_cnn):
 )
 def test_front_end_invalid_values_do_not_raise(seq_cnn, caplog, state, trait, old):
     g = FilterGrid(seq_cnn, "3")
-    codes, grid = g._codes, dict(g._grid)
-    assert g.last_error is None
+    codes, grid = sent(g, "_codes"), dict(g._grid)
+    assert g.last_error is None and g.control_errors == {}
     g.set_state(state)  # must not raise
     assert getattr(g, trait) == old
     assert g.last_error and isinstance(g.last_error, str)
-    assert g._codes == codes and g._grid == grid
+    # a control's refused value is shown next to it on the page; a trait that is no control
+    # (columns) is refused for that reason alone
+    assert set(g.control_errors) == ({trait} if trait in g._page_writable else set())
+    np.testing.assert_array_equal(sent(g, "_codes"), codes)
+    assert g._grid == grid
     assert "ignored" in caplog.text
 
 
@@ -413,7 +428,7 @@ def test_front_end_valid_values_apply(nested_cnn):
     g.set_state({"channel": 4, "zoom": 7})
     assert g.layer == "block.conv2" and g.channel == 4 and g.zoom == 7
     assert g.last_error is None
-    assert g._codes == kernel_tiles(conv_weight(nested_cnn, "block.conv2")).codes.tobytes()
+    np.testing.assert_array_equal(sent(g, "_codes"), kernel_tiles(conv_weight(nested_cnn, "block.conv2")).codes)
 
 
 def test_front_end_layer_and_channel_in_one_update(nested_cnn):
@@ -516,3 +531,132 @@ def test_repr_is_short(tiny_resnet):
     assert "layer2.0.conv2" in r and "64" in r  # 8 x 8 tiles
     assert "\\x" not in r and "b'" not in r
     assert len(str(g)) < 120
+
+
+# ---------------------------------------------------------------- the contract: choices and arrays
+def test_mode_and_normalize_are_choices_of_the_core_literals(seq_cnn):
+    from cnnwidgets.core.filters import Normalize, TileMode
+    from cnnwidgets.widgets._base import Choice
+
+    g = FilterGrid(seq_cnn)
+    for name, alias in (("mode", TileMode), ("normalize", Normalize)):
+        trait = g.traits()[name]
+        assert isinstance(trait, Choice) and isinstance(trait, traitlets.Enum)
+        assert trait.values == typing.get_args(alias)
+    with pytest.raises(ValueError, match=r"normalize must be 'global', 'filter' or 'tile', got 'per-pixel'"):
+        g.normalize = "per-pixel"
+    with pytest.raises(ValueError, match=r"mode must be 'kernel' or 'rgb', got 'bogus'"):
+        g.mode = "bogus"
+
+
+def test_page_refusal_of_a_choice_names_the_choices(seq_cnn):
+    g = FilterGrid(seq_cnn)
+    g.set_state({"normalize": "per-pixel"})
+    assert g.normalize == "global"
+    assert "'global', 'filter' or 'tile'" in g.control_errors["normalize"]
+    g.set_state({"normalize": "tile"})
+    assert g.normalize == "tile" and g.control_errors == {}
+
+
+def test_arrays_are_sent_with_dtype_and_shape(tiny_resnet):
+    g = FilterGrid(tiny_resnet, "layer2.0.conv2")  # 8 x 8 kernels of 3 x 3
+    state = g.get_state(["_codes", "_stats", "_lut"])
+    assert [(state[k]["dtype"], state[k]["shape"]) for k in ("_codes", "_stats", "_lut")] == [
+        ("uint8", [64, 3, 3]), ("float32", [64, 2]), ("uint8", [256, 3])
+    ]
+    assert len(state["_codes"]["view"]) == 64 * 9 and len(state["_stats"]["view"]) == 64 * 2 * 4
+
+
+# ---------------------------------------------------------------- layer picker
+def test_layer_labels_say_type_channels_and_kernel(tiny_resnet, nested_cnn):
+    g = FilterGrid(tiny_resnet)
+    assert set(g.layer_labels) == set(g.layers)
+    assert g.layer_labels["conv1"] == "Conv2d 3→4 · 3×3"
+    assert g.layer_labels["layer2.0.downsample.0"] == "Conv2d 4→8 · 1×1"
+    assert g._grid["label"] == f"conv1 · {g.layer_labels['conv1']}"
+    with pytest.raises(traitlets.TraitError):
+        g.layer_labels = {}
+    net = nn.Sequential(nn.Conv2d(2, 4, 3))
+    g2 = FilterGrid(net)
+    net.append(nn.ConvTranspose2d(4, 6, (5, 3), groups=2))
+    g2.refresh()
+    assert g2.layer_labels == {"0": "Conv2d 2→4 · 3×3", "1": "ConvTranspose2d 4→6, groups 2 · 5×3"}
+
+
+# ---------------------------------------------------------------- the colour scale
+def _ends(g: FilterGrid, tiles: np.ndarray) -> tuple[int, int]:
+    """Lowest and highest code among ``tiles``."""
+    c = g.tiles.codes[tiles]
+    return int(c.min()), int(c.max())
+
+
+def test_color_range_global_is_the_layers_min_and_max(seq_cnn):
+    g = FilterGrid(seq_cnn, "3")
+    w = conv_weight(seq_cnn, "3").numpy()
+    assert g.color_range == (float(w.min()), float(w.max()))
+    assert g.color_note == ""
+    # the weights at the ends are drawn in the LUT's first and last data colour
+    assert _ends(g, slice(None)) == (0, MAX_CODE)
+    with pytest.raises(traitlets.TraitError):
+        g.color_range = (0.0, 1.0)
+
+
+def test_color_range_diverging_is_symmetric(seq_cnn):
+    g = FilterGrid(seq_cnn, "3", cmap="diverging")
+    mag = float(np.abs(conv_weight(seq_cnn, "3").numpy()).max())
+    assert g.color_range == (-mag, mag)
+    # zero sits at the middle code; +-mag at the ends
+    w = conv_weight(seq_cnn, "3").numpy().reshape(g.n_tiles, 3, 3)
+    codes = g.tiles.codes
+    assert codes[np.abs(w) == mag].item() in (0, MAX_CODE)
+
+
+def test_color_range_per_filter_follows_the_selected_filter(seq_cnn):
+    g = FilterGrid(seq_cnn, "3", normalize="filter")  # 6 filters x 4 input channels
+    w = conv_weight(seq_cnn, "3").numpy()
+    assert g.color_range == (float(w.min()), float(w.max()))
+    assert "own range" in g.color_note and "select a filter" in g.color_note
+    g.channel = 4
+    assert g.color_range == (float(w[4].min()), float(w[4].max()))
+    assert "filter 4" in g.color_note
+    assert _ends(g, slice(16, 20)) == (0, MAX_CODE)  # that filter's tiles span the scale
+    g.cmap = "diverging"
+    mag = float(np.abs(w[4]).max())
+    assert g.color_range == (-mag, mag)
+    g.channel = -1
+    assert g.color_range == (-float(np.abs(w).max()), float(np.abs(w).max()))
+    g.channel = 2
+    g.layer = "0"  # 4 filters: the selection stays, and so does its range
+    w0 = conv_weight(seq_cnn, "0").numpy()
+    assert g.color_range == (-float(np.abs(w0[2]).max()), float(np.abs(w0[2]).max()))
+
+
+def test_color_range_per_tile_and_rgb(seq_cnn, nested_cnn):
+    g = FilterGrid(seq_cnn, "3", normalize="tile")
+    w = conv_weight(seq_cnn, "3").numpy()
+    g.channel = 1
+    assert g.color_range == (float(w.min()), float(w.max()))
+    assert "each kernel scaled to its own range" in g.color_note
+    rgb = FilterGrid(nested_cnn, normalize="tile")  # an RGB tile is a filter
+    ws = conv_weight(nested_cnn, "stem").numpy()
+    rgb.channel = 3
+    assert rgb.mode == "rgb" and rgb.color_range == (float(ws[3].min()), float(ws[3].max()))
+    assert "filter 3" in rgb.color_note
+
+
+def test_color_range_ignores_nonfinite_weights(seq_cnn):
+    with torch.no_grad():
+        seq_cnn[0].weight[1, 0, 0, 0] = float("nan")
+    with pytest.warns(RuntimeWarning):
+        g = FilterGrid(seq_cnn, "0")
+    w = conv_weight(seq_cnn, "0").numpy()
+    assert g.color_range == (float(np.nanmin(w)), float(np.nanmax(w)))
+    assert np.isfinite(g.color_range).all()
+
+
+def test_to_image_background_is_the_gap_colour(seq_cnn):
+    g = FilterGrid(seq_cnn, "0", zoom=1)  # 2 x 2 tiles of 3 x 3, 1 px gaps
+    img = g.to_image(background=(30, 40, 50))
+    assert img[3, :].tolist() == [[30, 40, 50]] * 7 and img[:, 3].tolist() == [[30, 40, 50]] * 7
+    np.testing.assert_array_equal(img[:3, :3], g.to_image()[:3, :3])
+    assert g.to_image()[3, 0].tolist() == [255, 255, 255]

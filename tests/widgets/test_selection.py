@@ -88,7 +88,7 @@ def test_channel_is_shared(demo, closing):
     sel.channel = 2
     assert grid.channel == 2 and ex.channel == 2
     ex.wait()
-    assert ex._recon_meta["channel"] == 2  # the explorer projects the channel clicked in the grid
+    assert ex._recon_info["channel"] == 2  # the explorer projects the channel clicked in the grid
 
 
 def test_click_from_the_page_reaches_the_other_view(demo, closing):
@@ -183,7 +183,7 @@ def test_layer_follows_conv_layers_only(demo, closing):
     assert grid.layer == "features.6"
     grid.layer = "features.0"
     assert ex.layer == "features.0" and sel.layer == "features.0"
-    assert ex._maps_meta["layer"] == "features.0"
+    assert ex._maps_info["layer"] == "features.0"
 
 
 def test_first_view_fills_an_empty_selection(demo, closing):
@@ -205,10 +205,10 @@ def test_later_view_adopts_existing_values(demo, closing):
     sel = Selection(index=3, layer="features.3", channel=5)
     ex = explorer(demo, closing, selection=sel)
     assert (ex.index, ex.layer, ex.channel) == (3, "features.3", 5)
-    assert ex._maps_meta["index"] == 3 and ex._maps_meta["layer"] == "features.3"
-    assert ex._image_meta["index"] == 3
+    assert ex._maps_info["index"] == 3 and ex._maps_info["layer"] == "features.3"
+    assert ex._image_info["index"] == 3
     ex.wait()
-    assert ex._recon_meta["channel"] == 5 and ex._recon_meta["layer"] == "features.3"
+    assert ex._recon_info["channel"] == 5 and ex._recon_info["layer"] == "features.3"
     grid = FilterGrid(demo.model, selection=sel)
     assert (grid.layer, grid.channel) == ("features.3", 5)
     # the Selection was not changed by the views joining it
@@ -221,9 +221,12 @@ def test_index_is_shared_between_explorers(demo, closing):
     b = explorer(demo, closing, layer="features.6", selection=sel)
     a.index = 42
     assert sel.index == 42 and b.index == 42
-    assert b._image_meta["index"] == 42
-    sel.index = 500  # beyond these 100 images: ignored by both
+    assert b._image_info["index"] == 42
+    sel.index = 500  # beyond these 100 images: not taken by either, and each says so
     assert a.index == 42 and b.index == 42
+    for v in (a, b):
+        assert v.selection_note == ("The shared selection is on image 500, which this view does not hold "
+                                    "(its images are 0..99): it still shows image 42.")
 
 
 def test_closed_view_leaves_the_selection(demo, closing):
