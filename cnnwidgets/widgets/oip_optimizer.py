@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import bqplot as bq
 import ipywidgets as ipw
@@ -17,15 +17,34 @@ from torch import nn
 from ..core import optimize as opt
 from ..core._validate import as_int
 from ..core.images import ImageSet
-from ..core.layers import layers_with_output, not_a_cnn_notice, view_defaults
+from ..core.layers import layer_labels, layers_with_output, not_a_cnn_notice, view_defaults
 from ..core.model import check_model, model_device, model_dtype, unwrap_model
-from ..core.outputs import OutputSelector, check_output, describe_output
+from ..core.optimize import InitName, ParamName, StepRule
+from ..core.optimize.scan import _pre_relu_hint
+from ..core.outputs import OutputSelector, check_output, class_names_for, describe_output
 from ..core.runner import Scores, capture_activations, softmax_notice_off
-from ._base import BaseWidget, Float, Int, bounded_int, checked, close_widgets, float_in, int_in, one_of
+from ._base import ArrayTrait, BaseWidget, Choice, Float, Int, bounded_int, checked, close_widgets, float_in, int_in
 from ._worker import start_thread
 from .selection import Selection, SelectionMixin
 
 __all__ = ["OIPOptimizer"]
+
+# Choices the core has no Literal alias for (the core's functions take an Objective, a tensor or
+# an inline Literal): kept here, one place for this view.
+#: What the objective reads: a feature map's mean, its centre unit, or a class logit.
+ObjectiveKind = Literal["channel", "neuron", "class"]
+#: The starting image: the core's named ones, or an image of ``images=``.
+StartImage = Literal[InitName, "dataset"]
+#: How :func:`~cnnwidgets.core.optimize.clip_weak_pixels` ranks the pixels.
+ClipBy = Literal["norm", "contribution"]
+#: How the status line reads: the run's state, a warning (a dead map), an error.
+StatusKind = Literal["info", "warning", "error"]
+
+#: Formats of the loss chart's tick labels (d3-format). Given explicitly: with none, bqplot
+#: guesses one from the axis' ticks, and an axis without data (before a run, after reset)
+#: has none, which makes it build ".undefinedg" (invalid: an error per redraw, no labels).
+STEP_TICKS = "~g"
+VALUE_TICKS = "~g"
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -60,6 +79,10 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         The model's input normalization (the optimized image lives in [0, 1]).
     steps, lr, seed, objective, param, init, step_rule : optional
         Initial settings (all are traits too).
+    classes : sequence of str, optional
+        Class names (at least as many as the model has classes; for a single-logit model one
+        name X gives ``["not X", "X"]``): the class field, the status and the batch gallery
+        name the classes instead of numbering them.
     output : int, str or callable, optional
         For the class objective on a model whose output is a tuple, dict or named tuple (a
         detector, a segmentation net): which part holds the class scores
@@ -80,8 +103,8 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     #: The toolbars' controls (js/src/widgets/oip_optimizer.js); runs start by message.
     _page_writable = frozenset({
         "layer", "channel", "objective", "negate", "class_index", "steps", "lr", "step_rule", "param", "init",
-        "seed", "precursors", "converge", "l2", "tv", "blur_every", "blur_sigma", "clip_percentile", "clip_by",
-        "jitter", "rotate", "scale",
+        "dataset_index", "seed", "precursors", "converge", "l2", "tv", "blur_every", "blur_sigma",
+        "clip_percentile", "clip_by", "jitter", "rotate", "scale",
     })
     #: Bounds of the settings. ``precursors`` is also limited to PRECURSOR_PIXELS values in all
     #: (the K starting images are made at once), ``jitter`` to the image side, ``blur_sigma``
@@ -99,47 +122,67 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     # --- objective
     layer = t.Unicode("").tag(sync=True)
     layers = t.List(t.Unicode(), read_only=True).tag(sync=True)
+    #: What the layer picker shows beside each layer: ``{name: "Conv2d 128x3x3"}``.
+    layer_labels = t.Dict(read_only=True).tag(sync=True)
     channel = Int(0).tag(sync=True)
     batch_channels = t.List(Int()).tag(sync=True)
-    objective = t.Unicode("channel").tag(sync=True)  # "channel" | "neuron" | "class"
+    objective = Choice(ObjectiveKind, "channel").tag(sync=True)
     negate = t.Bool(False).tag(sync=True)
     class_index = Int(0).tag(sync=True)
     n_classes = Int(0, read_only=True).tag(sync=True)
+    #: Class names (empty when not given).
+    classes = t.List(t.Unicode(), read_only=True).tag(sync=True)
     #: Why the class objective is off (``n_classes`` 0): no class scores, or an output structure
     #: that needs ``output=``; empty when it is on.
     class_note = t.Unicode("", read_only=True).tag(sync=True)
-    # --- optimization
-    steps = Int(200).tag(sync=True)
-    lr = Float(0.02).tag(sync=True)
-    step_rule = t.Unicode("rms").tag(sync=True)  # "rms" | "adam"
-    param = t.Unicode("pixel").tag(sync=True)  # "pixel" | "fourier"
-    init = t.Unicode("gray").tag(sync=True)  # "gray" | "multiscale" | "dataset"
+    # --- start image
+    init = Choice(StartImage, "gray").tag(sync=True)
+    param = Choice(ParamName, "pixel").tag(sync=True)
     dataset_index = Int(0).tag(sync=True)
+    #: Number of dataset images (``images=``), the range of ``dataset_index``.
+    n_images = Int(0, read_only=True).tag(sync=True)
     seed = Int(0).tag(sync=True)
     precursors = Int(0).tag(sync=True)  # K random starts tried first; 0 = off
+    # --- run
+    steps = Int(200).tag(sync=True)
+    lr = Float(0.02).tag(sync=True)
+    step_rule = Choice(StepRule, "rms").tag(sync=True)
     converge = t.Bool(False).tag(sync=True)
-    # --- regularizers and transforms
+    # --- regularizers and transforms (blur and clipping act on the pixels: pixel
+    # parameterization only, left out with param="fourier")
     l2 = Float(0.0).tag(sync=True)
     tv = Float(0.0).tag(sync=True)
     blur_every = Int(0).tag(sync=True)
     blur_sigma = Float(0.5).tag(sync=True)
     clip_percentile = Float(0.0).tag(sync=True)
-    clip_by = t.Unicode("norm").tag(sync=True)  # "norm" | "contribution"
+    clip_by = Choice(ClipBy, "norm").tag(sync=True)
     jitter = Int(0).tag(sync=True)
     rotate = Float(0.0).tag(sync=True)
     scale = Float(0.0).tag(sync=True)  # random rescale by 1 - s, 1 or 1 + s each step
     # --- state
     running = t.Bool(False).tag(sync=True)
     paused = t.Bool(False).tag(sync=True)
+    #: Steps done (1-based: 5 after the fifth step), live while a run goes on.
     step = Int(0).tag(sync=True)
     steps_per_second = Float(0.0).tag(sync=True)
     value = Float(0.0).tag(sync=True)
     status = t.Unicode("").tag(sync=True)
+    #: How the page shows ``status``: "info", "warning" (a dead map) or "error" (in the error colour).
+    status_kind = Choice(StatusKind, "info").tag(sync=True)
+    #: Why the view does not follow the shared Selection's layer or channel (empty when it does).
+    selection_note = t.Unicode("").tag(sync=True)
     # --- data
-    _image = t.Bytes(b"").tag(sync=True)
-    _image_meta = t.Dict().tag(sync=True)
-    _snapshots = t.Bytes(b"").tag(sync=True)
-    _snapshots_meta = t.Dict().tag(sync=True)
+    #: The current images, uint8 B x H x W x C.
+    _image = ArrayTrait()
+    #: About ``_image``: ``{"step", "final", "channels", "labels", "predictions", "dead"}``: the
+    #: step it shows, whether the run is over, the channel each image maximizes, what each
+    #: image maximizes as text, the class the model gives each final image
+    #: (``{"class", "name", "p"}`` or None) and which images' objective stayed 0.
+    _image_info = t.Dict().tag(sync=True)
+    #: The first image after each snapshot step, uint8 K x H x W x C.
+    _snapshots = ArrayTrait()
+    #: The steps of ``_snapshots``, 1-based as ``step`` (the image after that many steps).
+    snapshot_steps = t.List(Int()).tag(sync=True)
     probabilities = t.List(Float(), read_only=True).tag(sync=True)
     chart = t.Instance(bq.Figure).tag(sync=True, **ipw.widget_serialization)
 
@@ -165,6 +208,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         init: str = "gray",
         step_rule: str = "rms",
         output: OutputSelector = None,
+        classes: Sequence[str] | None = None,
     ) -> None:
         self._model = check_model(model)
         self._device = model_device(model)
@@ -202,6 +246,8 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         names = list(self._widths)
         convs = [k for k in names if isinstance(modules[k], nn.Conv2d)]
         n_classes, self._class_note, head_note = self._read_head(inner, out)
+        names_of_classes = self._class_names(classes, n_classes)
+        labels = layer_labels(inner, probe, names)
         if layer is None:
             # a mid-to-deep convolution (the first conv shows edges, the last one is close to the classes)
             fallback = defaults["patch_embedding"] or (convs[-1] if convs else names[-1])
@@ -226,6 +272,9 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             self.set_trait("layers", names)
             # a class count only where the output reads as class scores (Head); 0 otherwise
             self.set_trait("n_classes", n_classes)
+            self.set_trait("classes", names_of_classes)
+            self.set_trait("layer_labels", labels)
+            self.set_trait("n_images", len(self._images) if self._images is not None else 0)
             self.set_trait("class_note", self._class_note or "")
             self.note("head", head_note)
             self.note("output", self._class_note)
@@ -247,7 +296,6 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             self._join(selection, explicit=explicit)
             self._error: Exception | None = None
             self._show(self._start_images(), final=False)
-            self.on_msg(self._on_page_message)
         except BaseException:
             self.close()
             close_widgets(chart)  # if the constructor failed before the chart was held
@@ -271,7 +319,27 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             if self._output is not None:
                 raise  # the output= the user gave selects nothing usable: say so at once
             return 0, f"objective='class' is off: {exc}", None
+        self._head = scores.head
         return scores.head.n_classes, None, scores.note  # type: ignore[union-attr]
+
+    def _class_names(self, classes: Sequence[str] | None, n_classes: int) -> list[str]:
+        """``classes`` checked against the model's classes, as shown (a binary head's one name X
+        as ``["not X", "X"]``); [] without names."""
+        if classes is None:
+            return []
+        if isinstance(classes, (str, bytes)):
+            raise TypeError(f"classes must be a sequence of class names, got the string {classes!r}")
+        given = [str(c) for c in classes]
+        head = getattr(self, "_head", None)
+        names = class_names_for(head, given) if head is not None else given
+        if n_classes and len(names) < n_classes:
+            raise ValueError(f"classes names {len(names)} classes but the model has {n_classes}; "
+                             f"give at least {n_classes} names")
+        return names
+
+    def class_name(self, k: int) -> str:
+        """Class ``k`` as the view names it: ``"'cat' (3)"`` with ``classes``, else ``"class 3"``."""
+        return f"{self.classes[k]!r} ({k})" if 0 <= k < len(self.classes) else f"class {k}"
 
     def _normalize(self, img: torch.Tensor) -> torch.Tensor:
         if self._mean is None:
@@ -281,14 +349,32 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         return (img - m) / s
 
     def _make_chart(self) -> bq.Figure:
+        """The loss curve: a bqplot Figure as wide as the view (its layout width 100%), with
+        explicit tick formats (:data:`STEP_TICKS`, :data:`VALUE_TICKS`) and, while there is no
+        data, a fixed domain, so that its axes always have ticks and labels."""
         xs, ys = bq.LinearScale(), bq.LinearScale()
+        self._scales = (xs, ys)
         self._line = bq.Lines(x=np.zeros(0), y=np.zeros(0), scales={"x": xs, "y": ys}, colors=["#4c78a8"])
-        return bq.Figure(
-            marks=[self._line],
-            axes=[bq.Axis(scale=xs, label="step"), bq.Axis(scale=ys, orientation="vertical", label="objective")],
-            title="objective per step", layout=ipw.Layout(width="420px", height="240px"),
-            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 10},
+        self._axes = (bq.Axis(scale=xs, label="step", tick_format=STEP_TICKS),
+                      bq.Axis(scale=ys, orientation="vertical", label="objective", tick_format=VALUE_TICKS))
+        fig = bq.Figure(
+            marks=[self._line], axes=list(self._axes),
+            title="objective per step", layout=ipw.Layout(width="100%", height="240px", min_width="0"),
+            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 16},
         )
+        self._set_curve(np.zeros(0), np.zeros(0))
+        return fig
+
+    def _set_curve(self, steps: np.ndarray, values: np.ndarray) -> None:
+        """Show ``values`` over ``steps``; with no point, the axes keep the domain 0..1 (an
+        empty domain gives bqplot no ticks to label)."""
+        xs, ys = self._scales
+        empty = len(steps) == 0
+        finite = values[np.isfinite(values)] if not empty else values
+        with self._line.hold_sync(), xs.hold_sync(), ys.hold_sync():
+            xs.min, xs.max = (0.0, 1.0) if empty else (None, None)
+            ys.min, ys.max = (0.0, 1.0) if empty or len(finite) == 0 else (None, None)
+            self._line.x, self._line.y = steps, values
 
     @property
     def batch(self) -> int:
@@ -336,9 +422,9 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             penalties.append(opt.l2(self.l2))
         if self.tv:
             penalties.append(opt.total_variation(self.tv))
-        if self.blur_every:
+        if self.blur_every and self.param == "pixel":  # image operations act on the pixels
             ops.append(opt.blur_every(self.blur_every, self.blur_sigma))
-        if self.clip_percentile:
+        if self.clip_percentile and self.param == "pixel":
             ops.append(opt.clip_weak_pixels(self.clip_percentile, by=self.clip_by))
         return {"transforms": transforms, "penalties": penalties, "image_ops": ops}
 
@@ -428,8 +514,15 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         self._stop.clear()
         self._resume.set()
         self._error: Exception | None = None
-        self.paused = False
-        self.running = True
+        with self.hold_sync():
+            # nothing of the last result stays on the page while the new run goes on
+            self.set_trait("probabilities", [])
+            self._clear_snapshots()
+            self.report_failure(None)
+            self.status, self.status_kind = "running ...", "info"
+            self.step = 0
+            self.paused = False
+            self.running = True
         stop, resume = self._stop, self._resume  # the exit hook's stop holds no widget
 
         def ask_stop() -> None:
@@ -464,13 +557,15 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         self.stop()
         self._result = None
         self._history = []
-        self._line.x, self._line.y = np.zeros(0), np.zeros(0)
-        self.step = 0
-        self.value = 0.0
-        self._snapshots, self._snapshots_meta = b"", {}
-        self.set_trait("probabilities", [])
-        self._show(self._start_images(), final=False)
-        self.status = "reset"
+        self._set_curve(np.zeros(0), np.zeros(0))
+        with self.hold_sync():
+            self.step = 0
+            self.value = 0.0
+            self.steps_per_second = 0.0
+            self._clear_snapshots()
+            self.set_trait("probabilities", [])
+            self._show(self._start_images(), final=False)
+            self.status, self.status_kind = "reset", "info"
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run is over (and its thread gone): True, or False after ``timeout``.
@@ -568,25 +663,19 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     def _v_seed(self, proposal):
         return int_in(proposal, 0, self.MAX_SEED)
 
-    @t.validate("objective")
-    @checked
-    def _v_objective(self, proposal):
-        return one_of(proposal, ("channel", "neuron", "class"))
-
-    @t.validate("param")
-    @checked
-    def _v_param(self, proposal):
-        return one_of(proposal, ("pixel", "fourier"))
-
     @t.validate("init")
     @checked
     def _v_init(self, proposal):
-        return one_of(proposal, ("gray", "multiscale", "dataset"))
+        v = proposal["value"]  # one of StartImage already (the Choice trait)
+        if v == "dataset" and getattr(self, "_images", None) is None:
+            raise ValueError("init='dataset' needs images=...; use 'gray' or 'multiscale' otherwise")
+        return v
 
-    @t.validate("step_rule")
+    @t.validate("dataset_index")
     @checked
-    def _v_rule(self, proposal):
-        return one_of(proposal, ("rms", "adam"))
+    def _v_dataset_index(self, proposal):
+        n = len(self._images) if getattr(self, "_images", None) is not None else 0
+        return int_in(proposal, 0, max(n - 1, 0), "an image of images=")
 
     @t.validate("l2", "tv")
     @checked
@@ -607,11 +696,6 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     @checked
     def _v_clip(self, proposal):
         return float_in(proposal, 0.0, 100.0, "a percentile")
-
-    @t.validate("clip_by")
-    @checked
-    def _v_clip_by(self, proposal):
-        return one_of(proposal, ("norm", "contribution"))
 
     @t.validate("scale")
     @checked
@@ -654,33 +738,85 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         finally:
             self._sel_muted = False
 
-    # ------------------------------------------------------------------ events from the page
-    def _on_page_message(self, _widget, content, _buffers):
-        try:
-            kind = content.get("type") if isinstance(content, dict) else None
-            if kind == "start":
-                self.start()
-            elif kind == "pause":
-                self.pause()
-            elif kind == "resume":
-                self.resume()
-            elif kind == "stop":
-                self._stop.set()
-                self._resume.set()
-            elif kind == "reset":
-                self.reset()
-        except Exception as exc:  # noqa: BLE001 - never a traceback from the page
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            self.status = str(exc)
+    @t.observe("init", "seed", "dataset_index", "batch_channels")
+    def _on_start_image(self, _change) -> None:
+        """Before any run, the page shows the starting image the settings give."""
+        if getattr(self, "_ready", False) and self._result is None and self._done.is_set():
+            self._show(self._start_images(), final=False)
 
-    # ------------------------------------------------------------------ background run
-    def _show(self, images: torch.Tensor, *, final: bool) -> None:
-        arr = _to_uint8(images)
-        b, h, w, c = arr.shape
+    # ------------------------------------------------------------------ the shared Selection
+    def _sel_pull(self, name: str, value: Any) -> None:
+        super()._sel_pull(name, value)
+        if not getattr(self, "_sel_pulling", 0):
+            self._note_selection()
+
+    @t.observe("layer", "channel")
+    def _on_target(self, _change) -> None:
+        if getattr(self, "_ready", False):
+            self._note_selection()
+
+    def _note_selection(self) -> None:
+        """Say (``selection_note``) when the shared Selection holds a layer or a channel this
+        view cannot target, instead of silently keeping its own."""
+        sel = self.selection
+        note = ""
+        if sel is not None and sel.layer and sel.layer not in self._widths:
+            note = (f"The shared selection is on layer {sel.layer!r}, which the optimizer cannot target (its "
+                    f"output is not a feature map or a vector of units); it stays on {self.layer!r}.")
+        elif sel is not None and sel.layer == self.layer and sel.channel >= self._widths.get(self.layer, 0):
+            note = (f"The shared selection's channel {sel.channel} is not one of {self.layer!r} "
+                    f"(0..{self._widths[self.layer] - 1}); the optimizer keeps channel {self.channel}.")
+        if note != self.selection_note:
+            self.selection_note = note
+
+    # ------------------------------------------------------------------ events from the page
+    # (BaseWidget._dispatch_message routes the types of messages.json to these)
+    def _on_start(self, _content: Any) -> None:
+        try:
+            self.start()
+        except Exception as exc:  # noqa: BLE001 - shown in the view, never a traceback from the page
+            self._fail(exc)
+
+    def _on_pause(self, _content: Any) -> None:
+        self.pause()
+
+    def _on_resume(self, _content: Any) -> None:
+        self.resume()
+
+    def _on_stop(self, _content: Any) -> None:
+        self._stop.set()  # the thread ends within a step; the kernel does not wait for it here
+        self._resume.set()
+
+    def _on_reset(self, _content: Any) -> None:
+        self.reset()
+
+    def _fail(self, exc: BaseException, prefix: str = "") -> None:
+        """Show why a run failed or was refused: the status line, in the error colour."""
+        text = str(exc) if type(exc) in (ValueError, RuntimeError) else f"{type(exc).__name__}: {exc}"
+        self.last_error = f"{type(exc).__name__}: {exc}"
         with self.hold_sync():
-            self._image = arr.tobytes()
-            self._image_meta = {"b": b, "h": h, "w": w, "c": c, "step": self.step, "final": final,
-                                "channels": list(self.batch_channels) or [self.channel]}
+            self.status = prefix + text
+            self.status_kind = "error"
+
+    # ------------------------------------------------------------------ what the page shows
+    def _targets(self, b: int) -> list[str]:
+        """What each of ``b`` images maximizes (or minimizes), as the gallery labels it."""
+        if self.objective == "class":
+            return [self.class_name(self.class_index)] * b
+        chans = list(self.batch_channels) or [self.channel] * b
+        what = "neuron" if self.objective == "neuron" else "channel"
+        return [f"{what} {c}" for c in chans]
+
+    def _show(self, images: torch.Tensor, *, final: bool, predictions: list | None = None,
+              dead: list[bool] | None = None) -> None:
+        arr = _to_uint8(images)
+        b = arr.shape[0]
+        info = {"step": self.step, "final": final, "channels": list(self.batch_channels) or [self.channel],
+                "labels": self._targets(b), "predictions": predictions or [None] * b,
+                "dead": dead or [False] * b}
+        with self.hold_sync():
+            self._image = arr
+            self._image_info = info
 
     #: The live loss curve shows at most this many points (evenly spaced steps, the last one
     #: always): a long run's full history, redrawn 15 times a second, would swamp the page.
@@ -699,9 +835,9 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         if len(h) > self.CURVE_POINTS:
             keep = np.unique(np.linspace(0, len(h) - 1, self.CURVE_POINTS).round().astype(np.int64))
             steps, h = steps[keep], h[keep]
-        with self._line.hold_sync():
-            self._line.x, self._line.y = steps, h
+        self._set_curve(steps, h)
 
+    # ------------------------------------------------------------------ background run
     def _run(self) -> None:
         n_steps = self.steps
         self._history = []
@@ -709,20 +845,21 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         t_start = time.perf_counter()
         min_gap = 1.0 / self.MAX_UPDATES_PER_SECOND
 
-        def push(step: int, image_fn, live: bool = True) -> None:
+        def push(done: int, image_fn, live: bool = True) -> None:
             with self.hold_sync():
-                self.step = step
+                self.step = done
                 self.value = self._history[-1] if self._history else 0.0
                 elapsed = time.perf_counter() - t_start
-                self.steps_per_second = step / elapsed if elapsed > 0 else 0.0
+                self.steps_per_second = done / elapsed if elapsed > 0 else 0.0
             self._show(image_fn().detach(), final=False)
             self._draw_curve(live=live)
 
         def callback(step: int, values: torch.Tensor, image_fn) -> bool:
             self._history.append(float(values.mean()))
+            done = step + 1  # the core counts from 0; the page from 1, as many steps as are done
             if not self._resume.is_set():
-                push(step, image_fn, live=False)  # paused: the whole curve so far
-                self.status = f"paused at step {step}"
+                push(done, image_fn, live=False)  # paused: the whole curve so far
+                self.status = f"paused at step {done}"
                 while not self._resume.wait(0.1):
                     if self._stop.is_set():
                         break
@@ -730,7 +867,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             now = time.perf_counter()
             if now - last[0] >= min_gap:
                 last[0] = now
-                push(step, image_fn)
+                push(done, image_fn)
             return False
 
         try:
@@ -738,22 +875,57 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
                 self._optimize(n_steps, callback, t_start)
         except opt.DeadTargetError as exc:
             self._error = exc
-            self.status = str(exc)
+            with self.hold_sync():
+                self.status = f"dead map: {exc}"
+                self.status_kind = "warning"
         except Exception as exc:  # noqa: BLE001 - shown in the view; run() re-raises it
             self._error = exc
-            self.status = f"error: {type(exc).__name__}: {exc}"
-            self.last_error = self.status
+            self._fail(exc, prefix="error: ")
         finally:
             self.running = False
             self.paused = False
             self._done.set()
 
+    def _start_text(self) -> str:
+        """Where the run started from, in the words of the start-image controls."""
+        if self.param == "fourier":
+            return "a random Fourier spectrum"
+        if self.precursors:
+            return f"the best of {self.precursors} random {self.init if self.init != 'dataset' else 'gray'} starts"
+        if self.init == "dataset":
+            return f"dataset image {self.dataset_index}"
+        return f"the {self.init!r} start"
+
+    def _dead_text(self, objective: opt.Objective, dead: torch.Tensor, steps: int) -> str:
+        """Why the images whose objective stayed exactly 0 did not change, and what to try (the
+        advice of :class:`~cnnwidgets.core.optimize.DeadTargetError`)."""
+        b = len(dead)
+        idx = [i for i in range(b) if bool(dead[i])]
+        targets = self._targets(b)
+        if self.objective == "class":
+            what = f"the logit of {targets[0]}"
+        elif b == 1:
+            what = f"{targets[0]} of {self.layer!r}" + (" (its centre unit)" if self.objective == "neuron" else "")
+        else:
+            shown = ", ".join(str(self._channels()[i]) for i in idx[:12]) + (", ..." if len(idx) > 12 else "")
+            what = (f"{'all ' if len(idx) == b else ''}{len(idx)} of the {b} {self.objective}s of {self.layer!r} "
+                    f"({shown})")
+        hint = _pre_relu_hint(self._model, objective) if self.objective != "class" else ""
+        layer_tip = f", or the pre-ReLU convolution layer{hint}" if hint else ", or another layer"
+        return (f"dead map: {what} stayed exactly 0 at every one of the {steps} steps from {self._start_text()}: "
+                "a dead map for this kind of input (e.g. a ReLU map that never turns on), so there is no gradient "
+                "to follow. Try another starting image (init 'multiscale', or 'dataset' for an image of images=), "
+                f"precursors (random starts tried first), another {'class' if self.objective == 'class' else 'channel'}"
+                f"{layer_tip}.")
+
     def _optimize(self, n_steps: int, callback: Any, t_start: float) -> None:
         """The run itself: precursor scan, optimization, probabilities, final state."""
-        self.status = "running ..."
+        with self.hold_sync():
+            self.status = "running ..."
+            self.status_kind = "info"
         objective = self._objective()
         init: Any = self._start_images()
-        if self.precursors:
+        if self.precursors and self.param == "pixel":
             self.status = f"precursor scan over {self.precursors} random starts ..."
             best, value, _ = opt.precursor_scan(
                 self._model, objective, self._shape, candidates=self.precursors,
@@ -762,6 +934,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
                 chunk=max(1, 2**20 // max(1, self._shape[0] * self._shape[1] * self._shape[2])),
             )
             init = best.repeat(self.batch, 1, 1, 1)
+            self.status = "running ..."
         result = opt.optimize(
             self._model, objective, self._shape, batch=self.batch, steps=n_steps, lr=self.lr,
             step_rule=self.step_rule, param=self.param, init=init if self.param == "pixel" else None,
@@ -774,6 +947,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         self._result = result
         self._history = list(result.history)
         elapsed = time.perf_counter() - t_start
+        predictions = None
         with self.hold_sync():
             self.step = result.steps_done
             self.value = self._history[-1] if self._history else 0.0
@@ -781,7 +955,11 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             if probs is not None:
                 self.set_trait("probabilities", [float(p) for p in probs.mean(0)] if self.batch > 1 else
                                [float(p) for p in probs[0]])
-        self._show(result.images, final=True)
+                tops = probs.argmax(dim=1).tolist()
+                predictions = [{"class": int(k), "name": self.classes[k] if k < len(self.classes) else None,
+                                "p": float(probs[i, k])} for i, k in enumerate(tops)]
+        dead = result.dead
+        self._show(result.images, final=True, predictions=predictions, dead=[bool(d) for d in dead])
         self._draw_curve()
         self._send_snapshots(result)
         how = "stopped" if result.stopped else "converged" if result.converged else "done"
@@ -790,21 +968,33 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         if not finite.all() or not bool(torch.isfinite(result.images).all()):
             # NaN/inf reach the page as null (BaseWidget.get_state); the status says why
             first = int(np.argmin(finite)) + 1 if not finite.all() else result.steps_done
-            self.status = (f"diverged: the objective is NaN or infinite from step {first} on. Hint: lower "
-                           f"lr (now {self.lr:g}) or the penalty weights, or check the model for NaN outputs")
-            self.last_error = self.status
+            self._fail(ValueError(f"diverged: the objective is NaN or infinite from step {first} on. Hint: lower "
+                                  f"lr (now {self.lr:g}) or the penalty weights, or check the model for NaN outputs"))
+        elif result.steps_done and bool(dead.any()):
+            text = self._dead_text(objective, dead, result.steps_done)
+            with self.hold_sync():
+                self.status = text if bool(dead.all()) else f"{how} after {result.steps_done} steps; {text}"
+                self.status_kind = "warning"
         else:
-            self.status = (f"{how} after {result.steps_done} steps; the model says class {top} "
-                           f"with p = {max(self.probabilities):.3f}" if top >= 0 else how)
+            says = (f"; the model says {self.class_name(top)} with p = {max(self.probabilities):.3f}"
+                    + (" (mean over the batch)" if self.batch > 1 else "") if top >= 0 else "")
+            with self.hold_sync():
+                self.status = f"{how} after {result.steps_done} steps{says}"
+                self.status_kind = "info"
 
     def _send_snapshots(self, result: opt.OIPResult) -> None:
         steps = sorted(result.snapshots)
         if not steps:
+            self._clear_snapshots()
             return
-        first = [_to_uint8(result.snapshots[s][:1])[0] for s in steps]
-        arr = np.stack(first)
-        self._snapshots = arr.tobytes()
-        self._snapshots_meta = {"steps": steps, "h": arr.shape[1], "w": arr.shape[2], "c": arr.shape[3]}
+        with self.hold_sync():
+            self._snapshots = np.stack([_to_uint8(result.snapshots[s][:1])[0] for s in steps])
+            self.snapshot_steps = [s + 1 for s in steps]  # the core's 0-based step k: k + 1 done
+
+    def _clear_snapshots(self) -> None:
+        with self.hold_sync():
+            self._snapshots = None
+            self.snapshot_steps = []
 
     def _export_state(self) -> dict[str, Any]:
         """The objective per step as float32 bytes, for the exported page's static curve."""

@@ -7,8 +7,10 @@ the demo model run directly on the optimized images.
 from __future__ import annotations
 
 import copy
+import re
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,8 +62,10 @@ def channel_means(demo, images, layer_index: int, channels) -> np.ndarray:
 
 
 def decoded_image(w: OIPOptimizer) -> np.ndarray:
-    m = w._image_meta
-    return np.frombuffer(w._image, np.uint8).reshape(m["b"], m["h"], m["w"], m["c"])
+    """The images as the page gets them: the array trait through its serializer."""
+    sent = w.get_state("_image")["_image"]
+    assert sent["dtype"] == "uint8"
+    return np.frombuffer(bytes(sent["view"]), np.uint8).reshape(sent["shape"])
 
 
 def wait_for(cond, timeout: float = 60.0) -> bool:
@@ -105,7 +109,7 @@ def test_defaults(oip):
     start = opt.gray_noise(SHAPE, 1, 0)
     np.testing.assert_array_equal(decoded_image(oip)[0, :, :, 0],
                                   (start[0, 0] * 255).round().to(torch.uint8).numpy())
-    assert oip._image_meta["final"] is False
+    assert oip._image_info["final"] is False
 
 
 def test_run_returns_images_and_history(oip, demo):
@@ -127,7 +131,7 @@ def test_run_returns_images_and_history(oip, demo):
     assert got_end > got_start
     # what the page shows
     assert oip.step == 25 and oip.value == pytest.approx(h[-1])
-    assert oip._image_meta["final"] is True and oip._image_meta["channels"] == [0]
+    assert oip._image_info["final"] is True and oip._image_info["channels"] == [0]
     want = (res.images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(decoded_image(oip), want)
     np.testing.assert_allclose(np.asarray(oip._line.y), h)
@@ -171,7 +175,7 @@ def test_batch_mode(demo):
         assert (res.per_image[-1] > res.per_image[0]).all()  # every image's own channel went up
         np.testing.assert_allclose(res.final_values.numpy(), channel_means(demo, r, 6, [0, 1, 2]), rtol=1e-4, atol=1e-5)
         assert not np.array_equal(r[0], r[1])
-        assert w._image_meta["b"] == 3 and w._image_meta["channels"] == [0, 1, 2]
+        assert w._image.shape == (3, 28, 28, 1) and w._image_info["channels"] == [0, 1, 2]
         assert decoded_image(w).shape == (3, 28, 28, 1)
         assert len(w.probabilities) == 10 and sum(w.probabilities) == pytest.approx(1.0, abs=1e-5)
     finally:
@@ -226,7 +230,7 @@ def test_stop_ends_within_a_step_or_two(oip):
     time.sleep(0.2)
     assert len(oip.history) == res.steps_done  # no longer growing
     assert oip.status.startswith("stopped after")
-    assert oip._image_meta["final"] is True
+    assert oip._image_info["final"] is True
 
 
 def test_pause_and_resume(oip):
@@ -240,8 +244,8 @@ def test_pause_and_resume(oip):
         time.sleep(0.3)
         assert len(oip.history) == n  # nothing happens while paused
         assert oip.running is True and oip._thread.is_alive()
-        assert oip.status == f"paused at step {n - 1}"
-        assert oip.step == n - 1  # the paused image is on the page
+        assert oip.status == f"paused at step {n}"  # 1-based: n steps done, as the history holds
+        assert oip.step == n and oip._image_info["step"] == n  # the paused image is on the page
         oip.resume()
         assert oip.paused is False
         assert wait_for(lambda: len(oip.history) >= n + 5)
@@ -258,20 +262,24 @@ def test_pause_and_resume(oip):
 
 
 def test_page_messages(oip):
+    """The page's messages (messages.json) reach _on_<type> through the base dispatcher."""
+    assert not hasattr(oip, "_on_page_message")
     oip.steps = 100_000
-    oip._on_page_message(oip, {"type": "start"}, [])
+    oip._dispatch_message(oip, {"type": "start"}, [])
     assert wait_for(lambda: len(oip.history) >= 2)
-    oip._on_page_message(oip, {"type": "pause"}, [])
+    oip._dispatch_message(oip, {"type": "pause"}, [])
     assert oip.paused
-    oip._on_page_message(oip, {"type": "resume"}, [])
+    oip._dispatch_message(oip, {"type": "resume"}, [])
     assert not oip.paused
-    oip._on_page_message(oip, {"type": "stop"}, [])
+    oip._dispatch_message(oip, {"type": "stop"}, [])
     assert oip.wait(30) and oip.result.stopped
-    oip._on_page_message(oip, {"type": "reset"}, [])
+    oip._dispatch_message(oip, {"type": "reset"}, [])
     assert oip.result is None and oip.history == [] and oip.step == 0 and oip.status == "reset"
-    assert oip._image_meta["final"] is False
+    assert oip._image_info["final"] is False
     for content in ({"type": "bogus"}, "hello", None, [1, 2], {"no": "type"}):
-        oip._on_page_message(oip, content, [])
+        oip.last_error = None
+        oip._dispatch_message(oip, content, [])
+        assert "unknown message" in oip.last_error
     assert not oip.running
 
 
@@ -289,7 +297,7 @@ def test_live_image_updates_are_throttled(oip):
     assert len(gaps) >= 2
     assert np.median(gaps) >= 0.9 / rate, gaps
     assert gaps.min() >= 0.5 / rate, gaps
-    assert oip._image_meta["final"] is True
+    assert oip._image_info["final"] is True
 
 
 # ---------------------------------------------------------------- Selection
@@ -318,7 +326,7 @@ def test_selection_targets_the_channel(demo):
         assert sel.channel == 8
         r = w.run(steps=5)
         assert r.shape == (1, *SHAPE)
-        assert w._image_meta["channels"] == [8]
+        assert w._image_info["channels"] == [8]
     finally:
         w.close()
 
@@ -451,13 +459,10 @@ def test_non_square_input_keeps_its_shape(param):
         assert w.layer == "2"  # the last conv
         r = w.run(steps=8)
         assert r.shape == (1, 1, 20, 32)
-        assert (w._image_meta["h"], w._image_meta["w"], w._image_meta["c"]) == (20, 32, 1)
         assert decoded_image(w).shape == (1, 20, 32, 1)
         assert len(w.history) == 8 and w.history[-1] > w.history[0]
         assert all(s.shape == (1, 1, 20, 32) for s in w.result.snapshots.values())
-        m = w._snapshots_meta
-        assert (m["h"], m["w"]) == (20, 32)
-        assert len(w._snapshots) == len(m["steps"]) * 20 * 32
+        assert w._snapshots.shape == (len(w.snapshot_steps), 20, 32, 1) and w._snapshots.dtype == np.uint8
     finally:
         w.close()
 
@@ -512,7 +517,7 @@ def test_close_stops_the_thread(demo):
     assert not th.is_alive()
     assert th not in threading.enumerate()
     w.close()  # twice is fine
-    w._on_page_message(w, {"type": "stop"}, [])
+    w._dispatch_message(w, {"type": "stop"}, [])
     repr(w)
 
 
@@ -610,3 +615,230 @@ def test_bad_clip_and_scale_values(oip, name, value):
     with pytest.raises(ValueError, match=name):
         setattr(oip, name, value)
     assert getattr(oip, name) == old
+
+
+# ---------------------------------------------------------------- the contract with the page
+def test_choices_are_enums_of_the_core_aliases(oip):
+    """Objective, start image, parameterization, step rule and clipping rule are Enum traits
+    whose values are the Literal aliases' (the core's where it has one)."""
+    from typing import get_args
+
+    from cnnwidgets.widgets import oip_optimizer as mod
+    want = {"objective": get_args(mod.ObjectiveKind), "param": get_args(opt.ParamName),
+            "init": (*get_args(opt.InitName), "dataset"), "step_rule": get_args(opt.StepRule),
+            "clip_by": get_args(mod.ClipBy), "status_kind": get_args(mod.StatusKind)}
+    for name, values in want.items():
+        trait = oip.traits()[name]
+        assert isinstance(trait, cnnwidgets.widgets._base.Choice), name
+        assert trait.values == tuple(values), name
+    assert want["step_rule"] == ("rms", "adam") and want["param"] == ("pixel", "fourier")
+    with pytest.raises(ValueError, match=r"objective must be 'channel', 'neuron' or 'class', got 'loss'"):
+        oip.objective = "loss"
+
+
+def test_rejected_page_values_show_next_to_their_control_until_the_next_valid_change(oip):
+    oip.set_state({"channel": 500})
+    assert oip.channel == 0
+    assert "channel must be in 0..127" in oip.control_errors["channel"] and "500" in oip.control_errors["channel"]
+    oip.set_state({"lr": -1})
+    assert oip.lr == 0.02 and "lr must be" in oip.control_errors["lr"]
+    oip.set_state({"channel": 5})
+    assert oip.channel == 5 and "channel" not in oip.control_errors and "lr" in oip.control_errors
+    oip.set_state({"lr": 0.05})
+    assert oip.control_errors == {}
+
+
+def test_arrays_travel_through_the_array_serializer(oip):
+    state = oip.get_state(["_image", "_snapshots"])
+    assert state["_image"]["shape"] == [1, 28, 28, 1] and state["_image"]["dtype"] == "uint8"
+    assert state["_snapshots"] is None and oip.snapshot_steps == []
+    oip.run(steps=12)
+    snaps = oip.get_state("_snapshots")["_snapshots"]
+    assert snaps["shape"] == [len(oip.snapshot_steps), 28, 28, 1]
+    assert not any(k.endswith("_meta") for k in oip.keys)
+
+
+_D3_FORMAT = re.compile(r"^(?:(.)?([<>=^]))?([+\-( ])?([$#])?(0)?(\d+)?(,)?(\.\d+)?(~)?([eEfgGnoprsxXdcb%])?$")
+
+
+def assert_valid_tick_formats(w: OIPOptimizer) -> None:
+    """Both axes of the loss chart have an explicit, valid d3-format tick format (none makes
+    bqplot guess one from the ticks, which gives ".undefinedg" on an axis without data), and
+    an axis without data has a domain to draw ticks for."""
+    for axis in w.chart.axes:
+        fmt = axis.tick_format
+        assert isinstance(fmt, str) and fmt and "undefined" not in fmt and _D3_FORMAT.match(fmt), fmt
+    xs, ys = w._scales
+    if len(w._line.x) == 0:
+        assert (xs.min, xs.max, ys.min, ys.max) == (0.0, 1.0, 0.0, 1.0)
+
+
+def test_the_loss_chart_tick_formats_stay_valid_through_runs_reset_and_restart(oip):
+    fig = oip.chart
+    assert fig.layout.width == "100%"  # follows the view's width, no fixed pixel size
+    seen: list[Any] = []
+    for axis in fig.axes:
+        axis.observe(lambda c: seen.append(c["new"]), "tick_format")
+    assert_valid_tick_formats(oip)
+    oip.run(steps=10)
+    assert_valid_tick_formats(oip)
+    assert oip._scales[0].min is None and oip._scales[1].max is None  # autoscaled to the data
+    oip.reset()
+    assert_valid_tick_formats(oip)
+    assert len(oip._line.x) == 0
+    oip.run(steps=100_000, block=False)  # restart, live
+    assert wait_for(lambda: len(oip.history) >= 3)
+    assert_valid_tick_formats(oip)
+    oip.stop()
+    oip.run(steps=5)
+    assert_valid_tick_formats(oip)
+    assert seen == []  # never changed, never unset
+
+
+def test_snapshot_steps_are_one_based_like_the_step_counter(oip):
+    oip.run(steps=25)
+    res = oip.result
+    keys = sorted(res.snapshots)
+    assert keys[-1] == 24  # the core's 0-based index of the last step
+    assert oip.snapshot_steps == [k + 1 for k in keys] and oip.snapshot_steps[-1] == oip.step == 25
+    for i, k in enumerate(keys):
+        want = (res.snapshots[k][0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(oip._snapshots[i], want)
+
+
+def test_a_running_status_shows_nothing_of_the_last_result(oip):
+    oip.run(steps=10)
+    assert oip.probabilities and oip.snapshot_steps and "the model says" in oip.status
+    oip.run(steps=100_000, block=False)
+    try:
+        assert oip.probabilities == [] and oip.snapshot_steps == [] and oip._snapshots is None
+        assert oip.status == "running ..." and oip.status_kind == "info"
+        assert wait_for(lambda: len(oip.history) >= 2)
+        assert oip.probabilities == [] and oip._image_info["final"] is False
+        assert all(p is None for p in oip._image_info["predictions"])
+    finally:
+        oip.stop()
+    assert oip.probabilities and oip._image_info["predictions"][0] is not None
+
+
+def test_a_dead_map_says_so_and_what_to_try(demo):
+    """features.7 (a ReLU) channel 1 is 0 everywhere for the gray start: the run used to report
+    'converged after 21 steps' with a flat zero curve."""
+    w = OIPOptimizer(demo.model, "features.7", channel=1, images=demo.images[:1], mean=demo.mean, std=demo.std)
+    try:
+        w.converge = True
+        w.run(steps=200)
+        assert w.result.converged and set(w.history) == {0.0}
+        assert w.status.startswith("dead map: channel 1 of 'features.7' stayed exactly 0"), w.status
+        assert "converged" not in w.status and w.status_kind == "warning"
+        for advice in ("'multiscale'", "'dataset'", "precursors", "another channel", "'features.6' instead of 'features.7'"):
+            assert advice in w.status, advice
+        assert w._image_info["dead"] == [True]
+        # a live channel of the same layer: no warning
+        w.channel = 0
+        w.run(steps=20)
+        assert w.status_kind == "info" and not w.status.startswith("dead") and w._image_info["dead"] == [False]
+        # a batch with one dead map: the run's outcome, and which one is dead
+        w.batch_channels = [0, 1]
+        w.run(steps=20)
+        assert w.status.startswith("done after 20 steps; dead map: 1 of the 2 channels of 'features.7' (1)"), w.status
+        assert w.status_kind == "warning" and w._image_info["dead"] == [False, True]
+    finally:
+        w.close()
+
+
+def test_the_precursor_scan_on_a_dead_map_is_a_warning(demo):
+    w = OIPOptimizer(demo.model, "features.7", channel=1, images=demo.images[:1], mean=demo.mean, std=demo.std)
+    try:
+        w.precursors = 2
+        with pytest.raises(opt.DeadTargetError):
+            w.run(steps=5)
+        assert w.status.startswith("dead map: ") and "pre-ReLU" in w.status and w.status_kind == "warning"
+    finally:
+        w.close()
+
+
+def test_failures_of_the_run_show_in_the_status(oip, monkeypatch):
+    def broken(*_a, **_k):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(opt, "optimize", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        oip.run(steps=5)
+    assert oip.status == "error: out of memory (simulated)" and oip.status_kind == "error"
+    assert "RuntimeError" in oip.last_error and not oip.running
+    monkeypatch.undo()
+    oip.run(steps=3)  # the next run clears it
+    assert oip.status_kind == "info" and oip.status.startswith("done after 3 steps")
+    # a start the page asks for and the kernel refuses: said in the status, in the error colour
+    oip.layer = "classifier.1"
+    oip._dispatch_message(oip, {"type": "start"}, [])
+    assert not oip.running and oip.status_kind == "error" and "objective='neuron'" in oip.status
+
+
+def test_the_batch_gallery_names_channels_and_classes(demo):
+    w = OIPOptimizer(demo.model, "features.6", channel=[4, 7, 9], images=demo.images[:1], mean=demo.mean,
+                     std=demo.std, classes=[f"digit {k}" for k in range(10)])
+    try:
+        assert w.classes == [f"digit {k}" for k in range(10)]
+        assert w._image_info["labels"] == ["channel 4", "channel 7", "channel 9"]
+        r = w.run(steps=10)
+        probs = opt.class_probabilities(demo.model, torch.from_numpy(r), mean=demo.mean, std=demo.std)
+        preds = w._image_info["predictions"]
+        for i, p in enumerate(preds):
+            k = int(probs[i].argmax())
+            assert p["class"] == k and p["name"] == f"digit {k}" and p["p"] == pytest.approx(float(probs[i, k]), rel=1e-5)
+        top = int(np.argmax(w.probabilities))
+        assert f"the model says 'digit {top}' ({top})" in w.status and "class " not in w.status
+        w.objective, w.class_index = "neuron", 0
+        w.run(steps=2)
+        assert w._image_info["labels"] == ["neuron 4", "neuron 7", "neuron 9"]
+        w.objective, w.class_index = "class", 3
+        w.run(steps=2)
+        assert w._image_info["labels"] == ["'digit 3' (3)"] * 3
+    finally:
+        w.close()
+    with pytest.raises(ValueError, match="at least 10 names"):
+        OIPOptimizer(demo.model, images=demo.images[:1], classes=["a", "b"])
+    with pytest.raises(TypeError, match="sequence of class names"):
+        OIPOptimizer(demo.model, images=demo.images[:1], classes="abc")
+
+
+def test_the_layer_picker_says_type_and_output_shape(oip):
+    assert list(oip.layer_labels) == oip.layers
+    assert oip.layer_labels["features.6"] == "Conv2d 128x3x3"
+    assert oip.layer_labels["features.7"] == "ReLU 128x3x3"
+    assert oip.layer_labels["classifier.1"] == "Linear 70"
+
+
+def test_start_image_settings_are_checked_and_shown_before_a_run(demo, oip):
+    before = decoded_image(oip).copy()
+    oip.seed = 3  # no run yet: the page shows the starting image of the new seed
+    want = (opt.gray_noise(SHAPE, 1, 3)[0, 0] * 255).round().to(torch.uint8).numpy()
+    np.testing.assert_array_equal(decoded_image(oip)[0, :, :, 0], want)
+    assert not np.array_equal(decoded_image(oip), before)
+    oip.init = "dataset"
+    oip.set_state({"dataset_index": 1})  # one dataset image: index 0 only
+    assert oip.dataset_index == 0 and "0..0" in oip.control_errors["dataset_index"]
+    w = OIPOptimizer(demo.model, input_shape=SHAPE)
+    try:
+        assert w.n_images == 0
+        with pytest.raises(ValueError, match="init='dataset' needs images="):
+            w.init = "dataset"
+        w.set_state({"init": "dataset"})
+        assert w.init == "gray" and "needs images=" in w.control_errors["init"]
+    finally:
+        w.close()
+
+
+def test_the_view_says_when_it_cannot_follow_the_selection(demo):
+    sel = Selection()
+    w = OIPOptimizer(demo.model, "features.6", images=demo.images[:1], selection=sel, mean=demo.mean, std=demo.std)
+    try:
+        assert w.selection_note == ""
+        sel.channel = 500
+        assert w.channel == 0 and "channel 500 is not one of 'features.6' (0..127)" in w.selection_note
+        sel.channel = 3
+        assert w.channel == 3 and w.selection_note == ""
+    finally:
+        w.close()
