@@ -158,7 +158,9 @@ def export_html(
         if fr:
             spec["frames"] = {str(k): _encode(val) for k, val in fr.items()}
         # what the page holds: its image stepper visits these and no others; the view says so
-        shown = sorted(int(k) for k in fr) if fr else ([int(v.index)] if hasattr(v, "index") else [])
+        # a map of many images (TSNEScatter) shows them all: it names none
+        per_image = getattr(v, "_export_per_image", True) and getattr(v, "index", -1) >= 0
+        shown = sorted(int(k) for k in fr) if fr else ([int(v.index)] if per_image else [])
         spec["state"]["_export_images"] = shown
         spec["state"]["_export_note"] = _export_note(v, shown)
         specs.append(spec)

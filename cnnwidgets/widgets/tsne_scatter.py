@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -13,6 +13,8 @@ import traitlets as t
 from torch import nn
 
 from ..core.embedding import (
+    EmbeddingMethod,
+    FeaturePool,
     Stopped,
     _pool_features,
     check_features,
@@ -29,46 +31,24 @@ from ..core.layers import feature_layer
 from ..core.model import check_model, get_layer, model_device, model_dtype
 from ..core.outputs import OutputSelector, check_output, class_names_for
 from ..core.runner import LayerTap, Scores, forward_errors, logits_only, require_tensor, using_model
-from ._base import (MAX_LABEL, BaseWidget, Float, Int, bounded_float, bounded_int, check_labels, checked, float_in,
-                    int_in, one_of)
+from ._base import (MAX_LABEL, ArrayTrait, BaseWidget, Choice, Float, Int, bounded_float, bounded_int, check_labels,
+                    checked, float_in, int_in)
 from ._worker import start_thread
 from .selection import Selection, SelectionMixin
 
-__all__ = ["TSNEScatter", "thumbnail_atlas"]
+__all__ = ["ColorBy", "NeighborSpace", "Phase", "TSNEScatter"]
 
-#: Largest atlas page side in pixels: within every browser's canvas/texture limits.
-ATLAS_PAGE = 4096
+#: What the point colours show: the true label, the model's predicted class, or whether the
+#: prediction is correct.
+ColorBy = Literal["label", "predicted", "correct"]
+#: Where :meth:`TSNEScatter.neighbors` looks for an image's nearest neighbours.
+NeighborSpace = Literal["feature", "pixel"]
+#: Where the background work is: not started, the feature pass, the 2-D embedding, or its end
+#: (``done``, ``stopped`` by :meth:`TSNEScatter.stop`, or ``failed``: the reason is in
+#: ``view_error``).
+Phase = Literal["idle", "features", "embedding", "done", "stopped", "failed"]
 #: Largest thumbnail side in pixels.
 THUMB_MAX = 32
-
-
-def thumbnail_atlas(images: np.ndarray, page: int = ATLAS_PAGE) -> tuple[list[np.ndarray], dict[str, int]]:
-    """Pack thumbnails (N, h, w, c) uint8 into square pages no larger than ``page`` pixels.
-
-    Thumbnail ``i`` lies on page ``i // per_page`` at row ``(i % per_page) // per_row`` and
-    column ``i % per_row`` of that page.
-
-    Returns
-    -------
-    pages : list of numpy.ndarray
-        uint8 (page_h, page_w, c) each.
-    meta : dict
-        ``thumb_h``, ``thumb_w``, ``c``, ``per_row``, ``per_page``, ``page_w``, ``page_h``, ``n``.
-    """
-    n, h, w, c = images.shape
-    per_row = max(1, page // w)
-    rows_per_page = max(1, page // h)
-    per_page = per_row * rows_per_page
-    pages = []
-    for start in range(0, n, per_page):
-        chunk = images[start : start + per_page]
-        rows = -(-len(chunk) // per_row)
-        buf = np.zeros((rows * per_row, h, w, c), np.uint8)
-        buf[: len(chunk)] = chunk
-        pages.append(buf.reshape(rows, per_row, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, per_row * w, c))
-    meta = {"thumb_h": h, "thumb_w": w, "c": c, "per_row": per_row, "per_page": per_page,
-            "page_w": per_row * w, "page_h": rows_per_page * h, "n": n}
-    return pages, meta
 
 
 def _thumbnails(images: ImageSet) -> np.ndarray:
@@ -93,7 +73,10 @@ class TSNEScatter(SelectionMixin, BaseWidget):
     The PCA view shows at once; t-SNE then runs in a background thread and the points move
     as it iterates. Hovering a point shows its image at once (thumbnails are in the page),
     clicking selects it (and every view sharing the Selection follows), shift-drag selects a
-    box of points (``selected``).
+    box of points (``selected``). The canvas fills its container's width (``aspect`` is its
+    height / width); arrow keys on the focused canvas move to the nearest point in that
+    direction and Enter selects it. Hiding a class in the legend (``hidden_classes``) drops its
+    points from ``selected``.
 
     Parameters
     ----------
@@ -107,6 +90,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         Feature layer; default: the penultimate feature vector, the input of the classifier
         (:func:`~cnnwidgets.core.layers.feature_layer`, with its ``pool``).
     method : {"tsne", "pca", "umap"}
+        :data:`~cnnwidgets.core.embedding.EmbeddingMethod`.
     selection : cnnwidgets.Selection, optional
     perplexity : float
     seed : int
@@ -136,39 +120,58 @@ class TSNEScatter(SelectionMixin, BaseWidget):
 
     _bundle = "tsne_scatter"
     _shared = ("index",)
-    #: Clicks, box selections, the colour menu and the legend (js/src/widgets/tsne_scatter.js),
-    #: and the number of neighbours shown.
+    #: Exported per image by :meth:`save_html` (``images=``): the neighbours of each.
+    _export_keys = ("_neighbors",)
+    #: The map shows every image: an exported page names none unless images= were exported.
+    _export_per_image = False
+    #: Clicks (and Enter on the keyboard cursor), box selections, the colour menu, the legend
+    #: and the number of neighbours shown (js/src/widgets/tsne_scatter.js).
     _page_writable = frozenset({"index", "selected", "color_by", "hidden_classes", "k"})
     #: Bounds of the settings: neighbours shown, perplexity, point size and canvas side (pixels).
     MAX_K = 64
     MAX_PERPLEXITY = 1000.0
     MAX_POINT_SIZE = 64.0
-    MAX_SIDE = 4096
+    #: Bounds of ``aspect`` (canvas height / width).
+    ASPECT = (0.2, 2.0)
 
+    # ---- the page's controls
     index = Int(-1).tag(sync=True)
     selected = t.List(Int()).tag(sync=True)
-    method = t.Unicode("tsne").tag(sync=True)
+    color_by = Choice(ColorBy, "label").tag(sync=True)
+    hidden_classes = t.List(Int()).tag(sync=True)
+    k = Int(8).tag(sync=True)
+
+    # ---- settings
+    method = Choice(EmbeddingMethod, "tsne").tag(sync=True)
     layer = t.Unicode("").tag(sync=True)
     perplexity = Float(30.0).tag(sync=True)
     seed = Int(0).tag(sync=True)
-    color_by = t.Unicode("label").tag(sync=True)  # "label" | "predicted" | "correct"
-    hidden_classes = t.List(Int()).tag(sync=True)
-    class_names = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    k = Int(8).tag(sync=True)
     point_size = Float(3.0).tag(sync=True)
-    width = Int(640).tag(sync=True)
-    height = Int(520).tag(sync=True)
+    #: Height / width of the canvas, which fills its container's width.
+    aspect = Float(0.75).tag(sync=True)
+    class_names = t.List(t.Unicode(), read_only=True).tag(sync=True)
+    #: t-SNE iterations in all (early exaggeration included): the page's "iteration i of n".
+    n_iter = Int(750, read_only=True).tag(sync=True)
 
+    # ---- background work
     running = t.Bool(False).tag(sync=True)
+    phase = Choice(Phase, "idle", read_only=True).tag(sync=True)
     iteration = Int(0).tag(sync=True)
     status = t.Unicode("").tag(sync=True)
     progress = Float(-1.0).tag(sync=True)
+    #: Why the map does not show the shared Selection's image (one it does not hold); empty
+    #: while it does.
+    selection_note = t.Unicode("", read_only=True).tag(sync=True)
 
-    _positions = t.Bytes(b"").tag(sync=True)
-    _labels = t.Bytes(b"").tag(sync=True)
-    _predicted = t.Bytes(b"").tag(sync=True)
-    _atlas = t.List(t.Bytes()).tag(sync=True)
-    _atlas_meta = t.Dict().tag(sync=True)
+    # ---- data for the page (ndarrays: js/src/lib/codecs.js decodeArray)
+    #: float32 (N, 2) screen-independent positions; None until the feature pass is done.
+    _positions = ArrayTrait()
+    #: int16 (N,) true labels, -1 where there is none.
+    _labels = ArrayTrait()
+    #: int16 (N,) predicted classes; None without class scores (or before the feature pass).
+    _predicted = ArrayTrait()
+    #: uint8 (N, h, w, c) display thumbnails for hover (packed into canvas pages by the page).
+    _thumbnails = ArrayTrait()
     _neighbors = t.Dict().tag(sync=True)
 
     #: At most this many position updates per second reach the page.
@@ -182,11 +185,11 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         classes: Sequence[str] | None = None,
         *,
         layer: str | None = None,
-        method: str = "tsne",
+        method: EmbeddingMethod = "tsne",
         selection: Any = None,
         perplexity: float = 30.0,
         seed: int = 0,
-        pool: str | None = None,
+        pool: FeaturePool | None = None,
         mean: Sequence[float] | float | None = None,
         std: Sequence[float] | float | None = None,
         output: OutputSelector = None,
@@ -202,10 +205,9 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         n = len(self._images)
         if n < 5:
             raise ValueError(f"a map needs at least 5 images, got {n}")
-        if method not in ("tsne", "pca", "umap"):
-            raise ValueError(f"method must be 'tsne', 'pca' or 'umap', got {method!r}")
-        if pool is not None and pool not in ("flatten", "avg"):
-            raise ValueError(f"pool must be 'flatten' or 'avg', got {pool!r}")
+        TSNEScatter.method.validate(None, method)  # before the feature pass: names the choices
+        if pool is not None and pool not in get_args(FeaturePool):
+            raise ValueError(f"pool must be {' or '.join(map(repr, get_args(FeaturePool)))}, got {pool!r}")
         self._n_iter = bounded_int(n_iter, "n_iter", 1, 100_000, "t-SNE iterations; 750 by default")
         if selection is not None and not isinstance(selection, Selection):
             self._join(selection)  # raises the TypeError with its hint
@@ -229,9 +231,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         self._closed = False
         self._last_push = 0.0
         self._ready = False
-        thumbs = _thumbnails(self._images)
-        pages, meta = thumbnail_atlas(thumbs)
-        self._thumbs = thumbs
+        self._thumbs = _thumbnails(self._images)
         super().__init__()
         try:  # a failure closes the widget (its comm) and the thread, if started
             n_classes = None
@@ -251,10 +251,10 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             self.method = method
             self.perplexity = bounded_float(perplexity, "perplexity", 0.0, self.MAX_PERPLEXITY, above=True)
             self.seed = bounded_int(seed, "seed", 0, 2**32 - 1)
+            self.set_trait("n_iter", self._n_iter)
             labels_arr = self._images.labels if self._images.labels is not None else np.full(n, -1)
-            self._labels = labels_arr.astype(np.int16).tobytes()
-            self._atlas_meta = meta
-            self._atlas = [p.tobytes() for p in pages]
+            self._labels = labels_arr.astype(np.int16)
+            self._thumbnails = self._thumbs
             self._ready = True
             self._join(selection)
             self.start()
@@ -316,6 +316,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         self.stop()
         self._stop.clear()
         self._done.clear()
+        self.iteration = 0
         self.running = True
         self._thread = start_thread(self._run, "cnnwidgets-tsne", self._stop.set)
 
@@ -338,15 +339,17 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         self.stop()
         self._leave()
         super().close()
-
-    def neighbors(self, index: int, k: int = 8, space: str = "feature") -> np.ndarray:
-        """The ``k`` images nearest to image ``index`` in feature or pixel space."""
+        if getattr(self, "_thumbnails", None) is not None:
+            self._thumbnails = None  # the page's copy of the thumbnails goes with them
+    def neighbors(self, index: int, k: int = 8, space: NeighborSpace = "feature") -> np.ndarray:
+        """The ``k`` images nearest to image ``index`` in feature or pixel space
+        (:data:`NeighborSpace`), int64 (k,), nearest first."""
         index = self._images.check_index(index)
         if space == "feature":
             return neighbors(self.features, index, k)
         if space == "pixel":
             return pixel_neighbors(self._images.x.reshape(len(self._images), -1).numpy(), index, k)
-        raise ValueError(f"space must be 'feature' or 'pixel', got {space!r}")
+        raise ValueError(f"space must be {' or '.join(map(repr, get_args(NeighborSpace)))}, got {space!r}")
 
     def mosaic(self, grid: int | None = None) -> np.ndarray:
         """All images merged into one picture by their 2-D position, uint8 (G*h, G*w, C)."""
@@ -362,16 +365,15 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         v = proposal["value"]
         return v if v == -1 else self._images.check_index(v)
 
-    @t.validate("color_by")
-    @checked
-    def _v_color(self, proposal):
-        return one_of(proposal, ("label", "predicted", "correct"))
-
     @t.validate("selected")
     @checked
     def _v_selected(self, proposal):
         n = len(self._images)
-        return list(dict.fromkeys(int(i) for i in proposal["value"] if 0 <= int(i) < n))  # each once: at most n
+        picked = dict.fromkeys(int(i) for i in proposal["value"] if 0 <= int(i) < n)  # each once: at most n
+        if self.hidden_classes:  # points of a class hidden in the legend are not selected
+            hidden, group = set(self.hidden_classes), self._legend_classes()
+            picked = {i: None for i in picked if int(group[i]) not in hidden}
+        return list(picked)
 
     @t.validate("hidden_classes")
     @checked
@@ -380,11 +382,6 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         if bad:
             raise ValueError(f"hidden_classes must be class indices in 0..{MAX_LABEL}, got {bad[:5]}")
         return list(dict.fromkeys(proposal["value"]))
-
-    @t.validate("method")
-    @checked
-    def _v_method(self, proposal):
-        return one_of(proposal, ("tsne", "pca", "umap"))
 
     @t.validate("perplexity")
     @checked
@@ -406,16 +403,40 @@ class TSNEScatter(SelectionMixin, BaseWidget):
     def _v_point_size(self, proposal):
         return float_in(proposal, 0.0, self.MAX_POINT_SIZE, "the side of a point in screen pixels", above=True)
 
-    @t.validate("width", "height")
+    @t.validate("aspect")
     @checked
-    def _v_side(self, proposal):
-        return int_in(proposal, 64, self.MAX_SIDE, "the canvas size in screen pixels")
+    def _v_aspect(self, proposal):
+        return float_in(proposal, *self.ASPECT, "the canvas height / width")
+
+    def _legend_classes(self) -> np.ndarray:
+        """The class of each point that the legend shows and hides: the predicted class when
+        colouring by it, else the true label (-1: none), int (N,)."""
+        if self.color_by == "predicted":
+            return self._pred if self._pred is not None else np.full(len(self._images), -1)
+        labels = self._images.labels
+        return labels if labels is not None else np.full(len(self._images), -1)
 
     # ------------------------------------------------------------------ events
+    @t.observe("hidden_classes", "color_by")
+    def _on_hidden(self, change):
+        if self._ready and self.selected:
+            self.selected = list(self.selected)  # the validator drops the points now hidden
+
+    def _sel_pull(self, name: str, value: Any) -> None:
+        super()._sel_pull(name, value)
+        if name == "index" and not self._closed:
+            n = len(self._images)
+            shown = not isinstance(value, int) or -1 <= value < n
+            self.set_trait("selection_note", "" if shown else (
+                f"The shared selection is image {value}, which is not in this map (images 0..{n - 1}); "
+                + (f"still showing image {self.index}." if self.index >= 0 else "no image selected here.")))
+
     @t.observe("index", "k")
     def _on_index(self, change):
         if not self._ready:
             return
+        if change is not None and change["name"] == "index":
+            self.set_trait("selection_note", "")  # the map shows its own selection again
         i = self.index
         if i < 0 or self._features is None:
             self._neighbors = {}
@@ -429,12 +450,15 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         if not force and now - self._last_push < 1.0 / self.MAX_UPDATES_PER_SECOND:
             return
         self._last_push = now
-        self._positions = np.ascontiguousarray(positions, dtype=np.float32).tobytes()
+        self._positions = np.array(positions, dtype=np.float32)  # a copy: t-SNE goes on moving its own
 
     def _run(self) -> None:
         notes: list[str] = []  # said at the end of the status line
+        phase = "failed"  # what the finally block reports unless the work gets further
         try:
             n = len(self._images)
+            self.report_failure(None)  # a new run: an earlier failure no longer holds
+            self.set_trait("phase", "features")
             self.status = f"features of {self.layer} for {n} images ..."
             self.progress = 0.0
 
@@ -445,10 +469,11 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             self._pred = pred
             self._features = check_features(feats)
             if pred is not None:
-                self._predicted = pred.astype(np.int16).tobytes()
+                self._predicted = pred.astype(np.int16)
             if self._no_prediction is not None:
                 notes.append("no predicted classes (see the note above)")
             self.progress = -1.0
+            self.set_trait("phase", "embedding")
             pos = pca_2d(self._features, seed=self.seed)
             self._embedding = pos
             self._push(pos, force=True)
@@ -456,6 +481,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
                 self._on_index(None)
             if self.method == "pca":
                 self.status = "; ".join([f"PCA of {self._features.shape[1]}-d features of {self.layer}", *notes])
+                phase = "done"
                 return
             if self._stop.is_set():  # before the long steps that cannot stop at once
                 raise Stopped(n, n)
@@ -465,6 +491,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
                 self._embedding = pos
                 self._push(pos, force=True)
                 self.status = "; ".join([f"UMAP of {self._features.shape[1]}-d features of {self.layer}", *notes])
+                phase = "done"
                 return
             self.status = "t-SNE ..."
 
@@ -485,14 +512,18 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             self._embedding = pos
             self._push(pos, force=True)
             stopped = " (stopped)" if self._stop.is_set() else ""
+            phase = "stopped" if stopped else "done"
             self.status = f"t-SNE of {self._features.shape[1]}-d features of {self.layer}{stopped} {'; '.join(notes)}".strip()
         except Stopped:
+            phase = "stopped"
             self.status = "stopped"
         except Exception as exc:  # noqa: BLE001 - reported in the view, never a kernel traceback
             self.status = f"error: {type(exc).__name__}: {exc}"
-            self.last_error = self.status
+            self.report_failure(exc)  # the view's error line (and last_error)
         finally:
             self.progress = -1.0
+            if not self._closed:
+                self.set_trait("phase", phase)
             self.running = False
             self._done.set()
 

@@ -11,16 +11,20 @@ from __future__ import annotations
 import threading
 import time
 import warnings
+from typing import get_args
 
 import numpy as np
 import pytest
 import torch
+import traitlets
 from torch import nn
 
 import cnnwidgets
 from cnnwidgets import Selection, TSNEScatter
 from cnnwidgets.core import extract_features, mosaic, pca_2d, to_display
-from cnnwidgets.widgets.tsne_scatter import ATLAS_PAGE, thumbnail_atlas
+from cnnwidgets.core.embedding import EmbeddingMethod
+from cnnwidgets.widgets._base import array_to_json
+from cnnwidgets.widgets.tsne_scatter import ColorBy, Phase
 
 N = 400  # digits in the PCA map
 FEATURE_LAYER = "classifier.3"  # the 70-d input of the demo's last Linear
@@ -72,7 +76,10 @@ def brute_force_neighbors(x: np.ndarray, i: int, k: int) -> np.ndarray:
 
 
 def positions(w: TSNEScatter) -> np.ndarray:
-    return np.frombuffer(w._positions, np.float32).reshape(-1, 2)
+    """What the page received: the ``_positions`` array as serialized for it."""
+    msg = array_to_json(w._positions)
+    assert (msg["dtype"], msg["shape"]) == ("float32", [len(w._images), 2])
+    return np.frombuffer(msg["view"], np.float32).reshape(-1, 2)
 
 
 def tsne_threads() -> set[threading.Thread]:
@@ -99,6 +106,7 @@ def test_layer_and_status(ts):
     assert ts.layer == FEATURE_LAYER
     assert ts.method == "pca"
     assert ts.running is False and ts.progress == -1.0
+    assert ts.phase == "done" and ts.view_error == ""
     assert ts.status == f"PCA of 70-d features of {FEATURE_LAYER}"
     assert ts.class_names == [str(k) for k in range(10)]
 
@@ -124,8 +132,9 @@ def test_predicted_is_argmax_of_the_model(ts, demo):
         want = demo.model(demo.images[:N]).argmax(1).numpy()
     np.testing.assert_array_equal(ts.predicted, want)
     assert ts.predicted.dtype == np.int64
-    np.testing.assert_array_equal(np.frombuffer(ts._predicted, np.int16), want)
-    np.testing.assert_array_equal(np.frombuffer(ts._labels, np.int16), demo.labels[:N].numpy())
+    assert ts._predicted.dtype == np.int16 and ts._labels.dtype == np.int16
+    np.testing.assert_array_equal(ts._predicted, want)
+    np.testing.assert_array_equal(ts._labels, demo.labels[:N].numpy())
 
 
 @pytest.mark.parametrize("i", [0, 57, N - 1])
@@ -182,8 +191,16 @@ def test_click_sets_selection_and_neighbors(ts, sel):
     # the Selection moves the map's selection too
     sel.index = 99
     assert ts.index == 99 and ts._neighbors["index"] == 99
-    sel.index = N + 5  # not in this map: ignored
+    sel.index = N + 5  # not in this map: ignored, and the view says so
     assert ts.index == 99
+    assert ts.selection_note == (f"The shared selection is image {N + 5}, which is not in this map "
+                                 f"(images 0..{N - 1}); still showing image 99.")
+    sel.index = 98
+    assert ts.index == 98 and ts.selection_note == ""
+    sel.index = N + 5
+    assert ts.selection_note
+    ts.set_state({"index": 99})  # a click: the map's own selection again
+    assert ts.selection_note == "" and sel.index == 99
     ts.set_state({"index": -1})  # deselect from the page
     assert ts.index == -1 and ts._neighbors == {}
     assert ts.last_error is None
@@ -213,11 +230,67 @@ def test_color_by(ts):
     for v in ("predicted", "correct", "label"):
         ts.set_state({"color_by": v})
         assert ts.color_by == v
-    with pytest.raises(ValueError, match="'label', 'predicted' or 'correct'"):
+    with pytest.raises(ValueError, match="color_by must be 'label', 'predicted' or 'correct', got 'size'"):
         ts.color_by = "size"
     ts.last_error = None
     ts.set_state({"color_by": "size"})  # must not raise
     assert ts.color_by == "label" and "color_by" in ts.last_error
+    assert "'label', 'predicted' or 'correct'" in ts.control_errors["color_by"]  # shown next to the menu
+    ts.set_state({"color_by": "label"})
+    assert "color_by" not in ts.control_errors
+
+
+def test_choices_are_enums_of_the_literal_aliases():
+    assert TSNEScatter.color_by.values == get_args(ColorBy) == ("label", "predicted", "correct")
+    assert TSNEScatter.method.values == get_args(EmbeddingMethod)
+    assert TSNEScatter.phase.values == get_args(Phase)
+    for name in ("color_by", "method", "phase"):
+        assert isinstance(getattr(TSNEScatter, name), traitlets.Enum)
+
+
+def test_arrays_reach_the_page_as_typed_arrays(ts, demo):
+    state = ts.get_state()
+    for name, dtype, shape in [("_positions", "float32", [N, 2]), ("_labels", "int16", [N]),
+                               ("_predicted", "int16", [N]), ("_thumbnails", "uint8", [N, 28, 28, 1])]:
+        msg = state[name]
+        assert (msg["dtype"], msg["shape"]) == (dtype, shape), name
+        assert len(bytes(msg["view"])) == np.prod(shape) * np.dtype(dtype).itemsize
+    for gone in ("_atlas", "_atlas_meta", "width", "height"):
+        assert gone not in state
+    assert state["n_iter"] == 750
+
+
+def test_hiding_a_class_drops_its_points_from_the_selection(ts, demo):
+    labels = demo.labels[:N].numpy()
+    pred = ts.predicted
+    threes = [int(i) for i in np.flatnonzero(labels == 3)[:4]]
+    others = [int(i) for i in np.flatnonzero(labels != 3)[:5]]
+    try:
+        ts.set_state({"selected": threes + others})
+        assert ts.selected == threes + others
+        ts.set_state({"hidden_classes": [3]})  # a click on "3" in the legend
+        assert ts.selected == others
+        ts.set_state({"selected": threes + others})  # a box over hidden points selects only the shown ones
+        assert ts.selected == others
+        ts.set_state({"hidden_classes": []})
+        assert ts.selected == others  # showing the class again does not bring its points back
+        # coloured by the predicted class, the legend hides predicted classes
+        ts.set_state({"selected": threes + others, "color_by": "predicted"})
+        hide = int(pred[others[0]])
+        ts.set_state({"hidden_classes": [hide]})
+        assert ts.selected == [i for i in threes + others if pred[i] != hide]
+    finally:
+        ts.set_state({"hidden_classes": [], "selected": [], "color_by": "label"})
+
+
+def test_aspect(ts):
+    assert ts.aspect == 0.75
+    for bad in (0.1, 2.5, float("nan")):
+        with pytest.raises(ValueError, match="aspect"):
+            ts.aspect = bad
+    ts.aspect = 1.0
+    assert ts.aspect == 1.0
+    ts.aspect = 0.75
 
 
 def test_other_bad_values(ts, demo):
@@ -264,11 +337,13 @@ def test_nan_features_are_reported_not_raised(monkeypatch):
         assert w.layer == "4"  # the NaN layer feeds the last Linear
         assert w.wait(60)
         assert escaped == []
-        assert w.running is False and w.progress == -1.0
+        assert w.running is False and w.progress == -1.0 and w.phase == "failed"
         assert w.status.startswith("error: ValueError") and "NaN" in w.status
         assert "4 of 8 rows" in w.status
-        assert w.last_error == w.status
-        assert w._positions == b""  # nothing to draw
+        # the failure shows in the view (its error line), not only in the status
+        assert w.view_error.startswith("ValueError") and w.status == f"error: {w.view_error}"
+        assert w.last_error == w.view_error
+        assert w._positions is None  # nothing to draw
         # what Python callers get afterwards: a RuntimeError carrying the status
         with pytest.raises(RuntimeError, match="NaN"):
             w.embedding
@@ -277,23 +352,24 @@ def test_nan_features_are_reported_not_raised(monkeypatch):
         # a click on the (empty) map does not raise
         w.set_state({"index": 2})
         assert w.index == 2 and w._neighbors == {}
+        # a new run clears the failure at its start (and fails again here)
+        seen = []
+        w.observe(lambda c: seen.append(c["new"]), "view_error")
+        w.start()
+        assert w.wait(60)
+        assert seen[0] == "" and seen[-1].startswith("ValueError") and w.phase == "failed"
     finally:
         w.close()
     assert escaped == []
 
 
 # ---------------------------------------------------------------- thumbnails
-def test_widget_atlas_places_each_thumbnail(ts, demo):
-    meta = ts._atlas_meta
-    assert (meta["thumb_h"], meta["thumb_w"], meta["c"], meta["n"]) == (28, 28, 1, N)
-    assert meta["per_row"] == ATLAS_PAGE // 28 and meta["page_w"] <= ATLAS_PAGE and meta["page_h"] <= ATLAS_PAGE
-    assert len(ts._atlas) == 1
-    rows = -(-N // meta["per_row"])
-    page = np.frombuffer(ts._atlas[0], np.uint8).reshape(rows * 28, meta["page_w"], 1)
+def test_thumbnails_are_the_display_images(ts, demo):
+    """The page gets every thumbnail once, as one uint8 (N, h, w, c) array (it packs them into
+    canvas pages of at most 4096 pixels itself: tests/browser/test_tsne_scatter_browser.py)."""
     thumbs = to_display(demo.images[:N], mean=demo.mean, std=demo.std)
-    for i in (0, 1, meta["per_row"] - 1, meta["per_row"], N - 1):
-        r, c = i // meta["per_row"], i % meta["per_row"]
-        np.testing.assert_array_equal(page[r * 28 : (r + 1) * 28, c * 28 : (c + 1) * 28], thumbs[i])
+    assert ts._thumbnails.shape == (N, 28, 28, 1) and ts._thumbnails.dtype == np.uint8
+    np.testing.assert_array_equal(ts._thumbnails, thumbs)
 
 
 def test_large_images_get_downscaled_thumbnails():
@@ -303,58 +379,14 @@ def test_large_images_get_downscaled_thumbnails():
     w = TSNEScatter(model, x, method="pca", mean=0.0, std=1.0)
     try:
         assert w.wait(60)
-        meta = w._atlas_meta
-        assert (meta["thumb_h"], meta["thumb_w"], meta["c"]) == (20, 20, 3)  # ceil(40 / 32) = 2
-        page = np.frombuffer(w._atlas[0], np.uint8).reshape(20, meta["page_w"], 3)
+        assert w._thumbnails.shape == (6, 20, 20, 3)  # ceil(40 / 32) = 2
         want = to_display(torch.nn.functional.avg_pool2d(x, 2), mean=0.0, std=1.0)
-        for i in range(6):
-            np.testing.assert_array_equal(page[:, i * 20 : (i + 1) * 20], want[i])
+        np.testing.assert_array_equal(w._thumbnails, want)
         assert w.mosaic().shape == (3 * 20, 3 * 20, 3)
+        assert w._labels.tolist() == [-1] * 6  # no labels
     finally:
         w.close()
-
-
-@pytest.mark.parametrize("c", [1, 3])
-def test_thumbnail_atlas_layout(c):
-    n, h, w, page = 30, 40, 40, 128
-    rng = np.random.default_rng(0)
-    thumbs = rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)
-    thumbs[:, 0, 0, 0] = np.arange(n)  # every thumbnail distinct
-    pages, meta = thumbnail_atlas(thumbs, page=page)
-    per_row, per_page = meta["per_row"], meta["per_page"]
-    assert (per_row, per_page) == (3, 9)  # 128 // 40 = 3 columns and 3 rows
-    assert (meta["thumb_h"], meta["thumb_w"], meta["c"], meta["n"]) == (h, w, c, n)
-    assert (meta["page_w"], meta["page_h"]) == (120, 120)
-    assert len(pages) == 4  # ceil(30 / 9)
-    for p in pages:
-        assert p.dtype == np.uint8 and p.shape[2] == c
-        assert p.shape[0] <= page and p.shape[1] <= page
-        assert p.shape[1] == meta["page_w"] and p.shape[0] <= meta["page_h"]
-    assert pages[-1].shape[0] == 40  # the last page holds 3 thumbnails: one row
-    for i in range(n):
-        pg, r, col = i // per_page, (i % per_page) // per_row, i % per_row
-        got = pages[pg][r * h : (r + 1) * h, col * w : (col + 1) * w]
-        np.testing.assert_array_equal(got, thumbs[i])
-    np.testing.assert_array_equal(pages[-1][:40, :], np.concatenate(list(thumbs[27:30]), axis=1))
-
-
-@pytest.mark.parametrize(("h", "w"), [(600, 600), (700, 900)])
-def test_atlas_pages_never_exceed_4096_pixels(h, w):
-    n = 45
-    thumbs = np.zeros((n, h, w, 1), np.uint8)
-    thumbs[:, :, :, 0] = (np.arange(n) + 1).reshape(n, 1, 1)
-    pages, meta = thumbnail_atlas(thumbs)
-    assert len(pages) > 1
-    assert meta["page_w"] <= ATLAS_PAGE and meta["page_h"] <= ATLAS_PAGE
-    per_row, per_page = meta["per_row"], meta["per_page"]
-    assert per_row == ATLAS_PAGE // w and per_page == per_row * (ATLAS_PAGE // h)
-    assert len(pages) == -(-n // per_page)
-    for p in pages:
-        assert max(p.shape[:2]) <= ATLAS_PAGE
-    for i in range(n):
-        pg, r, col = i // per_page, (i % per_page) // per_row, i % per_row
-        tile = pages[pg][r * h : (r + 1) * h, col * w : (col + 1) * w, 0]
-        assert tile.shape == (h, w) and (tile == i + 1).all()
+    assert w._thumbnails is None  # let go with the images
 
 
 # ---------------------------------------------------------------- t-SNE: live, throttled, stoppable
@@ -373,7 +405,8 @@ def test_tsne_updates_are_throttled_and_the_last_is_final(demo):
         assert w.wait(300)
         elapsed = time.monotonic() - t0
         assert w.status.startswith(f"t-SNE of 70-d features of {FEATURE_LAYER}"), w.status
-        assert w.iteration == 750 and callbacks[-1] == 750
+        assert w.iteration == 750 and callbacks[-1] == 750 and w.n_iter == 750
+        assert w.phase == "done"
         assert len(callbacks) == 75  # a callback every 10 of the 750 iterations
         e = w.embedding
         assert e.shape == (300, 2) and np.isfinite(e).all()
@@ -403,6 +436,7 @@ def test_stop_ends_the_thread_and_close_leaves_none(demo):
         assert not w._thread.is_alive()
         assert w.running is False
         assert "(stopped)" in w.status, w.status
+        assert w.phase == "stopped" and w.view_error == ""
         assert w.iteration < 750
         e = w.embedding  # the positions reached so far stay
         assert e.shape == (200, 2) and np.isfinite(e).all()
@@ -410,7 +444,7 @@ def test_stop_ends_the_thread_and_close_leaves_none(demo):
         # restart, then close at once (during the feature pass)
         w.start()
         th = w._thread
-        assert th.is_alive()
+        assert th.is_alive() and w.iteration == 0
     finally:
         w.close()
     assert not th.is_alive()

@@ -1,53 +1,153 @@
 // TSNEScatter front end. Python side: cnnwidgets/widgets/tsne_scatter.py
-// Traits read: index, selected, color_by, hidden_classes, class_names, k, point_size, width,
-//   height, running, iteration, status, progress, _positions (float32 N x 2), _labels and
-//   _predicted (int16 N; empty when the model's output gives no class scores), _atlas (pages
-//   of uint8 thumbnails), _atlas_meta, _neighbors.
-// Traits written: index, selected, color_by, hidden_classes.
-// Hover never talks to the kernel: thumbnails come from the atlas already in the page.
-import { bytesView, float32View } from "../lib/codecs.js";
-import { boundSelect, h, labelled, modelNote } from "../lib/dom.js";
+// Traits read: index, selected, color_by, hidden_classes, class_names, k, point_size, aspect,
+//   running, phase, iteration, n_iter, status, progress, selection_note, _positions (float32
+//   N x 2), _labels and _predicted (int16 N; _predicted null without class scores),
+//   _thumbnails (uint8 N x h x w x c, packed here into canvas pages), _neighbors.
+// Traits written: index, selected, color_by, hidden_classes, k.
+// Hover never talks to the kernel: thumbnails come from the page's own copy.
+//
+// Coordinates: a point's screen position, in CSS pixels from the canvas's top-left corner, is
+// (x * s + tx, -y * s + ty) for its data position (x, y); s, tx, ty are on the root as
+// data-scale, data-tx, data-ty (the browser tests and the exported page read them).
+import { decodeArray } from "../lib/codecs.js";
+import { bindTraits } from "../lib/bind.js";
+import { boundNumber, boundSelect, h, labelled, live, viewShell } from "../lib/dom.js";
+import { observeWidth } from "../lib/resize.js";
+import { luminance, onThemeChange, themeColors } from "../lib/theme.js";
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
   "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"];
-const RIGHT = "#2ca02c";
-const WRONG = "#d62728";
+/** Least contrast of a point colour against the canvas background (WCAG's for graphics). */
+const MIN_CONTRAST = 3;
 const BUCKETS = 64;
+/** Largest side of a thumbnail page (pixels): within every browser's canvas limits. */
+const ATLAS_PAGE = 4096;
+const PAD = 16;
+const COLOR_CHOICES = [["label", "true label"], ["predicted", "predicted class"], ["correct", "correct vs wrong"]];
+const LEGEND_TITLE = { label: "colour: label", predicted: "colour: predicted class", correct: "colour: correct?" };
 
-function int16View(v) {
-  const b = bytesView(v);
-  return new Int16Array(b.slice().buffer);
+// ---- colours readable on the theme's background
+
+function rgbOf(css) {
+  const m = /^#([0-9a-f]{6})$/i.exec(css);
+  if (m) return [0, 2, 4].map((k) => parseInt(m[1].slice(k, k + 2), 16));
+  const r = /rgba?\(([^)]+)\)/.exec(css || "");
+  return r ? r[1].split(/[ ,/]+/).filter(Boolean).slice(0, 3).map(Number) : [128, 128, 128];
+}
+const cssOf = (c) => `rgb(${c.map((v) => Math.round(v)).join(", ")})`;
+const contrast = (a, b) => {
+  const x = luminance(cssOf(a)), y = luminance(cssOf(b));
+  return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05);
+};
+
+/** `color` (CSS) with its hue kept, mixed toward white on a dark background (toward black on a
+ *  light one) until it stands out from `bg` by MIN_CONTRAST. */
+export function readable(color, bg) {
+  const c = rgbOf(color), b = rgbOf(bg);
+  const target = luminance(cssOf(b)) < 0.4 ? [255, 255, 255] : [0, 0, 0];
+  for (let t = 0; t <= 1.0001; t += 0.05) {
+    const m = c.map((v, k) => v + (target[k] - v) * t);
+    if (contrast(m, b) >= MIN_CONTRAST) return cssOf(m);
+  }
+  return cssOf(target);
+}
+
+// ---- thumbnails: (N, h, w, c) uint8 packed into canvas pages of at most ATLAS_PAGE pixels
+
+function thumbnailPages(arr) {
+  const [n, th, tw, c] = arr.shape.length === 4 ? arr.shape : [0, 1, 1, 1];
+  const perRow = Math.max(1, Math.floor(ATLAS_PAGE / tw));
+  const perPage = perRow * Math.max(1, Math.floor(ATLAS_PAGE / th));
+  const count = n ? Math.ceil(n / perPage) : 0;
+  const pages = new Array(count).fill(null);
+  const build = (p) => {
+    const first = p * perPage, m = Math.min(perPage, n - first);
+    const rows = Math.ceil(m / perRow), pw = perRow * tw, ph = rows * th;
+    const canvas = document.createElement("canvas");
+    canvas.width = pw;
+    canvas.height = ph;
+    const cx = canvas.getContext("2d");
+    const img = cx.createImageData(pw, ph);
+    const d = img.data, src = arr.data;
+    for (let k = 0; k < m; k++) {
+      const x0 = (k % perRow) * tw, y0 = Math.floor(k / perRow) * th;
+      let s = (first + k) * th * tw * c;
+      for (let y = 0; y < th; y++) {
+        let o = ((y0 + y) * pw + x0) * 4;
+        for (let x = 0; x < tw; x++, o += 4, s += c) {
+          d[o] = src[s];
+          d[o + 1] = c === 1 ? src[s] : src[s + 1];
+          d[o + 2] = c === 1 ? src[s] : src[s + 2];
+          d[o + 3] = 255;
+        }
+      }
+    }
+    cx.putImageData(img, 0, 0);
+    return canvas;
+  };
+  return {
+    n, th, tw, count,
+    side: count ? Math.max(perRow * tw, Math.ceil(Math.min(perPage, n) / perRow) * th) : 0,
+    /** Draw thumbnail i into `target` at `scale` (pages are built on first use). */
+    draw(target, i, scale) {
+      if (i < 0 || i >= n) return false;
+      const p = Math.floor(i / perPage), k = i % perPage;
+      if (!pages[p]) pages[p] = build(p);
+      target.width = tw * scale;
+      target.height = th * scale;
+      const cx = target.getContext("2d", { willReadFrequently: true });
+      cx.imageSmoothingEnabled = false;
+      cx.drawImage(pages[p], (k % perRow) * tw, Math.floor(k / perRow) * th, tw, th, 0, 0, tw * scale, th * scale);
+      return true;
+    },
+  };
 }
 
 function render({ model, el }) {
-  const root = h("div", { class: "cnnw-root cnnw-tsne-scatter" });
-  const note = modelNote(model);
-  root.append(note.node);
-  el.append(root);
-  const set = (k, v) => {
-    model.set(k, v);
+  const shell = viewShell(model, el, "cnnw-tsne-scatter");
+  const root = shell.root;
+  const disposers = [shell.dispose];
+  const set = (values) => {
+    for (const [k, v] of Object.entries(values)) model.set(k, v);
     model.save_changes();
   };
-  const colorSel = boundSelect(model, "color_by", [["label", "true label"], ["predicted", "predicted label"], ["correct", "correct vs wrong"]], "cnnw-color-by");
-  const status = h("span", { class: "cnnw-status" });
-  const progress = h("progress", { class: "cnnw-progress", max: "1", value: "0" });
-  const resetBtn = h("button", { class: "cnnw-reset-view" }, ["reset view"]);
+
+  // ---- controls
+  const colorSel = boundSelect(model, "color_by", COLOR_CHOICES, "cnnw-color-by", { title: "What the point colours show: the true label, the predicted class, or whether the prediction is right" });
+  const kField = boundNumber(model, "k", "cnnw-k", { int: true, min: 1, max: 64, width: "4em", title: "How many nearest neighbours of the selected image are shown below the map" });
+  disposers.push(colorSel.dispose, kField.dispose);
   let boxMode = false;
-  const boxBtn = h("button", { class: "cnnw-box-mode", title: "drag to select a box of points (or hold Shift)" }, ["box select"]);
-  boxBtn.addEventListener("click", () => {
-    boxMode = !boxMode;
-    boxBtn.style.fontWeight = boxMode ? "700" : "400";
-    root.dataset.boxMode = String(boxMode);
+  const boxBtn = h("button", { class: "cnnw-box-mode", "aria-pressed": "false", title: "Drag on the map to select the points in a box (or hold Shift while dragging)" }, ["box select"]);
+  const resetBtn = h("button", { class: "cnnw-reset-view", title: "Fit all points in the map again after zooming or panning" }, ["reset view"]);
+  const kLabel = labelled("neighbours", kField, "How many nearest neighbours of the selected image are shown below the map");
+  kLabel.setAttribute("data-needs-kernel", "");
+  const progress = h("progress", { class: "cnnw-progress", max: "1", title: "How far the feature pass or the t-SNE run is" });
+  const progressText = h("span", { class: "cnnw-progress-text" });
+  const phaseBadge = h("span", { class: "cnnw-phase", role: "status" });
+  const status = h("span", { class: "cnnw-status" });
+  root.append(
+    h("div", { class: "cnnw-toolbar" }, [labelled("colour by", colorSel, "What the point colours show: the true label, the predicted class, or whether the prediction is right"), boxBtn, resetBtn, kLabel]),
+    h("div", { class: "cnnw-toolbar cnnw-tsne-progress" }, [progress, progressText, phaseBadge, status]),
+  );
+  const selNote = h("div", { class: "cnnw-warning cnnw-selection-note", role: "note" });
+  const selCount = h("span", { class: "cnnw-selection-count", "aria-live": "polite" });
+  const clearBtn = h("button", { class: "cnnw-clear-selection", title: "Clear the box selection (Escape, or a click on empty space, does the same)" }, ["clear selection"]);
+  root.append(selNote, h("div", { class: "cnnw-toolbar cnnw-selection-bar" }, [selCount, clearBtn]));
+
+  // ---- map, hover tip and legend
+  const canvas = h("canvas", {
+    class: "cnnw-scatter", tabindex: "0", role: "application", "aria-label": "feature map of the images, one point per image",
+    title: "Hover: image · click: select · drag: pan · wheel: zoom · Shift-drag: box select · arrows, Enter: move, select · Esc: clear",
   });
-  root.append(h("div", { class: "cnnw-toolbar" }, [labelled("colour by", colorSel.node), boxBtn, resetBtn, progress, status]));
-  const canvas = h("canvas", { class: "cnnw-scatter", style: { cursor: "crosshair", border: "1px solid #ddd" } });
-  const legend = h("div", { class: "cnnw-legend", style: { display: "flex", flexDirection: "column", gap: "2px" } });
-  const tip = h("div", { class: "cnnw-tip cnnw-hover" });
-  const tipCanvas = h("canvas", { class: "cnnw-hover-thumb", style: { imageRendering: "pixelated", display: "block" } });
+  const tipCanvas = h("canvas", { class: "cnnw-hover-thumb" });
   const tipText = h("div");
-  tip.append(tipCanvas, tipText);
-  const wrap = h("div", { style: { position: "relative" } }, [canvas, tip]);
-  root.append(h("div", { class: "cnnw-panels" }, [wrap, legend]));
+  const tip = h("div", { class: "cnnw-tip cnnw-hover" }, [tipCanvas, tipText]);
+  const wrap = h("div", { class: "cnnw-scatter-wrap" }, [canvas, tip]);
+  const legendTitle = h("div", { class: "cnnw-legend-title" });
+  const legendItems = h("div", { class: "cnnw-legend-items" });
+  const legendFoot = h("div", { class: "cnnw-legend-foot" });
+  const legend = h("div", { class: "cnnw-legend", role: "group", "aria-label": "legend" }, [legendTitle, legendItems, legendFoot]);
+  root.append(h("div", { class: "cnnw-tsne-main" }, [wrap, legend]));
   const neigh = h("div", { class: "cnnw-neighbors" });
   root.append(neigh);
   const ctx = canvas.getContext("2d");
@@ -57,16 +157,28 @@ function render({ model, el }) {
   let pred = new Int16Array(0);
   let n = 0;
   let bounds = null; // data bounds
-  let view = { s: 1, tx: 0, ty: 0 }; // screen = data * s + t (y flipped)
+  let view = { s: 1, tx: 0, ty: 0 }; // screen = (x * s + tx, -y * s + ty), CSS pixels
   let userView = false;
+  let W = 0, H = 0; // canvas size, CSS pixels
   let grid = null;
-  let pages = [];
-  let atlas = {};
+  let thumbs = thumbnailPages({ data: new Uint8Array(0), shape: [0] });
   let frames = 0;
   let box = null;
+  let cursor = -1; // the keyboard's point (Enter selects it)
+  let theme = null;
+  let colors = { palette: PALETTE, right: "#2ca02c", wrong: "#d62728", none: "#999" };
 
-  const W = () => model.get("width");
-  const H = () => model.get("height");
+  function readTheme() {
+    theme = themeColors(root);
+    const bg = theme.bg || "rgb(255, 255, 255)";
+    colors = {
+      palette: PALETTE.map((c) => readable(c, bg)),
+      right: readable(theme.good || "#2e7d32", bg),
+      wrong: readable(theme.error || "#c62828", bg),
+      none: readable(theme.fgMuted || "#777", bg),
+    };
+    root.dataset.dark = String(!!theme.dark);
+  }
 
   function computeBounds() {
     let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
@@ -74,22 +186,23 @@ function render({ model, el }) {
       const x = pos[2 * i], y = pos[2 * i + 1];
       if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y;
     }
-    bounds = { x0, x1, y0, y1 };
+    bounds = n ? { x0, x1, y0, y1 } : null;
   }
   function fitView() {
-    if (!bounds) return;
-    const pad = 16;
-    const sx = (W() - 2 * pad) / Math.max(1e-9, bounds.x1 - bounds.x0);
-    const sy = (H() - 2 * pad) / Math.max(1e-9, bounds.y1 - bounds.y0);
-    const s = Math.min(sx, sy);
-    view = { s, tx: pad - bounds.x0 * s + (W() - 2 * pad - (bounds.x1 - bounds.x0) * s) / 2,
-      ty: pad + bounds.y1 * s + (H() - 2 * pad - (bounds.y1 - bounds.y0) * s) / 2 };
+    if (!bounds || !W) return;
+    const s = Math.min((W - 2 * PAD) / Math.max(1e-9, bounds.x1 - bounds.x0), (H - 2 * PAD) / Math.max(1e-9, bounds.y1 - bounds.y0));
+    view = { s, tx: PAD - bounds.x0 * s + (W - 2 * PAD - (bounds.x1 - bounds.x0) * s) / 2,
+      ty: PAD + bounds.y1 * s + (H - 2 * PAD - (bounds.y1 - bounds.y0) * s) / 2 };
   }
   const sx = (i) => pos[2 * i] * view.s + view.tx;
   const sy = (i) => -pos[2 * i + 1] * view.s + view.ty;
 
   function buildGrid() {
     // buckets over the data bounds, for nearest-point lookups in O(points nearby)
+    if (!bounds) {
+      grid = null;
+      return;
+    }
     grid = Array.from({ length: BUCKETS * BUCKETS }, () => []);
     const bw = (bounds.x1 - bounds.x0) / BUCKETS || 1, bh = (bounds.y1 - bounds.y0) / BUCKETS || 1;
     grid.bw = bw; grid.bh = bh;
@@ -100,28 +213,44 @@ function render({ model, el }) {
     }
   }
 
+  const hasPred = () => pred.some((v) => v >= 0);
+  /** The class the legend shows and hides for point i (the predicted class when colouring by
+   *  it, else the label; -1: none). Python: TSNEScatter._legend_classes. */
+  const classOf = (i) => (model.get("color_by") === "predicted" ? pred[i] : labels[i]);
   const groupOf = (i) => {
-    const by = model.get("color_by");
-    if (by === "correct") return labels[i] < 0 ? -1 : labels[i] === pred[i] ? 1 : 0;
-    return by === "predicted" ? pred[i] : labels[i];
+    if (model.get("color_by") === "correct") return labels[i] < 0 || pred[i] < 0 ? -1 : labels[i] === pred[i] ? 1 : 0;
+    return classOf(i);
   };
   const colorOf = (g) => {
-    if (model.get("color_by") === "correct") return g === 1 ? RIGHT : g === 0 ? WRONG : "#999";
-    return g < 0 ? "#999" : PALETTE[g % PALETTE.length];
+    if (model.get("color_by") === "correct") return g === 1 ? colors.right : g === 0 ? colors.wrong : colors.none;
+    return g < 0 ? colors.none : colors.palette[g % colors.palette.length];
   };
-  const visible = (i) => {
-    const hidden = model.get("hidden_classes") || [];
-    if (!hidden.length) return true;
-    const c = model.get("color_by") === "predicted" ? pred[i] : labels[i];
-    return !hidden.includes(c);
-  };
+  let hiddenSet = new Set();
+  const visible = (i) => !hiddenSet.size || !hiddenSet.has(classOf(i));
+  const visibleSelection = () => (model.get("selected") || []).filter((i) => i >= 0 && i < n && visible(i));
 
   function draw() {
-    canvas.width = W();
-    canvas.height = H();
-    ctx.fillStyle = "#fff";
-    ctx.fillRect(0, 0, W(), H());
-    if (!n) return;
+    if (!W) return;
+    if (!theme) readTheme();
+    const dpr = window.devicePixelRatio || 1;
+    canvas.width = Math.round(W * dpr);
+    canvas.height = Math.round(H * dpr);
+    canvas.style.height = `${H}px`;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.fillStyle = theme.bg || "#fff";
+    ctx.fillRect(0, 0, W, H);
+    root.dataset.width = String(W);
+    root.dataset.height = String(H);
+    root.dataset.scale = String(view.s);
+    root.dataset.tx = String(view.tx);
+    root.dataset.ty = String(view.ty);
+    root.dataset.points = String(n);
+    if (!n) {
+      ctx.fillStyle = theme.fgMuted;
+      ctx.font = "12px sans-serif";
+      ctx.fillText(model.get("phase") === "failed" ? "no map: the feature pass failed" : "computing the map ...", PAD, PAD + 12);
+      return;
+    }
     const r = model.get("point_size");
     const groups = new Map();
     for (let i = 0; i < n; i++) {
@@ -136,32 +265,43 @@ function render({ model, el }) {
       for (const i of idx) ctx.rect(sx(i) - r / 2, sy(i) - r / 2, r, r);
       ctx.fill();
     }
-    const sel = model.get("selected") || [];
+    const sel = visibleSelection(); // marks only for points that are shown
     if (sel.length) {
-      ctx.strokeStyle = "#000";
+      ctx.strokeStyle = theme.fg;
       ctx.lineWidth = 1;
-      for (const i of sel.slice(0, 5000)) ctx.strokeRect(sx(i) - r, sy(i) - r, 2 * r, 2 * r);
-    }
-    const cur = model.get("index");
-    if (cur >= 0 && cur < n) {
-      ctx.strokeStyle = "#000";
-      ctx.lineWidth = 2;
       ctx.beginPath();
-      ctx.arc(sx(cur), sy(cur), 3 * r, 0, 2 * Math.PI);
+      for (const i of sel.slice(0, 20000)) ctx.rect(sx(i) - r, sy(i) - r, 2 * r, 2 * r);
       ctx.stroke();
     }
+    root.dataset.marks = String(sel.length);
+    const ring = (i, radius, inner, dash) => {
+      ctx.setLineDash(dash);
+      ctx.lineWidth = 4;
+      ctx.strokeStyle = theme.bg;
+      ctx.beginPath();
+      ctx.arc(sx(i), sy(i), radius, 0, 2 * Math.PI);
+      ctx.stroke();
+      ctx.lineWidth = 2;
+      ctx.strokeStyle = inner;
+      ctx.stroke();
+      ctx.setLineDash([]);
+    };
+    const cur = model.get("index");
+    if (cur >= 0 && cur < n && visible(cur)) ring(cur, Math.max(6, 3 * r), theme.highlight || "#ff8c00", []);
+    if (cursor >= 0 && cursor < n && cursor !== cur && document.activeElement === canvas) ring(cursor, Math.max(6, 3 * r), theme.accent, [3, 2]);
     if (box) {
-      ctx.strokeStyle = "#333";
+      const x = Math.min(box.x0, box.x1), y = Math.min(box.y0, box.y1), w = Math.abs(box.x1 - box.x0), bh = Math.abs(box.y1 - box.y0);
+      ctx.fillStyle = theme.accent;
+      ctx.globalAlpha = 0.12;
+      ctx.fillRect(x, y, w, bh);
+      ctx.globalAlpha = 1;
+      ctx.strokeStyle = theme.fg;
       ctx.setLineDash([4, 3]);
-      ctx.strokeRect(Math.min(box.x0, box.x1), Math.min(box.y0, box.y1), Math.abs(box.x1 - box.x0), Math.abs(box.y1 - box.y0));
+      ctx.strokeRect(x, y, w, bh);
       ctx.setLineDash([]);
     }
     frames += 1;
     root.dataset.frame = String(frames);
-    root.dataset.scale = String(view.s);
-    root.dataset.tx = String(view.tx);
-    root.dataset.ty = String(view.ty);
-    root.dataset.points = String(n);
   }
 
   function nearest(mx, my, radius = 8) {
@@ -175,52 +315,53 @@ function render({ model, el }) {
       for (const i of grid[gy * BUCKETS + gx]) {
         if (!visible(i)) continue;
         const ex = sx(i) - mx, ey = sy(i) - my, d = ex * ex + ey * ey;
-        if (d <= bd) { bd = d; best = i; }
+        if (d < bd || (d === bd && i < best)) { bd = d; best = i; }
       }
     }
     return best;
   }
 
-  // ---- thumbnails from the atlas (decoded into canvases once per page)
-  function decodeAtlas() {
-    atlas = model.get("_atlas_meta") || {};
-    const raw = model.get("_atlas") || [];
-    pages = raw.map((p) => {
-      const b = bytesView(p);
-      const c = document.createElement("canvas");
-      c.width = atlas.page_w;
-      const rows = Math.floor(b.length / (atlas.page_w * atlas.c));
-      c.height = rows;
-      const cx = c.getContext("2d");
-      const img = cx.createImageData(atlas.page_w, rows);
-      for (let k = 0, o = 0; k < atlas.page_w * rows; k++, o += 4) {
-        const s = k * atlas.c;
-        img.data[o] = b[s];
-        img.data[o + 1] = atlas.c === 1 ? b[s] : b[s + 1];
-        img.data[o + 2] = atlas.c === 1 ? b[s] : b[s + 2];
-        img.data[o + 3] = 255;
-      }
-      cx.putImageData(img, 0, 0);
-      return c;
-    });
+  /** The nearest shown point from point `c` in direction `key` (an arrow key): among the points
+   *  within 45 degrees of that direction on the screen, the closest (the lower index on a tie);
+   *  `c` itself when there is none. */
+  function step(c, key) {
+    const [ax, ay] = { ArrowRight: [1, 0], ArrowLeft: [-1, 0], ArrowDown: [0, 1], ArrowUp: [0, -1] }[key];
+    let best = c, bd = Infinity;
+    const x0 = sx(c), y0 = sy(c);
+    for (let j = 0; j < n; j++) {
+      if (j === c || !visible(j)) continue;
+      const dx = sx(j) - x0, dy = sy(j) - y0;
+      const along = dx * ax + dy * ay, across = Math.abs(dx * ay - dy * ax);
+      if (along <= 0 || across > along) continue;
+      const d = dx * dx + dy * dy;
+      if (d < bd) { bd = d; best = j; }
+    }
+    return best;
   }
-  function drawThumb(target, i, scale) {
-    const p = Math.floor(i / atlas.per_page), k = i % atlas.per_page;
-    const page = pages[p];
-    if (!page) return false;
-    const sxp = (k % atlas.per_row) * atlas.thumb_w, syp = Math.floor(k / atlas.per_row) * atlas.thumb_h;
-    target.width = atlas.thumb_w * scale;
-    target.height = atlas.thumb_h * scale;
-    const c = target.getContext("2d", { willReadFrequently: true });
-    c.imageSmoothingEnabled = false;
-    c.drawImage(page, sxp, syp, atlas.thumb_w, atlas.thumb_h, 0, 0, atlas.thumb_w * scale, atlas.thumb_h * scale);
-    return true;
-  }
+
   const names = () => model.get("class_names") || [];
   const nameOf = (c) => (c >= 0 && c < names().length ? names()[c] : String(c));
 
-  // ---- interaction
+  function showTip(i, mx, my) {
+    if (i < 0) {
+      tip.style.display = "none";
+      root.dataset.hoverIndex = "-1";
+      return;
+    }
+    thumbs.draw(tipCanvas, i, 3);
+    const lab = labels[i] >= 0 ? `label ${nameOf(labels[i])} · ` : "";
+    tipText.textContent = `#${i} · ${lab}` + (pred[i] >= 0 ? `predicted ${nameOf(pred[i])}` : "no prediction");
+    tip.style.display = "block";
+    // inside the map: to the left of / above the point near the right / bottom edge
+    const tw = tip.offsetWidth, th = tip.offsetHeight;
+    tip.style.left = `${mx + 14 + tw > W ? Math.max(0, mx - 14 - tw) : mx + 14}px`;
+    tip.style.top = `${my + 14 + th > H ? Math.max(0, my - 14 - th) : my + 14}px`;
+    root.dataset.hoverIndex = String(i);
+  }
+
+  // ---- pointer
   let drag = null;
+  let dragged = false; // the last press moved (a pan or a box): its click is not a click
   const local = (e) => {
     const r = canvas.getBoundingClientRect();
     return [e.clientX - r.left, e.clientY - r.top];
@@ -229,47 +370,32 @@ function render({ model, el }) {
     const t0 = performance.now();
     const [mx, my] = local(e);
     if (drag) {
-      if (drag.box) {
-        box = { x0: drag.x, y0: drag.y, x1: mx, y1: my };
-      } else {
+      if (Math.hypot(mx - drag.x0, my - drag.y0) > 3) drag.moved = true;
+      if (!drag.moved) return;
+      if (drag.box) box = { x0: drag.x0, y0: drag.y0, x1: mx, y1: my };
+      else {
         view.tx += mx - drag.x;
         view.ty += my - drag.y;
-        drag.x = mx;
-        drag.y = my;
-        drag.moved = true;
         userView = true;
       }
+      drag.x = mx;
+      drag.y = my;
       draw();
       return;
     }
-    const i = nearest(mx, my);
-    if (i < 0) {
-      tip.style.display = "none";
-      root.dataset.hoverIndex = "-1";
-      return;
-    }
-    drawThumb(tipCanvas, i, 3);
-    const lab = labels[i] >= 0 ? `label ${nameOf(labels[i])} · ` : "";
-    tipText.textContent = `#${i} · ${lab}` + (pred[i] >= 0 ? `predicted ${nameOf(pred[i])}` : "no prediction");
-    tip.style.left = `${mx + 14}px`;
-    tip.style.top = `${my + 14}px`;
-    tip.style.display = "block";
-    root.dataset.hoverIndex = String(i);
+    showTip(nearest(mx, my), mx, my);
     root.dataset.hoverMs = (performance.now() - t0).toFixed(2);
   });
-  canvas.addEventListener("mouseleave", () => {
-    tip.style.display = "none";
-    root.dataset.hoverIndex = "-1";
-  });
+  canvas.addEventListener("mouseleave", () => showTip(-1));
   canvas.addEventListener("mousedown", (e) => {
     const [mx, my] = local(e);
-    drag = { x: mx, y: my, box: e.shiftKey || boxMode, moved: false };
+    drag = { x0: mx, y0: my, x: mx, y: my, box: e.shiftKey || boxMode, moved: false };
   });
-  window.addEventListener("mouseup", onUp);
-  function onUp(e) {
+  function onUp() {
     if (!drag) return;
     const d = drag;
     drag = null;
+    dragged = d.moved;
     if (d.box && box) {
       const x0 = Math.min(box.x0, box.x1), x1 = Math.max(box.x0, box.x1);
       const y0 = Math.min(box.y0, box.y1), y1 = Math.max(box.y0, box.y1);
@@ -280,15 +406,24 @@ function render({ model, el }) {
         if (x >= x0 && x <= x1 && y >= y0 && y <= y1) picked.push(i);
       }
       box = null;
-      set("selected", picked);
+      set({ selected: picked });
       draw();
     }
   }
+  window.addEventListener("mouseup", onUp);
+  disposers.push(() => window.removeEventListener("mouseup", onUp));
   canvas.addEventListener("click", (e) => {
-    if (e.shiftKey || boxMode) return;
+    if (dragged) {
+      dragged = false;
+      return;
+    }
     const [mx, my] = local(e);
     const i = nearest(mx, my);
-    if (i >= 0) set("index", i);
+    if (i >= 0) {
+      cursor = i;
+      root.dataset.cursor = String(i);
+      set({ index: i });
+    } else if ((model.get("selected") || []).length) set({ selected: [] }); // a click on empty space
   });
   canvas.addEventListener("wheel", (e) => {
     e.preventDefault();
@@ -300,106 +435,231 @@ function render({ model, el }) {
     userView = true;
     draw();
   }, { passive: false });
+
+  // ---- keyboard: arrows move the cursor to the nearest point that way, Enter selects it
+  const showCursor = () => {
+    root.dataset.cursor = String(cursor);
+    if (cursor >= 0) showTip(cursor, sx(cursor), sy(cursor));
+    draw();
+  };
+  canvas.addEventListener("focus", () => {
+    if (!n) return;
+    const cur = model.get("index");
+    if (!(cursor >= 0 && cursor < n && visible(cursor))) cursor = cur >= 0 && cur < n && visible(cur) ? cur : nearest(W / 2, H / 2, Infinity);
+    showCursor();
+  });
+  canvas.addEventListener("blur", () => {
+    showTip(-1);
+    draw();
+  });
+  canvas.addEventListener("keydown", (e) => {
+    if (e.key.startsWith("Arrow") && n && cursor >= 0) {
+      e.preventDefault();
+      cursor = step(cursor, e.key);
+      showCursor();
+    } else if ((e.key === "Enter" || e.key === " ") && cursor >= 0) {
+      e.preventDefault();
+      set({ index: cursor });
+    }
+  });
+  root.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape") return;
+    if (box || drag) {
+      box = null;
+      drag = null;
+      draw();
+    } else if ((model.get("selected") || []).length) set({ selected: [] });
+  });
+
+  // ---- toolbar actions
+  boxBtn.addEventListener("click", () => {
+    boxMode = !boxMode;
+    boxBtn.setAttribute("aria-pressed", String(boxMode));
+    boxBtn.classList.toggle("cnnw-active", boxMode);
+    root.dataset.boxMode = String(boxMode);
+  });
   resetBtn.addEventListener("click", () => {
     userView = false;
     fitView();
     draw();
   });
+  clearBtn.addEventListener("click", () => set({ selected: [] }));
 
+  function syncSelection() {
+    const shown = visibleSelection().length;
+    selCount.textContent = shown ? `${shown} point${shown === 1 ? "" : "s"} selected` : "no points selected (Shift-drag on the map to select a box)";
+    clearBtn.hidden = !shown; // (a disabled button would be unreadably faint)
+    root.dataset.selectedCount = String(shown);
+  }
+
+  // ---- legend
+  function toggleClass(c) {
+    const hidden = model.get("hidden_classes") || [];
+    if (hidden.includes(c)) return set({ hidden_classes: hidden.filter((x) => x !== c) });
+    // a hidden class's points leave the selection too (the kernel does the same)
+    const next = new Set([...hidden, c]);
+    const by = model.get("color_by") === "predicted" ? pred : labels;
+    set({ hidden_classes: [...next], selected: (model.get("selected") || []).filter((i) => !next.has(by[i])) });
+  }
   function drawLegend() {
     const by = model.get("color_by");
     const hidden = model.get("hidden_classes") || [];
+    legendTitle.textContent = LEGEND_TITLE[by] || by;
+    const swatch = (color, off = false) => h("span", { class: "cnnw-swatch", style: off ? { borderColor: color } : { background: color, borderColor: color } });
+    const counts = new Map();
+    const src = by === "predicted" ? pred : labels;
     if (by === "correct") {
-      legend.replaceChildren(
-        h("div", {}, [h("span", { style: { color: RIGHT } }, ["■ "]), "correct"]),
-        h("div", {}, [h("span", { style: { color: WRONG } }, ["■ "]), "wrong"]),
-      );
-      return;
+      for (let i = 0; i < n; i++) if (visible(i)) counts.set(groupOf(i), (counts.get(groupOf(i)) || 0) + 1);
+      const rows = [[1, "correct"], [0, "wrong"], [-1, hasPred() ? "no label" : "no prediction"]].filter(([g]) => counts.get(g) || g >= 0);
+      legendItems.replaceChildren(...rows.map(([g, text]) => h("div", { class: "cnnw-legend-row", "data-group": String(g) }, [swatch(colorOf(g)), `${text} (${counts.get(g) || 0})`])));
+    } else {
+      for (let i = 0; i < n; i++) counts.set(src[i], (counts.get(src[i]) || 0) + 1);
+      const classes = new Set(names().map((_, c) => c));
+      for (const c of counts.keys()) if (c >= 0) classes.add(c);
+      const items = [...classes].sort((a, b) => a - b).map((c) => {
+        const off = hidden.includes(c);
+        const nm = nameOf(c);
+        const text = nm === String(c) ? nm : `${c} · ${nm}`;
+        return h("button", {
+          class: `cnnw-legend-item${off ? " cnnw-off" : ""}`, "data-class": String(c), "aria-pressed": String(!off),
+          title: off ? `Show class ${nm} again` : `Hide class ${nm} (its points leave the selection)`,
+          onclick: () => toggleClass(c),
+        }, [swatch(colorOf(c), off), `${text} (${counts.get(c) || 0})`]);
+      });
+      if (counts.get(-1)) items.push(h("div", { class: "cnnw-legend-row", "data-group": "-1" }, [swatch(colors.none), `${by === "predicted" ? "no prediction" : "no label"} (${counts.get(-1)})`]));
+      legendItems.replaceChildren(...items);
     }
-    legend.replaceChildren(
-      ...names().map((nm, c) => h("div", {
-        class: "cnnw-legend-item", "data-class": String(c),
-        style: { cursor: "pointer", opacity: hidden.includes(c) ? "0.35" : "1" },
-        onclick: () => set("hidden_classes", hidden.includes(c) ? hidden.filter((x) => x !== c) : [...hidden, c]),
-      }, [h("span", { style: { color: PALETTE[c % PALETTE.length] } }, ["■ "]), nm])),
-    );
+    const showAll = h("button", { class: "cnnw-show-all", title: "Show every class again", onclick: () => set({ hidden_classes: [] }) }, ["show all"]);
+    legendFoot.replaceChildren(...(hidden.length ? [h("span", {}, [`${hidden.length} class${hidden.length === 1 ? "" : "es"} hidden${by === "correct" ? " (by label)" : ""} `]), showAll] : []));
   }
 
+  // ---- neighbours of the selected image (computed by the kernel)
   function drawNeighbors() {
     const nb = model.get("_neighbors") || {};
-    if (nb.index === undefined) {
+    const cur = model.get("index");
+    if (cur < 0 || cur >= n) {
       neigh.replaceChildren();
       return;
     }
+    if (nb.index !== cur) {
+      neigh.replaceChildren(h("div", { class: "cnnw-info" }, [live(model) ? `image #${cur}: finding its nearest neighbours ...`
+        : `image #${cur}: its neighbours are not in this static copy`]));
+      return;
+    }
+    const thumb = (i, attrs = {}) => {
+      const c = h("canvas");
+      thumbs.draw(c, i, 2);
+      return h("div", { class: "cnnw-thumb", "data-index": String(i), ...attrs }, [c, `#${i}`]);
+    };
     const row = (title, idx, cls) => h("div", { class: `cnnw-thumbs ${cls}` }, [
-      h("span", { style: { width: "150px" } }, [title]),
-      ...idx.map((i) => {
-        const c = h("canvas");
-        drawThumb(c, i, 2);
-        return h("div", { class: "cnnw-thumb", "data-index": String(i), onclick: () => set("index", i) }, [c, `#${i}`]);
-      }),
+      h("span", { class: "cnnw-thumbs-title" }, [title]),
+      ...idx.map((i) => thumb(i, { role: "button", tabindex: "0", title: `Select image #${i}`, onclick: () => set({ index: i }),
+        onkeydown: (e) => { if (e.key === "Enter") set({ index: i }); } })),
     ]);
-    const me = h("canvas");
-    drawThumb(me, nb.index, 2);
     neigh.replaceChildren(
       h("div", { class: "cnnw-info" }, [`image #${nb.index} and its ${nb.feature.length} nearest neighbours`]),
-      h("div", { class: "cnnw-thumbs" }, [h("span", { style: { width: "150px" } }, ["selected"]), me]),
+      h("div", { class: "cnnw-thumbs" }, [h("span", { class: "cnnw-thumbs-title" }, ["selected"]), thumb(nb.index)]),
       row("in feature space", nb.feature, "cnnw-neighbors-feature"),
       row("in pixel space", nb.pixel, "cnnw-neighbors-pixel"),
     );
   }
 
+  // ---- progress and status
+  function syncStatus() {
+    const phase = model.get("phase") || "idle";
+    const it = model.get("iteration"), total = model.get("n_iter");
+    const p = model.get("progress");
+    const tsneRun = phase === "embedding" && model.get("method") === "tsne" && it > 0;
+    let text = "";
+    if (phase === "features" && p >= 0) {
+      progress.value = p / 0.9;
+      text = `features: ${Math.round((100 * p) / 0.9)}%`;
+    } else if (tsneRun) {
+      progress.value = Math.min(1, it / Math.max(1, total));
+      text = `iteration ${it} of ${total}`;
+    } else if (phase === "embedding") progress.removeAttribute("value"); // a step without steps
+    else if (phase === "stopped" && model.get("method") === "tsne" && it > 0) text = `stopped at iteration ${it} of ${total}`;
+    progress.hidden = !["features", "embedding"].includes(phase);
+    progressText.textContent = text;
+    progressText.hidden = !text;
+    const badge = { done: "done", stopped: "stopped", failed: "failed", features: "running", embedding: "running" }[phase] || "";
+    phaseBadge.textContent = badge;
+    phaseBadge.hidden = !badge;
+    phaseBadge.className = `cnnw-phase cnnw-phase-${phase}`;
+    status.textContent = model.get("status") || "";
+    root.dataset.running = String(model.get("running"));
+    root.dataset.phase = phase;
+  }
+
+  // ---- data from the kernel
   function onPositions() {
-    pos = float32View(model.get("_positions"));
+    const a = decodeArray(model.get("_positions"));
+    pos = a.dtype === "float32" ? a.data : new Float32Array(0);
     n = Math.floor(pos.length / 2);
+    if (n !== labels.length && labels.length) n = Math.min(n, labels.length);
     computeBounds();
     if (!userView) fitView();
     buildGrid();
+    if (cursor >= n) cursor = -1;
     draw();
   }
   function onLabels() {
-    labels = int16View(model.get("_labels"));
-    pred = int16View(model.get("_predicted"));
-    if (pred.length !== labels.length) pred = new Int16Array(labels.length).fill(-1);
-    draw();
-    drawLegend();
+    labels = Int16Array.from(decodeArray(model.get("_labels")).data);
+    const p = decodeArray(model.get("_predicted")).data;
+    pred = p.length === labels.length ? Int16Array.from(p) : new Int16Array(labels.length).fill(-1);
   }
-  function syncStatus() {
-    const p = model.get("progress");
-    progress.style.visibility = p >= 0 ? "visible" : "hidden";
-    progress.value = Math.max(0, p);
-    const it = model.get("iteration");
-    status.textContent = model.get("status") + (model.get("running") && it ? ` iteration ${it}` : "");
-    root.dataset.running = String(model.get("running"));
-  }
-
-  const handlers = [
-    [["_positions"], onPositions],
-    [["_labels", "_predicted"], onLabels],
-    [["_atlas", "_atlas_meta"], () => { decodeAtlas(); drawNeighbors(); }],
-    [["color_by", "hidden_classes", "class_names"], () => { draw(); drawLegend(); }],
-    [["index", "selected", "point_size", "width", "height"], draw],
-    [["_neighbors"], drawNeighbors],
-    [["status", "progress", "running", "iteration"], syncStatus],
-  ];
-  const bound = [];
-  for (const [traits, fn] of handlers) for (const tr of traits) {
-    model.on(`change:${tr}`, fn);
-    bound.push([tr, fn]);
-  }
-  decodeAtlas();
-  onLabels();
-  onPositions();
-  drawLegend();
-  drawNeighbors();
-  syncStatus();
-
-  return () => {
-    note.dispose();
-    for (const [tr, fn] of bound) model.off(`change:${tr}`, fn);
-    colorSel.dispose();
-    window.removeEventListener("mouseup", onUp);
+  const onHidden = () => {
+    hiddenSet = new Set(model.get("hidden_classes") || []);
   };
+
+  function resize(width) {
+    if (!theme || !theme.bg) readTheme(); // the first width: the view is in the page now
+    const old = W;
+    W = width;
+    H = Math.max(120, Math.round(width * (model.get("aspect") || 0.75)));
+    if (userView && old) {
+      const f = W / old; // the same part of the map, at the new size
+      view = { s: view.s * f, tx: view.tx * f, ty: view.ty * f };
+    } else fitView();
+    draw();
+  }
+
+  disposers.push(
+    bindTraits(model, {
+      "_labels _predicted": () => { onLabels(); draw(); drawLegend(); },
+      _positions: () => { onPositions(); drawLegend(); drawNeighbors(); syncSelection(); },
+      _thumbnails: () => {
+        thumbs = thumbnailPages(decodeArray(model.get("_thumbnails")));
+        root.dataset.atlasPages = String(thumbs.count);
+        root.dataset.atlasSide = String(thumbs.side);
+        drawNeighbors();
+      },
+      "color_by hidden_classes class_names": () => { onHidden(); draw(); drawLegend(); syncSelection(); },
+      "index point_size": () => {
+        const cur = model.get("index");
+        if (cur >= 0 && cur < n) cursor = cur; // the keyboard goes on from the selected point
+        root.dataset.cursor = String(cursor);
+        draw();
+        drawNeighbors();
+      },
+      selected: () => { draw(); syncSelection(); },
+      _neighbors: drawNeighbors,
+      aspect: () => W && resize(W),
+      "status progress running iteration n_iter phase method": () => { syncStatus(); if (!n) draw(); },
+      selection_note: () => {
+        selNote.textContent = model.get("selection_note") || "";
+        selNote.hidden = !selNote.textContent;
+      },
+    }),
+    observeWidth(wrap, resize),
+    onThemeChange(() => {
+      readTheme();
+      draw();
+      drawLegend();
+    }),
+  );
+
+  return () => disposers.forEach((d) => d());
 }
 
 export default { render };
