@@ -6,7 +6,7 @@ import contextlib
 import threading
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import bqplot as bq
 import ipywidgets as ipw
@@ -15,20 +15,26 @@ import torch
 import traitlets as t
 from torch import nn
 
-from ..core.colormaps import blend_overlay, heat_codes
+from ..core.colormaps import MAX_CODE, MID_CODE, NONFINITE_CODE, heat_codes
 from ..core.colormaps import lut as make_lut
 from ..core.images import ImageSet
-from ..core.layers import not_a_cnn_notice, view_defaults
+from ..core.layers import layer_labels, not_a_cnn_notice, view_defaults
 from ..core.model import check_model, model_device, model_dtype
 from ..core.outputs import OutputSelector, check_output, class_names_for
 from ..core.runner import Scores, forward_errors, spatial_layers, using_model
-from ..core.saliency import BASELINES, METHODS, REGISTRY, Explanation, explain, logits_only, softmax_notice_off, to_heatmap
-from ._base import (BaseWidget, Float, Int, PageScheduled, bounded_int, check_labels, checked, close_widgets, float_in,
-                    frontend_safe, int_in, one_of)
+from ..core.saliency import (METHODS, REGISTRY, Baseline, Explanation, HeatmapMode, Method, explain, logits_only,
+                             softmax_notice_off, to_heatmap)
+from ._base import (ArrayTrait, BaseWidget, Choice, Float, Int, PageScheduled, bounded_int, check_labels, checked,
+                    close_widgets, float_in, frontend_safe, int_in)
 from ._worker import LatestWorker
 from .selection import Selection, SelectionMixin
 
-__all__ = ["SaliencyViewer"]
+__all__ = ["SaliencyLayout", "SaliencyViewer", "attribution_overlay"]
+
+#: The views of :class:`SaliencyViewer` (its ``view`` trait): one map, several methods side by
+#: side for one image, or one method on several images. (The core has no such list: it is a
+#: choice of this widget alone.)
+SaliencyLayout = Literal["single", "compare", "grid"]
 
 #: Methods shown side by side in compare mode by default.
 COMPARE_DEFAULT = ["vanilla", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "guided_gradcam"]
@@ -37,6 +43,89 @@ PREDICTED, TRUE_LABEL = -1, -2
 #: Grad-CAM and guided Grad-CAM: the methods that read a layer's feature maps for a class score.
 _CAM_METHODS = tuple(m for m, spec in REGISTRY.items() if spec.takes_layer and spec.targeted)
 _UNSET: Any = object()
+
+#: What each method's map measures, for the colour scale's title ("attribution, |gradient × input|").
+VALUE_NAMES: dict[str, str] = {
+    "vanilla": "gradient", "grad_x_input": "gradient \u00d7 input", "smoothgrad": "mean gradient over noisy copies",
+    "integrated_gradients": "integrated gradient", "guided_backprop": "guided gradient", "deconvnet": "deconvnet gradient",
+    "gradcam": "Grad-CAM", "guided_gradcam": "guided gradient \u00d7 Grad-CAM", "layer_gradient": "layer gradient",
+}
+#: One line per method for its menu entry's tooltip: what the map is.
+METHOD_TIPS: dict[str, str] = {
+    "vanilla": "the gradient of the class score with respect to each input pixel",
+    "grad_x_input": "the gradient times the input: how much each pixel's value adds to the score",
+    "smoothgrad": "the gradient averaged over noisy copies of the image (less speckle)",
+    "integrated_gradients": "gradients summed along a path from a baseline image; they add up to the score change",
+    "guided_backprop": "the gradient passed back only through positive activations and positive gradients",
+    "deconvnet": "the signal passed back through ReLUs as a deconvolution network would",
+    "gradcam": "a chosen layer's feature maps, weighted by their mean gradient, upsampled to the image",
+    "guided_gradcam": "guided backprop times Grad-CAM: fine detail inside the Grad-CAM region",
+    "layer_gradient": "the gradient of a layer's (or one channel's) summed activation; no class involved",
+}
+#: Brightness (0..255) of the brightest pixel of the image drawn under a map: the image is drawn
+#: as dimmed gray, so white ink can never look like the top of the colour scale.
+BASE_LEVEL = 128
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, C) -> int32 (H, W) luminance ``(77 R + 150 G + 29 B + 128) >> 8`` (a gray
+    image stays as it is: 77 + 150 + 29 = 256)."""
+    img = image.astype(np.int32)
+    if img.shape[-1] == 1:
+        return img[..., 0]
+    return (77 * img[..., 0] + 150 * img[..., 1] + 29 * img[..., 2] + 128) >> 8
+
+
+def attribution_overlay(image: np.ndarray, codes: np.ndarray, table: np.ndarray, opacity: float,
+                        signed: bool = False) -> np.ndarray:
+    """An attribution map over its image, exactly as the page draws it (integer arithmetic;
+    js/src/widgets/saliency_viewer.js: ``attributionOverlay``).
+
+    The image is drawn as dimmed gray (its brightest pixel at :data:`BASE_LEVEL`), and each
+    pixel of the map covers it in proportion to its value: zero attribution leaves the image,
+    the largest covers it at ``opacity``. So bright strokes of the image and high attribution
+    never look alike (captum's ``blended_heat_map`` also draws the image in gray).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        uint8 (H, W, C), C = 1 or 3.
+    codes : numpy.ndarray
+        uint8 (h, w) codes of :func:`~cnnwidgets.core.colormaps.heat_codes`, upsampled to H x W
+        by nearest neighbour (source row ``y * h // H``).
+    table : numpy.ndarray
+        uint8 (256, 3) colours of the codes.
+    opacity : float
+        Cover of the largest value: 0 shows the dimmed image only.
+    signed : bool
+        Codes of a signed map (zero at code 127): the cover follows ``|value|``.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (H, W, 3): ``(base * (255 - c) + colour * c + 127) // 255`` with
+        ``base = (gray * BASE_LEVEL + 127) // 255``, ``a = floor(opacity * 255 + 0.5)`` and the
+        cover ``c = (a * code + 127) // 254`` (abs), ``(a * |code - 127| + 63) // 127`` (signed),
+        ``a`` for non-finite values (code 255).
+
+    Examples
+    --------
+    >>> img = np.full((1, 2, 1), 255, np.uint8)  # white ink
+    >>> attribution_overlay(img, np.array([[0, 254]], np.uint8), make_lut("gray"), 1.0)[0, :, 0].tolist()
+    [128, 255]
+    """
+    H, W = image.shape[:2]
+    h, w = codes.shape
+    ys = (np.arange(H) * h) // H
+    xs = (np.arange(W) * w) // W
+    up = codes[ys][:, xs].astype(np.int32)
+    colour = table[up].astype(np.int32)
+    a = int(np.floor(float(opacity) * 255 + 0.5))
+    cover = (a * np.abs(up - MID_CODE) + MID_CODE // 2) // MID_CODE if signed else (a * up + MAX_CODE // 2) // MAX_CODE
+    cover = np.where(up == NONFINITE_CODE, a, cover)[..., None]
+    base = ((_gray(image) * BASE_LEVEL + 127) // 255)[..., None]
+    out = (base * (255 - cover) + colour * cover + 127) // 255
+    return out.astype(np.uint8)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -54,6 +143,10 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     none, so the map is the plain gradient), Integrated Gradients' convergence delta, the layer
     Grad-CAM read. A method that fails shows its error in its own panel; the others are drawn.
 
+    Each map is drawn over its image as dimmed gray (:func:`attribution_overlay`), with a colour
+    scale whose ends are the attribution they stand for (:meth:`heat_range`). The class chart
+    explains the class of any column clicked, however low its bar.
+
     Parameters
     ----------
     model : nn.Module
@@ -69,7 +162,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         True labels (N) and class names (at least as many as the model's classes; for a
         single-logit model one name X gives the classes ``["not X", "X"]``).
     method : str
-        One of :attr:`methods`: ``"vanilla"``, ``"grad_x_input"``, ``"smoothgrad"``,
+        One of :attr:`methods` (the core's ``Method`` alias): ``"vanilla"``, ``"grad_x_input"``, ``"smoothgrad"``,
         ``"integrated_gradients"``, ``"guided_backprop"``, ``"deconvnet"``, ``"gradcam"``,
         ``"guided_gradcam"``, ``"layer_gradient"``.
     target : "predicted", "true", int or class name
@@ -107,7 +200,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     _shared = ("index", "layer", "channel", "target")
     #: The toolbar's controls and clicks on panels (js/src/widgets/saliency_viewer.js), and
     #: the grid view's size.
-    _page_writable = frozenset({"index", "method", "target", "layer", "display", "opacity", "view", "steps",
+    _page_writable = frozenset({"index", "method", "target", "layer", "mode", "opacity", "view", "steps",
                                 "samples", "noise", "baseline", "grid_size"})
     #: Largest Integrated Gradients ``steps`` and SmoothGrad ``samples`` (passes per map), and
     #: largest number of images in the grid view.
@@ -117,50 +210,65 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     # --- choices
     index = Int(0).tag(sync=True)
     n_images = Int(0, read_only=True).tag(sync=True)
-    method = t.Unicode("vanilla").tag(sync=True)
+    method = Choice(Method, "vanilla").tag(sync=True)
     methods = t.List(t.Unicode(), read_only=True).tag(sync=True)
-    #: Per method, from the core's one registry: its menu label and the options it takes
-    #: (``layer``, ``steps``, ``samples``), so the page keeps no method list of its own.
+    #: Per method, from the core's one registry: its menu label, its reference, a one-line
+    #: tooltip and the options it takes (``layer``, ``steps``, ``samples``), so the page keeps
+    #: no method list of its own.
     method_info = t.Dict(read_only=True).tag(sync=True)
     target = Int(PREDICTED).tag(sync=True)
     class_names = t.List(t.Unicode(), read_only=True).tag(sync=True)
     layer = t.Unicode("").tag(sync=True)
     layers = t.List(t.Unicode(), read_only=True).tag(sync=True)
+    #: What the layer menu shows beside each name: type and output shape ("Conv2d 16x14x14").
+    layer_labels = t.Dict(read_only=True).tag(sync=True)
     channel = Int(-1).tag(sync=True)
-    display = t.Unicode("abs").tag(sync=True)  # "abs" | "signed"
+    #: ``"abs"``: ``|attribution|`` (max over channels) on a sequential colour map;
+    #: ``"signed"``: the sum over channels on the diverging map, zero in the middle.
+    mode = Choice(HeatmapMode, "abs").tag(sync=True)
     cmap = t.Unicode("inferno").tag(sync=True)
-    opacity = Float(0.6).tag(sync=True)
-    view = t.Unicode("single").tag(sync=True)  # "single" | "compare" | "grid"
+    #: How much the largest attribution covers the image (smaller values cover it less).
+    opacity = Float(0.8).tag(sync=True)
+    view = Choice(SaliencyLayout, "single").tag(sync=True)
     compare_methods = t.List(t.Unicode(), default_value=list(COMPARE_DEFAULT)).tag(sync=True)
     grid_size = Int(12).tag(sync=True)
     steps = Int(50).tag(sync=True)
     samples = Int(25).tag(sync=True)
     noise = Float(0.15).tag(sync=True)
-    baseline = t.Unicode("black").tag(sync=True)
+    baseline = Choice(Baseline, "black").tag(sync=True)
 
     # --- status
     busy = t.Bool(False).tag(sync=True)
     status = t.Unicode("").tag(sync=True)
+    #: Whether the status line reports a failure (then the page shows it in the error colour).
+    status_error = t.Bool(False, read_only=True).tag(sync=True)
     progress = Float(-1.0).tag(sync=True)
 
-    # --- data (binary)
-    _image = t.Bytes(b"").tag(sync=True)
+    # --- data (arrays go as one binary buffer each, with dtype and shape)
+    #: uint8 (H, W, C) the image shown.
+    _image = ArrayTrait()
+    #: index, label, predicted, probability, correct (None without a label), probs_label (what
+    #: the bars show), title (the chart's) and ``error`` when the model could not read the image.
     _image_meta = t.Dict().tag(sync=True)
     #: float32 (K,) class probabilities of the shown image; drawn by the page itself where no
     #: widget manager renders ``chart`` (a standalone HTML export).
-    _probs = t.Bytes(b"").tag(sync=True)
-    _heat = t.Bytes(b"").tag(sync=True)
-    #: index, h, w, method, target, target_name, display; ``note``: what the method reported
-    #: (the status line shows it too); ``error``: why the map could not be computed (then
-    #: ``_heat`` is all zeros and the page draws the image alone).
+    _probs = ArrayTrait()
+    #: uint8 (h, w) codes of the map (:func:`~cnnwidgets.core.colormaps.heat_codes`).
+    _heat = ArrayTrait()
+    #: index, method, target, target_name, mode; ``vmin``/``vmax``: the attribution at the two
+    #: ends of the colour scale, ``value``: what the value is (the colour scale's title);
+    #: ``note``: what the method reported (the status line shows it too); ``error``: why the map
+    #: could not be computed (then ``_heat`` is all zeros and the page draws the image alone).
     _heat_meta = t.Dict().tag(sync=True)
-    _heat_lut = t.Bytes(b"").tag(sync=True)
-    _panels = t.Bytes(b"").tag(sync=True)
-    _panel_images = t.Bytes(b"").tag(sync=True)
-    #: kind ("compare" | "grid"), h, w, c, failed (how many panels failed) and ``items``, one
-    #: per panel: index, method, target, target_name, ``note`` (the caption under the panel:
-    #: the rule report, the convergence delta, the layer) and ``error`` for a panel whose
-    #: method failed (its codes are zeros and the page draws the image alone, with the error).
+    #: uint8 (256, 3) the colours of the codes (the same for the panels).
+    _heat_lut = ArrayTrait()
+    #: uint8 (K, h, w) codes of the compare/grid panels, and uint8 (K, H, W, C) their images.
+    _panels = ArrayTrait()
+    _panel_images = ArrayTrait()
+    #: kind ("compare" | "grid"), mode, failed (how many panels failed) and ``items``, one per
+    #: panel: index, method, target, target_name, vmin, vmax, value, ``note`` (the caption under
+    #: the panel: the rule report, the convergence delta, the layer) and ``error`` for a panel
+    #: whose method failed (its codes are zeros and the page draws the image alone, with the error).
     _panels_meta = t.Dict().tag(sync=True)
 
     chart = t.Instance(bq.Figure).tag(sync=True, **ipw.widget_serialization)
@@ -206,6 +314,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         self._stop = threading.Event()
         self._status_lock = threading.Lock()
         self._status_parts = {"image": "", "heat": "", "panels": ""}
+        self._status_failed: set[str] = set()
         #: what the bars show: class probabilities, or for segmentation the share of pixels per class
         self._probs_label = "share of pixels" if head.kind == "segmentation" else "probability"
         chart = self._make_chart(names, head.kind == "segmentation")
@@ -218,10 +327,13 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
                 self.note("cnn", not_a_cnn_notice(self._patch))
             self.set_trait("n_images", len(self._images))
             self.set_trait("methods", list(METHODS))
-            self.set_trait("method_info", {m: {"label": spec.label, "layer": spec.takes_layer, "steps": spec.takes_steps,
-                                               "samples": spec.takes_samples} for m, spec in REGISTRY.items()})
+            self.set_trait("method_info", {m: {"label": spec.label, "reference": spec.reference,
+                                               "tip": METHOD_TIPS.get(m, spec.label), "layer": spec.takes_layer,
+                                               "steps": spec.takes_steps, "samples": spec.takes_samples}
+                                           for m, spec in REGISTRY.items()})
             self.set_trait("class_names", names)
             self.set_trait("layers", spatial)
+            self.set_trait("layer_labels", layer_labels(self._model, x0, names=spatial))
             self.method = method
             self.target = self._parse_target(target)
             if layer is not None:
@@ -232,7 +344,6 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             self._join(selection, explicit=("layer",) if layer is not None else ())
             self._update_image()
             self._update_heat()
-            self.on_msg(self._on_page_message)
         except BaseException:
             self.close()
             close_widgets(chart)  # if the constructor failed before the chart was held
@@ -304,23 +415,46 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             raise ValueError(f"target {target!r} is not a class name; use 'predicted', 'true', an index or one of {names}")
         return int(target)
 
+    #: Bar colours: a class, the explained class (selected), a wrong prediction (the error
+    #: colour of both themes), and the invisible full-height column behind each bar.
+    BAR_COLOR, TARGET_COLOR, WRONG_COLOR = "#4c78a8", "#f58518", "#d62728"
+
     def _make_chart(self, names: list[str], shares: bool) -> bq.Figure:
+        """The class bars: one bar per class over an invisible full-height column, so that a
+        click anywhere in a class's column (a bar near 0 % has no height to click) explains it.
+        The figure fills its container's width."""
         xs = bq.OrdinalScale()
         ys = bq.LinearScale(min=0.0, max=1.0)
-        self._bars = bq.Bars(
-            x=names, y=np.zeros(len(names)), scales={"x": xs, "y": ys}, colors=["#4c78a8"],
-            interactions={"click": "select"}, selected_style={"fill": "#f58518"}, unselected_style={"opacity": 0.8},
+        # behind the bars: clickable, drawn at opacity 0, never styled by its selection
+        self._columns = bq.Bars(
+            x=names, y=np.ones(len(names)), scales={"x": xs, "y": ys}, colors=[self.BAR_COLOR], opacities=[0.0],
+            interactions={"click": "select"}, selected_style={}, unselected_style={}, padding=0.0,
         )
+        self._bars = bq.Bars(
+            x=names, y=np.zeros(len(names)), scales={"x": xs, "y": ys}, colors=[self.BAR_COLOR] * len(names),
+            color_mode="element", interactions={"click": "select"}, selected_style={"fill": self.TARGET_COLOR},
+            unselected_style={"opacity": 0.8},
+        )
+        self._columns.observe(self._on_bar_select, "selected")
         self._bars.observe(self._on_bar_select, "selected")
         ax = bq.Axis(scale=xs, label="class")
-        ay = bq.Axis(scale=ys, orientation="vertical", tick_format=".0%", label="share of pixels" if shares else "probability")
-        title = "share of pixels per class (click a bar to explain it)" if shares else \
-            "class probabilities (click a bar to explain it)"
+        ay = bq.Axis(scale=ys, orientation="vertical", tick_format=".0%", label="share of pixels" if shares else "probability",
+                     label_offset="42px", tick_values=np.linspace(0.0, 1.0, 5))
         return bq.Figure(
-            marks=[self._bars], axes=[ax, ay], title=title,
-            layout=ipw.Layout(width="420px", height="240px"),
-            fig_margin={"top": 40, "bottom": 40, "left": 55, "right": 10},
+            marks=[self._columns, self._bars], axes=[ax, ay], title=self._chart_title(0, None),
+            layout=ipw.Layout(width="100%", height="260px", min_width="0", margin="0"),
+            fig_margin={"top": 40, "bottom": 45, "left": 62, "right": 10},
         )
+
+    def _chart_what(self) -> str:
+        return "share of pixels per class" if self._probs_label == "share of pixels" else "class probabilities"
+
+    def _chart_title(self, index: int, error: str | None) -> str:
+        """What the chart shows, as its title says it: the image's class probabilities (or
+        share of pixels), and that a click on a class explains it."""
+        if error:
+            return f"image {index}: no {self._chart_what()} (see the status line)"
+        return f"{self._chart_what()} of image {index} \u00b7 click a class to explain it"
 
     # ------------------------------------------------------------------ public API
     @property
@@ -437,22 +571,50 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
 
     def heatmap(self, index: int | None = None, method: str | None = None, target: int | str | None = None,
                 **params: Any) -> np.ndarray:
-        """The displayed map in [0, 1] (``display="abs"``) or [-1, 1] (signed), float32 (H, W)."""
+        """The displayed map in [0, 1] (``mode="abs"``) or [-1, 1] (signed), float32 (H, W)."""
         a, _ = self._attribute(index, method, target, params, notice=False)
         return self._heat_of(a)
 
     def _heat_of(self, a: np.ndarray) -> np.ndarray:
-        return to_heatmap(a[None] if a.ndim == 2 else a, self.display)
+        return to_heatmap(a[None] if a.ndim == 2 else a, self.mode)
+
+    def _value_range(self, a: np.ndarray) -> tuple[float, float]:
+        """The attribution at the two ends of the colour scale of the map of ``a`` (C, H, W) or
+        (H, W): ``(0, S)`` for ``mode="abs"``, ``(-S, S)`` for signed, with ``S`` the largest
+        value that :func:`~cnnwidgets.core.saliency.to_heatmap` divides by (max over pixels of
+        the max over channels of ``|a|``, or of ``|sum over channels|``)."""
+        a3 = np.asarray(a[None] if a.ndim == 2 else a, np.float64)
+        maps = np.abs(a3).max(axis=0) if self.mode == "abs" else a3.sum(axis=0)
+        top = float(np.abs(maps).max()) if maps.size else 0.0
+        return (0.0, top) if self.mode == "abs" else (-top, top)
+
+    def _value_name(self, method: str) -> str:
+        """What the colour of a map of ``method`` measures: "attribution, |gradient × input|"
+        (channels reduced by their max), or "signed attribution, gradient × input" (summed)."""
+        name = VALUE_NAMES.get(method, REGISTRY[method].label)
+        several = self._images.shape[0] > 1 and REGISTRY[method].input_shaped
+        if self.mode == "abs":  # Grad-CAM is >= 0 already (a ReLU of weighted feature maps)
+            return f"attribution, {name if method == 'gradcam' else f'|{name}|'}" + (", max over channels" if several else "")
+        return f"signed attribution, {name}" + (", sum over channels" if several else "")
+
+    def heat_range(self) -> tuple[float, float]:
+        """The attribution at the two ends of the colour scale of the map shown (its colorbar's
+        min and max): ``(0, S)`` for ``mode="abs"``, ``(-S, S)`` for signed; ``(nan, nan)`` when
+        the map could not be computed."""
+        meta = self._heat_meta
+        if meta.get("error") or meta.get("vmin") is None:
+            return (float("nan"), float("nan"))
+        return (float(meta["vmin"]), float(meta["vmax"]))
 
     def overlay_image(self) -> np.ndarray:
-        """The current heatmap over the image as the page draws it, uint8 (H, W, 3); the image
-        alone when the map could not be computed (``_heat_meta["error"]``)."""
+        """The current map over the image as the page draws it (:func:`attribution_overlay`),
+        uint8 (H, W, 3); the image alone when the map could not be computed
+        (``_heat_meta["error"]``)."""
         meta = self._heat_meta
         img = self._images.display_rgb(meta["index"])
         if meta.get("error"):
             return img
-        codes = np.frombuffer(self._heat, np.uint8).reshape(meta["h"], meta["w"])
-        return blend_overlay(img, codes, self._table(), self.opacity)
+        return attribution_overlay(img, self._heat, self._table(), self.opacity, self.mode == "signed")
 
     def wait(self, timeout: float = 120.0) -> bool:
         """Block until background computations are done."""
@@ -480,13 +642,6 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     def _v_index(self, proposal):
         return self._images.check_index(proposal["value"])
 
-    @t.validate("method")
-    @checked
-    def _v_method(self, proposal):
-        if proposal["value"] not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}; got {proposal['value']!r}")
-        return proposal["value"]
-
     @t.validate("target")
     @checked
     def _v_target(self, proposal):
@@ -503,11 +658,6 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
                 f"layer {proposal['value']!r} has no spatial (N x C x H x W) output; choose one of {list(self.layers)}"
             )
         return proposal["value"]
-
-    @t.validate("display")
-    @checked
-    def _v_display(self, proposal):
-        return one_of(proposal, ("abs", "signed"))
 
     @t.validate("cmap")
     @checked
@@ -530,18 +680,6 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     def _v_grid_size(self, proposal):
         return int_in(proposal, 1, self.MAX_GRID, "images in the grid view")
 
-    @t.validate("baseline")
-    @checked
-    def _v_baseline(self, proposal):
-        if proposal["value"] not in BASELINES:
-            raise ValueError(f"baseline must be one of {list(BASELINES)}, got {proposal['value']!r}")
-        return proposal["value"]
-
-    @t.validate("view")
-    @checked
-    def _v_view(self, proposal):
-        return one_of(proposal, ("single", "compare", "grid"))
-
     @t.validate("compare_methods")
     @checked
     def _v_compare(self, proposal):
@@ -554,13 +692,25 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     @t.observe("index")
     def _on_index(self, change):
         if self._ready:
-            self._schedule(lambda: (self._update_image(), self._update_heat(), self._refresh_panels()))
+            self._schedule(lambda: self._job(self._update_image, self._update_heat, self._refresh_panels))
 
-    @t.observe("method", "target", "layer", "channel", "steps", "samples", "noise", "baseline", "display", "cmap")
+    @t.observe("method", "target", "layer", "channel", "steps", "samples", "noise", "baseline", "mode", "cmap")
     def _on_params(self, change):
         if self._ready:
             # a pending index change may be superseded by this job: bring the image along
-            self._schedule(lambda: (self._sync_image(), self._update_heat(), self._refresh_panels()))
+            self._schedule(lambda: self._job(self._sync_image, self._update_heat, self._refresh_panels))
+
+    def _job(self, *steps) -> None:
+        """Run the update ``steps`` in order; the view is not busy afterwards, however they end
+        (an exception goes on to the worker, which shows it in the view: ``view_error``), and a
+        run that ends well clears an earlier failure of the view."""
+        try:
+            for step in steps:
+                step()
+        finally:
+            self.busy = False
+        if self.view_error:
+            self.report_failure(None)
 
     def _sync_image(self) -> None:
         if self._image_meta.get("index") != self.index:
@@ -573,59 +723,102 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
 
     @frontend_safe
     def _on_bar_select(self, change):
-        """A click on a class bar (the bqplot chart's page state): explain that class."""
-        sel = change["new"]
+        """A click on a class bar, or anywhere in its column (the bqplot chart's page state):
+        explain that class."""
+        sel, owner = change["new"], change["owner"]
         if not self._ready or sel is None or len(sel) != 1:
             return
         value = np.asarray(sel).reshape(-1)[0].item()  # "x", NaN, 2.5 ... arrive here too
         try:
             c = bounded_int(value, "the selected bar", 0, self._n_classes - 1, "one class index")
         except (TypeError, ValueError):
-            self._bars.selected = [self.resolve_target()]  # the chart shows the explained class again
+            self._show_target_bar()  # the chart shows the explained class again
             raise
+        finally:
+            if owner is self._columns:
+                owner.selected = None  # the column is clickable again, and never drawn selected
         if c != self.resolve_target():
             self.target = c
+        elif owner is self._columns:
+            self._show_target_bar()
 
-    def _on_page_message(self, _widget, content, _buffers):
+    def _show_target_bar(self) -> None:
         try:
-            if isinstance(content, dict) and content.get("type") == "stop":
-                self._stop.set()
-        except Exception as exc:  # noqa: BLE001
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            cls = self.resolve_target()
+        except Exception:  # noqa: BLE001 - the image has no scores: no bar to show
+            return
+        if list(self._bars.selected or []) != [cls]:
+            self._bars.selected = [cls]
+
+    def _sel_pull(self, name: str, value: Any) -> None:
+        """Take a value of the shared Selection; one this view cannot show (an image beyond
+        its images, a layer without feature maps) is said in the banner, not kept silently."""
+        super()._sel_pull(name, value)
+        if name in ("index", "layer"):
+            self._selection_note()
+
+    def _selection_note(self) -> None:
+        sel = self.selection
+        parts = []
+        if sel is not None and sel.index != self.index and not 0 <= sel.index < len(self._images):
+            parts.append(f"The shared selection is on image {sel.index}, which this view does not have "
+                         f"(images 0..{len(self._images) - 1}): it shows image {self.index}.")
+        if sel is not None and sel.layer and sel.layer != self.layer and sel.layer not in self.layers:
+            parts.append(f"The shared selection's layer {sel.layer!r} has no feature maps for Grad-CAM: this "
+                         f"view stays on {self.layer!r}.")
+        self.note("selection", " ".join(parts) or None)
+
+    def _on_stop(self, content) -> None:
+        """The page's Stop button: end the compare/grid run after its current panel."""
+        self._stop.set()
 
     # ------------------------------------------------------------------ updates
     def _table(self) -> np.ndarray:
-        return make_lut("diverging" if self.display == "signed" else self.cmap)
+        return make_lut("diverging" if self.mode == "signed" else self.cmap)
 
-    def _set_status(self, part: str, text: str) -> None:
+    def _set_status(self, part: str, text: str, *, failed: bool = False) -> None:
         """The status line: why the image has no probabilities (if so), what the single map
         reported (or why it failed), then what the compare/grid run did (how many panels
-        failed, stopped)."""
+        failed, stopped). ``failed``: this part reports a failure (the line is then shown in
+        the error colour, ``status_error``)."""
         with self._status_lock:
             self._status_parts[part] = text
-            self.status = " ".join(v for v in self._status_parts.values() if v)
+            (self._status_failed.add if failed and text else self._status_failed.discard)(part)
+            with self.hold_sync():
+                self.status = " ".join(v for v in self._status_parts.values() if v)
+                self.set_trait("status_error", bool(self._status_failed))
 
     def _update_image(self) -> None:
         index = self.index
         img = self._images.display(index)
+        error = None
         try:
             _, s, p = self._read(index)
         except Exception as exc:  # noqa: BLE001 - the image is still shown, the status says why there are no bars
-            self._set_status("image", f"image {index}: {_error_text(exc)}")
+            error = _error_text(exc)
+            self._set_status("image", f"image {index}: {error}", failed=True)
             pred, p = None, np.zeros(self._n_classes, np.float32)
         else:
             self._set_status("image", "")
             pred, p = int(s.argmax()), p.numpy().astype(np.float32)
         label = self._images.label(index)
+        correct = None if label is None or pred is None else label == pred
+        meta = {"index": index, "label": self._images.class_name(label), "predicted": self._images.class_name(pred),
+                "probability": None if pred is None else float(p[pred]), "correct": correct,
+                "probs_label": self._probs_label, "title": self._chart_what()}
+        if error:
+            meta["error"] = error
         with self.hold_sync():
-            self._image = img.tobytes()
-            self._image_meta = {"index": index, "h": img.shape[0], "w": img.shape[1], "c": img.shape[2],
-                                "label": self._images.class_name(label), "predicted": self._images.class_name(pred),
-                                "probability": None if pred is None else float(p[pred]),
-                                "correct": None if label is None or pred is None else label == pred,
-                                "probs_label": self._probs_label}
-            self._probs = p.tobytes()
-        self._bars.y = p.astype(np.float64)
+            self._image = img
+            self._image_meta = meta
+            self._probs = p
+        colors = [self.BAR_COLOR] * self._n_classes
+        if correct is False:
+            colors[pred] = self.WRONG_COLOR  # a wrong prediction, in the error colour
+        with self._bars.hold_sync():
+            self._bars.y = p.astype(np.float64)
+            self._bars.colors = colors
+        self.chart.title = self._chart_title(index, error)
 
     def _map_notes(self, e: Explanation) -> list[str]:
         """What the method reported, for the status line (the head's note is in the banner)."""
@@ -664,23 +857,26 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             msg = _error_text(exc)
             _, h, w = self._images.shape
             with self.hold_sync():
-                self._heat_lut = self._table().tobytes()
-                self._heat = np.zeros((h, w), np.uint8).tobytes()
-                self._heat_meta = {"index": index, "h": h, "w": w, "method": method, "target": cls,
-                                   "target_name": self._images.class_name(cls), "display": self.display,
+                self._heat_lut = self._table()
+                self._heat = np.zeros((h, w), np.uint8)
+                self._heat_meta = {"index": index, "method": method, "target": cls,
+                                   "target_name": self._images.class_name(cls), "mode": self.mode,
+                                   "value": self._value_name(method), "vmin": None, "vmax": None,
                                    "note": "", "error": msg}
                 self.last_error = msg
-                self._set_status("heat", f"{REGISTRY[method].label} failed: {msg}")
+                self._set_status("heat", f"{REGISTRY[method].label} failed: {msg}", failed=True)
                 self.busy = False
             return
-        codes = heat_codes(self._heat_of(a), self.display == "signed")
+        codes = heat_codes(self._heat_of(a), self.mode == "signed")
+        vmin, vmax = self._value_range(a)
         notes = self._map_notes(e)
         with self.hold_sync():
-            self._heat_lut = self._table().tobytes()
-            self._heat = codes.tobytes()
-            self._heat_meta = {"index": index, "h": codes.shape[0], "w": codes.shape[1], "method": method,
-                               "target": cls, "target_name": self._images.class_name(cls),
-                               "display": self.display, "note": " ".join(notes)}
+            self._heat_lut = self._table()
+            self._heat = codes
+            self._heat_meta = {"index": index, "method": method, "target": cls,
+                               "target_name": self._images.class_name(cls), "mode": self.mode,
+                               "value": self._value_name(method), "vmin": vmin, "vmax": vmax,
+                               "note": " ".join(notes)}
             self._set_status("heat", " ".join(notes))
             self.busy = False
         # a click on another bar meanwhile is not undone by this (older) update: the newer one follows
@@ -705,7 +901,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         except Exception as exc:  # noqa: BLE001 - not one method's failure (those stay in their panels)
             if not self._closed:
                 self.last_error = _error_text(exc)
-                self._set_status("panels", f"the {view} view failed: {self.last_error}")
+                self._set_status("panels", f"the {view} view failed: {self.last_error}", failed=True)
         finally:
             self.progress = -1.0
 
@@ -716,7 +912,7 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             jobs = [(i, self.method) for i in range(index, min(len(self._images), index + self.grid_size))]
         _, h, w = self._images.shape
         kw = self._settings({})
-        signed = self.display == "signed"
+        signed = self.mode == "signed"
         heats, items, imgs = [], [], []
         failed = 0
         self.progress = 0.0
@@ -724,12 +920,14 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             if self._stop.is_set() or self._closed:
                 self._set_status("panels", "stopped")
                 return
-            item: dict[str, Any] = {"index": i, "method": m, "target": None, "target_name": None, "note": ""}
+            item: dict[str, Any] = {"index": i, "method": m, "target": None, "target_name": None, "note": "",
+                                    "value": self._value_name(m), "vmin": None, "vmax": None}
             try:
                 cls = self.resolve_target(i)
                 item.update(target=cls, target_name=self._images.class_name(cls))
                 a, e = self._explain(i, m, cls if REGISTRY[m].targeted else None, kw)
                 codes = heat_codes(self._heat_of(a), signed)
+                item["vmin"], item["vmax"] = self._value_range(a)
                 item["note"] = self._panel_note(e, kw)
             except Exception as exc:  # noqa: BLE001 - one failing method must not empty the other panels
                 if self._closed:
@@ -742,25 +940,23 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             imgs.append(self._images.display(i))
             self.progress = (k + 1) / len(jobs)
         what = "panels" if view == "compare" else "images"
-        shown_c = imgs[0].shape[2] if imgs else self._images.display(index).shape[2]
         with self.hold_sync():
-            self._panel_images = np.stack(imgs).tobytes() if imgs else b""
-            self._panels = np.stack(heats).tobytes() if heats else b""
-            self._panels_meta = {"kind": view, "items": items, "h": h, "w": w, "c": shown_c, "failed": failed}
+            self._panel_images = np.stack(imgs) if imgs else None
+            self._panels = np.stack(heats) if heats else None
+            self._panels_meta = {"kind": view, "mode": self.mode, "items": items, "failed": failed}
             self._set_status("panels", f"{failed} of {len(jobs)} {what} failed (each says why under its picture)."
-                             if failed else "")
+                             if failed else "", failed=bool(failed))
 
     def panel_overlay(self, k: int) -> np.ndarray:
-        """Panel ``k`` of the compare/grid view as the page draws it, uint8 (H, W, 3); the image
-        alone for a panel whose method failed."""
+        """Panel ``k`` of the compare/grid view as the page draws it (:func:`attribution_overlay`),
+        uint8 (H, W, 3); the image alone for a panel whose method failed."""
         meta = self._panels_meta
-        h, w, c = meta["h"], meta["w"], meta["c"]
-        codes = np.frombuffer(self._panels, np.uint8).reshape(-1, h, w)[k]
-        img = np.frombuffer(self._panel_images, np.uint8).reshape(-1, h, w, c)[k]
-        img = np.repeat(img, 3, axis=-1) if c == 1 else img[..., :3]
+        codes = self._panels[k]
+        img = self._panel_images[k]
+        img = np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img[..., :3]
         if meta["items"][k].get("error"):
             return np.ascontiguousarray(img)
-        return blend_overlay(img, codes, self._table(), self.opacity)
+        return attribution_overlay(img, codes, self._table(), self.opacity, meta.get("mode") == "signed")
 
     def __repr__(self) -> str:
         if self._closed:

@@ -22,7 +22,8 @@ from torch import nn
 import cnnwidgets
 from cnnwidgets import SaliencyViewer, Selection
 from cnnwidgets.core import attribute, to_display, to_heatmap
-from cnnwidgets.core.colormaps import blend_overlay, heat_codes, lut
+from cnnwidgets.core.colormaps import heat_codes, lut
+from cnnwidgets.widgets.saliency_viewer import BASE_LEVEL, METHOD_TIPS as SV_TIPS, attribution_overlay
 
 N = 100  # first N validation digits; digit 94 is misclassified by the demo model
 MISCLASSIFIED = 94
@@ -105,8 +106,14 @@ def display_rgb(demo, i: int) -> np.ndarray:
 
 
 def decoded_heat(sv: SaliencyViewer) -> np.ndarray:
-    meta = sv._heat_meta
-    return np.frombuffer(sv._heat, np.uint8).reshape(meta["h"], meta["w"])
+    assert sv._heat.dtype == np.uint8 and sv._heat.ndim == 2
+    return sv._heat
+
+
+def dimmed_gray(demo, i: int) -> np.ndarray:
+    """The image as the overlay draws it under the map: gray, brightest at BASE_LEVEL (uint8 H x W x 3)."""
+    img = to_display(demo.images[i], mean=demo.mean, std=demo.std)[..., 0].astype(np.int32)
+    return np.repeat(((img * BASE_LEVEL + 127) // 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
 def requires_grad_flags(model: nn.Module) -> dict[str, bool]:
@@ -221,37 +228,97 @@ def test_true_target_without_labels_falls_back_to_predicted(demo, logits):
 
 # ---------------------------------------------------------------- what the page receives
 @pytest.mark.parametrize("method", ["vanilla", "integrated_gradients", "gradcam", "guided_gradcam"])
-@pytest.mark.parametrize("display", ["abs", "signed"])
-def test_heat_bytes_decode_to_heat_codes_of_to_heatmap(sv, demo, logits, method, display):
+@pytest.mark.parametrize("mode", ["abs", "signed"])
+def test_heat_codes_are_heat_codes_of_to_heatmap(sv, demo, logits, method, mode):
     sv.index = 21
-    sv.display = display
+    sv.mode = mode
     sv.method = method
     a = reference(demo.model, demo.images[21:22], method, int(logits[21].argmax()), **core_params(sv, method))
-    heat = to_heatmap(a[None] if a.ndim == 2 else a, display)
-    want = heat_codes(heat, display == "signed")
+    heat = to_heatmap(a[None] if a.ndim == 2 else a, mode)
+    want = heat_codes(heat, mode == "signed")
     meta = sv._heat_meta
-    assert (meta["index"], meta["method"], meta["display"], meta["h"], meta["w"]) == (21, method, display, 28, 28)
+    assert (meta["index"], meta["method"], meta["mode"], sv._heat.shape) == (21, method, mode, (28, 28))
     assert meta["target"] == int(logits[21].argmax())
     np.testing.assert_array_equal(decoded_heat(sv), want)
-    table = lut("diverging") if display == "signed" else lut(sv.cmap)
-    np.testing.assert_array_equal(np.frombuffer(sv._heat_lut, np.uint8).reshape(256, 3), table)
+    table = lut("diverging") if mode == "signed" else lut(sv.cmap)
+    np.testing.assert_array_equal(sv._heat_lut, table)
     # the overlay, as the page draws it
-    np.testing.assert_array_equal(sv.overlay_image(), blend_overlay(display_rgb(demo, 21), want, table, sv.opacity))
+    np.testing.assert_array_equal(sv.overlay_image(),
+                                  attribution_overlay(display_rgb(demo, 21), want, table, sv.opacity, mode == "signed"))
+    # the colour scale's ends: the attribution that to_heatmap divides by (0 or -S at the low end)
+    a3 = (a[None] if a.ndim == 2 else a).astype(np.float64)
+    top = float(np.abs(a3).max(0).max()) if mode == "abs" else float(np.abs(a3.sum(0)).max())
+    assert top > 0
+    assert sv.heat_range() == ((0.0, top) if mode == "abs" else (-top, top))
+    assert (meta["vmin"], meta["vmax"]) == sv.heat_range()
+    # the codes span that scale: the largest |value| is at one end of it
+    assert (want.max() == 254) if mode == "abs" else (np.abs(want.astype(int) - 127).max() == 127)
+
+
+def test_colour_scale_says_what_the_value_is(sv):
+    assert sv._heat_meta["value"] == "attribution, |gradient|"
+    sv.method = "grad_x_input"
+    assert sv._heat_meta["value"] == "attribution, |gradient \u00d7 input|"
+    sv.mode = "signed"
+    assert sv._heat_meta["value"] == "signed attribution, gradient \u00d7 input"
+    sv.mode, sv.method = "abs", "gradcam"
+    assert sv._heat_meta["value"] == "attribution, Grad-CAM"  # >= 0: no absolute value taken
 
 
 def test_overlay_follows_opacity_and_cmap(sv, demo):
     sv.index = 5
     sv.cmap, sv.opacity = "viridis", 0.25
-    want = blend_overlay(display_rgb(demo, 5), decoded_heat(sv), lut("viridis"), 0.25)
+    want = attribution_overlay(display_rgb(demo, 5), decoded_heat(sv), lut("viridis"), 0.25)
     np.testing.assert_array_equal(sv.overlay_image(), want)
-    sv.opacity = 0.0
-    np.testing.assert_array_equal(sv.overlay_image(), display_rgb(demo, 5))
+    sv.opacity = 0.0  # no cover: the image alone, as dimmed gray
+    np.testing.assert_array_equal(sv.overlay_image(), dimmed_gray(demo, 5))
 
 
-def test_image_bytes_are_the_displayed_digit(sv, demo, logits):
+def test_attribution_overlay_known_values():
+    """The image is dimmed gray; each pixel of the map covers it in proportion to its value."""
+    gray = lut("gray")
+    white = np.full((1, 3, 1), 255, np.uint8)
+    # white ink under no / half / full attribution, opacity 1: 128 (dimmed ink), the mix, the colour
+    got = attribution_overlay(white, np.array([[0, 127, 254]], np.uint8), gray, 1.0)[0, :, 0].tolist()
+    cover = (255 * 127 + 127) // 254  # code 127 of 254, at opacity 1 (a = 255)
+    assert cover == 128 and gray[127, 0] == 128
+    assert got == [128, (128 * (255 - cover) + 128 * cover + 127) // 255, 255]
+    # colour image: the luminance (77 R + 150 G + 29 B + 128) >> 8, dimmed
+    red = np.array([[[255, 0, 0]]], np.uint8)
+    assert attribution_overlay(red, np.zeros((1, 1), np.uint8), gray, 0.8)[0, 0].tolist() == [
+        ((77 * 255 + 128 >> 8) * BASE_LEVEL + 127) // 255] * 3
+    # signed: zero (code 127) leaves the image, both ends cover it at `opacity`
+    table = lut("diverging")
+    out = attribution_overlay(np.zeros((1, 3, 1), np.uint8), np.array([[0, 127, 254]], np.uint8), table, 1.0, signed=True)
+    assert out[0, 1].tolist() == [0, 0, 0]
+    assert out[0, 0].tolist() == table[0].tolist() and out[0, 2].tolist() == table[254].tolist()
+    # a non-finite value (code 255) is drawn in its colour at `opacity`
+    assert attribution_overlay(np.zeros((1, 1, 1), np.uint8), np.full((1, 1), 255, np.uint8), gray, 1.0)[0, 0].tolist() \
+        == gray[255].tolist()
+
+
+def test_bright_ink_and_high_attribution_do_not_look_alike(sv, demo):
+    """The old blend (the map at 0.6 over the image as it is) drew a white stroke under no
+    attribution as bright as the top of the colour scale; now ink is at most BASE_LEVEL."""
+    sv.index = 0
+    codes = decoded_heat(sv)
+    img = to_display(demo.images[0], mean=demo.mean, std=demo.std)[..., 0]
+    out = sv.overlay_image().astype(int)
+    chroma = out.max(-1) - out.min(-1)
+    ink_low = (img >= 200) & (codes <= 25)  # bright ink, little attribution
+    top = codes >= 200  # high attribution
+    assert ink_low.sum() >= 5 and top.sum() >= 1
+    # ink stays a dim gray (no brighter than BASE_LEVEL, hardly any colour) ...
+    assert out[ink_low].max() <= BASE_LEVEL and chroma[ink_low].max() <= 10
+    # ... while high attribution is a saturated colour
+    assert chroma[top].min() >= 60
+
+
+def test_image_array_is_the_displayed_digit(sv, demo, logits):
     sv.index = MISCLASSIFIED
     meta = sv._image_meta
-    img = np.frombuffer(sv._image, np.uint8).reshape(meta["h"], meta["w"], meta["c"])
+    img = sv._image
+    assert img.dtype == np.uint8 and img.shape == (28, 28, 1)
     np.testing.assert_array_equal(img, to_display(demo.images[MISCLASSIFIED], mean=demo.mean, std=demo.std))
     pred = int(logits[MISCLASSIFIED].argmax())
     assert meta["predicted"] == NAMES[pred]
@@ -318,14 +385,19 @@ def test_compare_view_one_panel_per_method(sv, demo, logits):
     assert all(it["index"] == 14 for it in meta["items"])
     pred = int(logits[14].argmax())
     assert all(it["target"] == pred and it["target_name"] == NAMES[pred] for it in meta["items"])
-    assert (meta["h"], meta["w"], meta["c"]) == (28, 28, 1)
-    assert len(sv._panels) == 4 * 28 * 28 and len(sv._panel_images) == 4 * 28 * 28
+    assert sv._panels.shape == (4, 28, 28) and sv._panel_images.shape == (4, 28, 28, 1)
+    assert sv._panels.dtype == sv._panel_images.dtype == np.uint8
     assert sv.progress == -1.0
     for k, m in enumerate(meta["items"]):
         a = reference(demo.model, demo.images[14:15], m["method"], pred, **core_params(sv, m["method"]))
-        codes = heat_codes(to_heatmap(a[None] if a.ndim == 2 else a, "abs"), False)
-        want = blend_overlay(display_rgb(demo, 14), codes, lut(sv.cmap), sv.opacity)
+        a3 = a[None] if a.ndim == 2 else a
+        codes = heat_codes(to_heatmap(a3, "abs"), False)
+        np.testing.assert_array_equal(sv._panels[k], codes)
+        want = attribution_overlay(display_rgb(demo, 14), codes, lut(sv.cmap), sv.opacity)
         np.testing.assert_array_equal(sv.panel_overlay(k), want)
+        # each panel's colour scale: its own 0 .. max |attribution|
+        assert (m["vmin"], m["vmax"]) == (0.0, float(np.abs(a3.astype(np.float64)).max()))
+        assert m["value"].startswith("attribution, ")
     # the single-view map is the compare panel of the same method
     sv.method = "smoothgrad"
     assert sv.wait(60)
@@ -353,7 +425,7 @@ def test_grid_view_grid_size_images(sv, demo, logits):
         i = 30 + k
         assert meta["items"][k]["target"] == int(logits[i].argmax())
         a = reference(demo.model, demo.images[i : i + 1], "grad_x_input", int(logits[i].argmax()))
-        want = blend_overlay(display_rgb(demo, i), heat_codes(to_heatmap(a, "abs"), False), lut(sv.cmap), sv.opacity)
+        want = attribution_overlay(display_rgb(demo, i), heat_codes(to_heatmap(a, "abs"), False), lut(sv.cmap), sv.opacity)
         np.testing.assert_array_equal(sv.panel_overlay(k), want)
     # near the end of the set the grid is shorter
     sv.index = N - 2
@@ -372,7 +444,7 @@ def test_stop_message_stops_a_panel_run(sv):
     sv.compare_methods = ["integrated_gradients"] * 6
     sv.view = "compare"
     assert started.wait(60)
-    sv._on_page_message(sv, {"type": "stop"}, [])
+    sv._dispatch_message(sv, {"type": "stop"}, [])  # the page's Stop button
     assert sv.wait(60)
     assert sv.status == "stopped" and sv.progress == -1.0
 
@@ -470,7 +542,7 @@ def test_bad_index_and_counts(sv):
         with pytest.raises(ValueError, match=f"0..{N - 1}"):
             sv.probabilities(bad)
     for name, value in [("steps", 0), ("samples", 1001), ("grid_size", 0), ("noise", -0.1), ("opacity", 2.0),
-                        ("display", "log"), ("view", "mosaic"), ("baseline", "white"), ("cmap", "nope"),
+                        ("mode", "log"), ("view", "mosaic"), ("baseline", "white"), ("cmap", "nope"),
                         ("compare_methods", ["vanilla", "bogus"])]:
         old = getattr(sv, name)
         with pytest.raises(ValueError):
@@ -561,8 +633,10 @@ def test_a_background_update_does_not_swallow_the_notebooks_warnings(sv, demo, r
 
 @pytest.mark.parametrize("content", [{"type": "bogus"}, "hello", None, [1, 2], {"no": "type"}, {"type": "stop"}])
 def test_page_messages_never_raise(sv, content):
-    sv._on_page_message(sv, content, [])
+    sv._dispatch_message(sv, content, [])
     assert sv.wait(10)
+    if content != {"type": "stop"}:
+        assert "unknown message" in sv.last_error and "'stop'" in sv.last_error
 
 
 # ---------------------------------------------------------------- Selection
@@ -577,10 +651,14 @@ def test_selection_drives_index_target_and_layer(demo, logits):
         assert w.target == 2 and w._heat_meta["target"] == 2
         sel.layer = "features.3"
         assert w.layer == "features.3"
-        sel.layer = "classifier.1"  # not a spatial layer: the viewer keeps its own
+        sel.layer = "classifier.1"  # not a spatial layer: the viewer keeps its own, and says so
         assert w.layer == "features.3"
-        sel.index = 5000  # beyond this viewer's images: ignored
+        assert "layer 'classifier.1' has no feature maps" in w.model_note and "'features.3'" in w.model_note
+        sel.index = 5000  # beyond this viewer's images: ignored, and said
         assert w.index == 17
+        assert "image 5000, which this view does not have (images 0..99): it shows image 17" in w.model_note
+        sel.index, sel.layer = 18, "features.4"  # values it can show: the notes go
+        assert w.index == 18 and w.layer == "features.4" and "shared selection" not in w.model_note
         w._bars.selected = [7]  # a bar click reaches the Selection
         assert sel.target == 7
         w.set_state({"index": 3})
@@ -653,7 +731,7 @@ def test_close_stops_worker_threads(demo):
     # a closed viewer does not raise
     w.close()
     w.set_state({"index": 4})
-    w._on_page_message(w, {"type": "stop"}, [])
+    w._dispatch_message(w, {"type": "stop"}, [])
     assert w.wait(5)
     repr(w)
 
@@ -666,9 +744,7 @@ def test_close_during_a_panel_run(demo):
     w.compare_methods = ["integrated_gradients"] * 8
     w.view = "compare"
     assert started.wait(60)
-    t0 = time.monotonic()
-    w.close()
-    assert time.monotonic() - t0 < 10
+    w.close()  # stops the run between two panels and joins the threads
     assert not w._panel_worker.alive and not w._worker.alive
 
 
@@ -687,6 +763,116 @@ def test_method_labels_and_options_come_from_the_core_registry(sv):
 
     assert list(sv.method_info) == list(REGISTRY) == list(sv.methods)
     for name, spec in REGISTRY.items():
-        assert sv.method_info[name] == {"label": spec.label, "layer": spec.takes_layer, "steps": spec.takes_steps,
-                                        "samples": spec.takes_samples}
+        assert sv.method_info[name] == {"label": spec.label, "reference": spec.reference,
+                                        "tip": SV_TIPS[name], "layer": spec.takes_layer,
+                                        "steps": spec.takes_steps, "samples": spec.takes_samples}
+        assert "\n" not in SV_TIPS[name] and len(SV_TIPS[name]) < 110  # one line
     assert sv.method_info["gradcam"]["label"] == "Grad-CAM" and sv.method_info["layer_gradient"]["layer"]
+
+
+# ---------------------------------------------------------------- the widget contract
+def test_choices_come_from_the_core_literals():
+    from typing import get_args
+
+    from cnnwidgets.core.saliency import Baseline, HeatmapMode, Method
+    from cnnwidgets.widgets._base import Choice
+    from cnnwidgets.widgets.saliency_viewer import SaliencyLayout
+
+    traits = SaliencyViewer.class_traits()
+    for name, alias in [("method", Method), ("mode", HeatmapMode), ("baseline", Baseline), ("view", SaliencyLayout)]:
+        assert isinstance(traits[name], Choice), name
+        assert traits[name].values == get_args(alias), name
+    assert get_args(Method) == tuple(cnnwidgets.core.METHODS)
+
+
+def test_arrays_go_as_ndarray_traits_with_dtype_and_shape(sv):
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    sv.view = "compare"
+    assert sv.wait(60)
+    names = ["_image", "_probs", "_heat", "_heat_lut", "_panels", "_panel_images"]
+    state, paths, buffers = _remove_buffers(sv.get_state(names))
+    assert sorted(p[0] for p in paths) == sorted(names) and all(p[1] == "view" for p in paths)
+    assert state["_image"] == {"dtype": "uint8", "shape": [28, 28, 1]}
+    assert state["_probs"] == {"dtype": "float32", "shape": [10]}
+    assert state["_heat"] == {"dtype": "uint8", "shape": [28, 28]}
+    assert state["_heat_lut"] == {"dtype": "uint8", "shape": [256, 3]}
+    assert state["_panels"] == {"dtype": "uint8", "shape": [6, 28, 28]}
+    assert state["_panel_images"] == {"dtype": "uint8", "shape": [6, 28, 28, 1]}
+    # no shape travels in the metadata any more
+    for meta in (sv._image_meta, sv._heat_meta, sv._panels_meta):
+        assert not {"h", "w", "c"} & set(meta)
+
+
+def test_a_refused_page_value_is_kept_for_its_control(sv):
+    for name, bad in [("steps", 0), ("samples", 5000), ("grid_size", 101), ("noise", 2.0)]:
+        before = getattr(sv, name)
+        sv.set_state({name: bad})
+        assert getattr(sv, name) == before
+        assert f"{name} must be" in sv.control_errors[name] and str(bad) in sv.control_errors[name]
+    sv.set_state({"method": "nope"})
+    assert "'integrated_gradients'" in sv.control_errors["method"]
+    sv.set_state({"steps": 20})  # the next valid change clears that field's message only
+    assert sv.wait(30)
+    assert sv.steps == 20 and "steps" not in sv.control_errors and "samples" in sv.control_errors
+
+
+def test_layer_labels_give_type_and_output_shape(sv):
+    assert list(sv.layer_labels) == list(sv.layers)
+    assert sv.layer_labels["features.0"] == "Conv2d 32x26x26"
+    assert sv.layer_labels["features.7"] == "ReLU 128x3x3"
+
+
+# ---------------------------------------------------------------- the class chart
+def test_chart_fills_its_container_and_says_what_it_shows(sv):
+    assert sv.chart.layout.width == "100%"
+    assert sv.chart.title == "class probabilities of image 0 \u00b7 click a class to explain it"
+    sv.index = 7
+    assert "of image 7" in sv.chart.title
+
+
+def test_a_click_anywhere_in_a_column_explains_that_class(sv):
+    """A bar near 0 % has no height to click: the full-height column behind it takes the click."""
+    sv.index = 8
+    p = sv.probabilities()
+    low = int(np.argmin(p))
+    assert p[low] < 1e-3
+    assert list(sv._columns.y) == [1.0] * 10 and sv._columns.opacities == [0.0]
+    sv._columns.set_state({"selected": [low]})  # as a click in the browser arrives
+    assert sv.target == low and sv._heat_meta["target"] == low
+    assert list(sv._bars.selected) == [low]  # the bar shows the explained class
+    assert sv._columns.selected is None  # the column is never drawn selected, and clickable again
+    sv._columns.set_state({"selected": [2]})
+    assert sv.target == 2
+    sv._columns.set_state({"selected": ["x"]})  # junk: ignored, the chart shows the class explained
+    assert sv.target == 2 and list(sv._bars.selected) == [2] and "selected bar" in sv.last_error
+
+
+def test_a_wrong_prediction_is_drawn_in_the_error_colour(sv, logits):
+    sv.index = MISCLASSIFIED
+    pred = int(logits[MISCLASSIFIED].argmax())
+    assert sv._image_meta["correct"] is False
+    colors = list(sv._bars.colors)
+    assert colors[pred] == SaliencyViewer.WRONG_COLOR
+    assert colors.count(SaliencyViewer.BAR_COLOR) == 9
+    sv.index = 0
+    assert sv._image_meta["correct"] is True and set(sv._bars.colors) == {SaliencyViewer.BAR_COLOR}
+
+
+# ---------------------------------------------------------------- failures shown in the view
+def test_a_failed_map_is_a_failure_in_the_status_line(sv, monkeypatch):
+    import dataclasses
+
+    from cnnwidgets.core.saliency import REGISTRY
+
+    def boom(*a, **k):
+        raise RuntimeError("no gradient today")
+
+    monkeypatch.setitem(REGISTRY, "smoothgrad", dataclasses.replace(REGISTRY["smoothgrad"], function=boom))
+    sv.set_state({"method": "smoothgrad"})
+    assert sv.wait(30)
+    assert "no gradient today" in sv._heat_meta["error"] and sv.heat_range() != sv.heat_range()  # nan
+    assert "SmoothGrad failed" in sv.status and sv.status_error is True
+    sv.set_state({"method": "vanilla"})
+    assert sv.wait(30)
+    assert "error" not in sv._heat_meta and sv.status_error is False and sv.status == ""
