@@ -1,8 +1,15 @@
-"""Explorer: all five views over one Selection, in one dashboard."""
+"""Explorer: the views over one Selection, in one dashboard that reflows with its width.
+
+The dashboard is a list of view specs (:data:`VIEWS`): each names the view, its class, the
+heading of its cell and how it is built from what the views share (the model, the images once
+converted, the Selection, each view's default layer). Adding a sixth view is one more entry.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import html
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import ipywidgets as ipw
@@ -21,18 +28,145 @@ from .saliency_viewer import SaliencyViewer
 from .selection import Selection
 from .tsne_scatter import TSNEScatter
 
-__all__ = ["Explorer"]
+__all__ = ["VIEWS", "Explorer", "ViewSpec"]
 
 
-def _section(title: str, body: ipw.Widget) -> ipw.VBox:
-    return ipw.VBox([ipw.HTML(f"<b>{title}</b>"), body], layout=ipw.Layout(margin="0 12px 12px 0"))
+@dataclass
+class _Shared:
+    """What every view of one dashboard is built from (held only while building: the Explorer
+    itself keeps no reference to the model or the images)."""
+
+    model: nn.Module
+    x: torch.Tensor  # N x C x H x W, as the model takes it
+    labels: Sequence[int] | torch.Tensor | None
+    classes: Sequence[str] | None
+    selection: Selection
+    #: keyword arguments of every view that reads images: mean, std, selection (and output)
+    kw: dict[str, Any]
+    #: each view's default layer (:func:`~cnnwidgets.core.layers.view_defaults`)
+    defaults: dict[str, Any]
+    #: the layers given to the Explorer (``saliency_layer=`` ...), by view name
+    layers: dict[str, str | None] = field(default_factory=dict)
+    tsne_images: int = 2000
+
+    def layer(self, view: str, default_key: str) -> dict[str, str]:
+        """``{"layer": ...}`` for ``view``: the layer given to the Explorer, else the view's
+        default; ``{}`` when neither exists (the view picks its own). An explicit layer is kept
+        by the view when it joins the Selection."""
+        chosen = self.layers.get(view)
+        if chosen is None:
+            chosen = self.defaults.get(default_key)
+        return {} if chosen is None else {"layer": chosen}
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One view of the dashboard.
+
+    Attributes
+    ----------
+    name : str
+        The Explorer's attribute holding the view (``ex.filters``) and its name in ``views=``.
+    cls : type
+        The view's class.
+    title, about : str
+        The heading of the view's cell, and a line under it saying what the view shows.
+    build : callable
+        ``build(shared) -> view``, from the :class:`_Shared` pieces of the dashboard.
+    first : bool
+        Built before the others: its layer is the one the Selection starts on.
+    per_image : bool
+        The view shows one image at a time and :meth:`Explorer.save_html` exports one state per
+        exported image (its ``_export_frames``).
+    """
+
+    name: str
+    cls: type
+    title: str
+    about: str
+    build: Callable[[_Shared], ipw.Widget]
+    first: bool = False
+    per_image: bool = False
+
+
+def _filters(s: _Shared) -> FilterGrid:
+    # no layer of its own: it takes the Selection's (the feature maps' first layer)
+    return FilterGrid(s.model, selection=s.selection, height=320)
+
+
+def _activations(s: _Shared) -> ActivationExplorer:
+    return ActivationExplorer(s.model, s.x, s.labels, s.classes, **s.layer("activations", "activation"), **s.kw)
+
+
+def _saliency(s: _Shared) -> SaliencyViewer:
+    return SaliencyViewer(s.model, s.x, s.labels, s.classes, **s.layer("saliency", "cam"), **s.kw)
+
+
+def _optimizer(s: _Shared) -> OIPOptimizer:
+    return OIPOptimizer(s.model, images=s.x[:1], **s.layer("optimizer", "optimizer"), **s.kw)
+
+
+def _tsne(s: _Shared) -> TSNEScatter:
+    n = min(int(s.tsne_images), len(s.x))
+    labels = None if s.labels is None else s.labels[:n]
+    kw = s.layer("tsne", "feature")
+    if s.layers.get("tsne") is None and s.defaults.get("feature") is not None and s.defaults.get("feature_pool") is not None:
+        kw["pool"] = s.defaults["feature_pool"]  # a layer given to the Explorer uses TSNEScatter's own pool
+    return TSNEScatter(s.model, s.x[:n], labels, s.classes, **kw, **s.kw)
+
+
+#: The dashboard's views, in the order they are shown.
+VIEWS: tuple[ViewSpec, ...] = (
+    ViewSpec("filters", FilterGrid, "Filters",
+             "FilterGrid · the kernels of a convolution layer; click one to select its filter", _filters),
+    ViewSpec("activations", ActivationExplorer, "Feature maps",
+             "ActivationExplorer · every map of a layer for one image; click a map to project it back",
+             _activations, first=True, per_image=True),
+    ViewSpec("saliency", SaliencyViewer, "Attribution",
+             "SaliencyViewer · which pixels raise a class score; click a bar to explain that class",
+             _saliency, per_image=True),
+    ViewSpec("optimizer", OIPOptimizer, "Optimized input pattern",
+             "OIPOptimizer · an image grown to excite the selected channel or class", _optimizer),
+    ViewSpec("tsne", TSNEScatter, "Feature space (t-SNE)",
+             "TSNEScatter · the images placed by their features; click a point to select its image", _tsne),
+)
+
+_BY_NAME = {spec.name: spec for spec in VIEWS}
+
+
+
+def _chosen(views: Sequence[str] | str | None) -> list[ViewSpec]:
+    """The specs of ``views`` (names of :data:`VIEWS`), in the order given; all when None."""
+    if views is None:
+        return list(VIEWS)
+    names = [views] if isinstance(views, str) else list(views)
+    valid = ", ".join(repr(s.name) for s in VIEWS)
+    unknown = [n for n in names if n not in _BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown view {', '.join(map(repr, unknown))} in views=; the views are {valid}")
+    if not names:
+        raise ValueError(f"views= is empty; choose one or more of {valid}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"views= names {', '.join(map(repr, twice))} more than once; each view can be shown once")
+    return [_BY_NAME[n] for n in names]
+
+
+def _heading(spec: ViewSpec) -> ipw.HTML:
+    """The themed heading line of a view's cell."""
+    return ipw.HTML(
+        f'<div class="cnnw-root cnnw-explorer-heading" role="heading" aria-level="3">'
+        f'<span class="cnnw-explorer-title">{html.escape(spec.title)}</span>'
+        f'<span class="cnnw-explorer-about">{html.escape(spec.about)}</span></div>'
+    )
 
 
 class Explorer(ipw.VBox):
-    """One dashboard of every view, linked by one :class:`Selection`.
+    """One dashboard of the views, linked by one :class:`Selection`.
 
     Clicking a filter, a feature map, a point of the t-SNE map or a class bar updates the
-    Selection, and every other view follows.
+    Selection, and every other view follows. The views sit in a grid that reflows with the
+    width: two columns on a wide notebook, one below about 1,150 px.
 
     Parameters
     ----------
@@ -55,19 +189,32 @@ class Explorer(ipw.VBox):
         thirds of the way in, t-SNE on the classifier's input (pooled as that function says;
         a ``tsne_layer`` given here uses TSNEScatter's own ``pool``). The views share one
         Selection, but a view keeps its own layer until you choose another one.
+    views : sequence of str, optional
+        Which views to show, in this order: names of :data:`VIEWS` (``"filters"``,
+        ``"activations"``, ``"saliency"``, ``"optimizer"``, ``"tsne"``); default all five. The
+        attribute of a view not shown is None.
 
     Attributes
     ----------
     selection, filters, activations, saliency, optimizer, tsne
-        The Selection and the five views, for use from Python.
+        The Selection and the views, for use from Python.
+    views : list
+        The views shown, in their order.
     defaults : dict
         The default layer of every view for this model (``view_defaults``).
+
+    Raises
+    ------
+    ValueError
+        For a name in ``views`` that is no view (the message lists the valid ones), and as
+        each view raises for what it cannot show.
 
     Examples
     --------
     >>> from cnnwidgets import Explorer, demo
     >>> d = demo.mnist("val")
     >>> ex = Explorer(d.model, d.images, d.labels, d.classes, mean=d.mean, std=d.std)  # doctest: +SKIP
+    >>> maps = Explorer(d.model, d.images, views=["activations", "saliency"])  # doctest: +SKIP
     """
 
     def __init__(
@@ -84,43 +231,37 @@ class Explorer(ipw.VBox):
         saliency_layer: str | None = None,
         optimizer_layer: str | None = None,
         tsne_layer: str | None = None,
+        views: Sequence[str] | None = None,
     ) -> None:
+        specs = _chosen(views)
         check_model(model)
         check_output(output)
         x = as_batch(images, mean=mean, std=std)  # once, for every view (floats are taken as they are)
         # every view's default layer from one forward pass on the first image
-        self.defaults = d = view_defaults(model, x[:1].to(model_dtype(model)))
+        self.defaults = view_defaults(model, x[:1].to(model_dtype(model)))
         self.selection = Selection()
+        self._specs = specs
+        for spec in VIEWS:
+            setattr(self, spec.name, None)
         kw: dict[str, Any] = {"mean": mean, "std": std, "selection": self.selection}
         if output is not None:  # only then: a view without output= still works for plain outputs
             kw["output"] = output
-
-        def layer_kw(given: str | None, default: str | None) -> dict[str, Any]:
-            # an explicit layer: the view keeps it when joining the Selection
-            chosen = given if given is not None else default
-            return {} if chosen is None else {"layer": chosen}
-
+        shared = _Shared(model, x, labels, classes, self.selection, kw, self.defaults,
+                         {"saliency": saliency_layer, "optimizer": optimizer_layer, "tsne": tsne_layer},
+                         tsne_images)
         try:  # a view that fails closes the views built before it (their threads, widgets)
-            self.activations = ActivationExplorer(model, x, labels, classes, **layer_kw(None, d["activation"]), **kw)
-            self.filters = FilterGrid(model, selection=self.selection, height=320)
-            self.saliency = SaliencyViewer(model, x, labels, classes, **layer_kw(saliency_layer, d["cam"]), **kw)
-            n = min(int(tsne_images), len(x))
-            sub_labels = None if labels is None else labels[:n]
-            tsne_kw = layer_kw(tsne_layer, d["feature"])
-            if tsne_layer is None and d["feature"] is not None and d["feature_pool"] is not None:
-                tsne_kw["pool"] = d["feature_pool"]
-            self.tsne = TSNEScatter(model, x[:n], sub_labels, classes, **tsne_kw, **kw)
-            self.optimizer = OIPOptimizer(model, images=x[:1], **layer_kw(optimizer_layer, d["optimizer"]), **kw)
-            super().__init__(
-                [
-                    self.selection,
-                    ipw.HBox([_section("Feature maps", self.activations), _section("Attribution", self.saliency)],
-                             layout=ipw.Layout(flex_flow="row wrap")),
-                    ipw.HBox([_section("Filters", self.filters), _section("Feature space (t-SNE)", self.tsne)],
-                             layout=ipw.Layout(flex_flow="row wrap")),
-                    _section("Optimized input pattern", self.optimizer),
-                ]
-            )
+            for spec in sorted(specs, key=lambda s: not s.first):  # stable: the rest in their order
+                setattr(self, spec.name, spec.build(shared))
+            del shared  # the dashboard holds no model or images of its own
+            cells = []
+            for spec in specs:
+                cell = ipw.VBox([_heading(spec), getattr(self, spec.name)])
+                cell.add_class("cnnw-explorer-cell")
+                cell.add_class(f"cnnw-explorer-cell-{spec.name}")
+                cells.append(cell)
+            grid = ipw.GridBox(cells)
+            grid.add_class("cnnw-explorer-grid")
+            super().__init__([self.selection, grid])
             self.add_class("cnnw-explorer")
         except BaseException:
             self.close()
@@ -128,7 +269,9 @@ class Explorer(ipw.VBox):
 
     @property
     def views(self) -> list[ipw.Widget]:
-        return [self.filters, self.activations, self.saliency, self.optimizer, self.tsne]
+        """The views shown, in their order (filters, feature maps, attribution, optimizer, t-SNE
+        by default)."""
+        return [getattr(self, spec.name) for spec in getattr(self, "_specs", ()) if getattr(self, spec.name, None) is not None]
 
     def save_html(self, path, *, images=None, title: str = "cnnwidgets explorer"):
         """Write the dashboard's views into one self-contained HTML file.
@@ -138,7 +281,7 @@ class Explorer(ipw.VBox):
         path : str or Path
         images : sequence of int, optional
             Image indices whose feature maps and attribution maps are precomputed
-            (default: the current image).
+            (default: the current image); the page's image pickers visit these and no others.
         title : str
 
         Returns
@@ -147,17 +290,18 @@ class Explorer(ipw.VBox):
         """
         from ._export import export_html
 
-        images = [self.activations.index] if images is None else list(images)
-        self.tsne.wait()
-        views = [self.activations, self.saliency, self.filters, self.tsne, self.optimizer]
-        frames = [self.activations._export_frames(images), self.saliency._export_frames(images), None, None, None]
-        return export_html(views, path, title=title, frames=frames)
+        images = [self.selection.index] if images is None else [int(i) for i in images]
+        if self.tsne is not None:
+            self.tsne.wait()  # the finished map, not a frame of its animation
+        shown = [(spec, getattr(self, spec.name)) for spec in self._specs]
+        frames = [view._export_frames(images) if spec.per_image else None for spec, view in shown]
+        return export_html([view for _, view in shown], path, title=title, frames=frames)
 
     def close(self) -> None:
         """Stop every background thread and close all views, the Selection and the dashboard's
         boxes and titles; the views let go of the model and the images. Safe to call twice, and
         on a dashboard whose constructor raised."""
-        views = [getattr(self, name, None) for name in ("filters", "activations", "saliency", "optimizer", "tsne")]
+        views = [getattr(self, spec.name, None) for spec in VIEWS]
         held = held_widgets(self)  # boxes, titles, layouts (and the views, the Selection)
         super().close()
         close_widgets(*views, getattr(self, "selection", None), *held)

@@ -107,6 +107,124 @@ def test_a_first_layer_filter_click_leaves_the_other_layers_alone(ex):
     wait_all(ex)
 
 
+# ---------------------------------------------------------------- the views as a list, the grid
+def test_the_views_are_one_list_shown_in_a_grid(ex):
+    """VIEWS is the one list of the dashboard's views; the Explorer shows them in that order,
+    each in a cell of a reflowing grid with its heading."""
+    import ipywidgets
+
+    from cnnwidgets.widgets.explorer import VIEWS
+
+    assert [s.name for s in VIEWS] == ["filters", "activations", "saliency", "optimizer", "tsne"]
+    assert [s.cls for s in VIEWS] == [FilterGrid, ActivationExplorer, SaliencyViewer, OIPOptimizer, TSNEScatter]
+    assert ex.views == [getattr(ex, s.name) for s in VIEWS]
+    selection, grid = ex.children
+    assert selection is ex.selection
+    assert isinstance(grid, ipywidgets.GridBox) and "cnnw-explorer-grid" in grid._dom_classes
+    assert len(grid.children) == len(VIEWS)
+    for cell, spec in zip(grid.children, VIEWS):
+        heading, view = cell.children
+        assert "cnnw-explorer-cell" in cell._dom_classes
+        assert view is getattr(ex, spec.name)
+        assert 'class="cnnw-root cnnw-explorer-heading"' in heading.value
+        assert spec.title in heading.value and spec.cls.__name__ in heading.value
+    # no fixed widths or rows from Python: the stylesheet's grid decides the columns
+    assert grid.layout.grid_template_columns is None and grid.layout.width is None
+
+
+def test_views_chooses_which_views_to_show_and_their_order(demo, tmp_path):
+    ex = Explorer(demo.model, demo.images[:40], demo.labels[:40], demo.classes, mean=demo.mean, std=demo.std,
+                  views=["saliency", "activations"])
+    try:
+        assert ex.views == [ex.saliency, ex.activations]
+        assert ex.filters is None and ex.optimizer is None and ex.tsne is None
+        assert [cell.children[1] for cell in ex.children[1].children] == [ex.saliency, ex.activations]
+        # the feature maps still start the Selection on their layer, and the two stay linked
+        assert ex.selection.layer == ex.activations.layer == ex.defaults["activation"]
+        assert ex.saliency.layer == ex.defaults["cam"]
+        ex.saliency.index = 9
+        assert ex.activations.index == 9 == ex.selection.index
+        wait_all(ex)
+        path = ex.save_html(tmp_path / "two.html", images=[2, 9])
+        bundles = [v["bundle"] for v in _page_data(path)["views"]]
+        assert bundles == ["saliency_viewer", "activation_explorer"]
+    finally:
+        ex.close()
+    one = Explorer(demo.model, demo.images[:10], views="filters")  # one name alone is fine
+    try:
+        assert one.views == [one.filters] and one.activations is None
+    finally:
+        one.close()
+
+
+@pytest.mark.parametrize(
+    ("views", "match"),
+    [(["filters", "saliancy"], r"unknown view 'saliancy' in views=; the views are 'filters', 'activations', "
+                                r"'saliency', 'optimizer', 'tsne'"),
+     ([], r"views= is empty; choose one or more of 'filters', 'activations'"),
+     (["tsne", "tsne"], r"views= names 'tsne' more than once")],
+)
+def test_views_names_are_checked_before_anything_is_built(demo, views, match):
+    from ipywidgets.widgets import widget
+
+    before = len(widget._instances)
+    with pytest.raises(ValueError, match=match):
+        Explorer(demo.model, demo.images[:10], views=views)
+    assert len(widget._instances) == before
+
+
+def test_a_sixth_view_is_one_entry(demo, monkeypatch):
+    """A new view is one ViewSpec: the Explorer builds it on the shared Selection, shows it with a
+    heading, lists it in ``views`` and closes it."""
+    from cnnwidgets.widgets import explorer as module
+
+    def build(s):
+        return ActivationExplorer(s.model, s.x[:5], layer="features.3", **s.kw)
+
+    extra = module.ViewSpec("deep_maps", ActivationExplorer, "Deeper maps", "a second ActivationExplorer", build)
+    monkeypatch.setattr(module, "VIEWS", (*module.VIEWS, extra))
+    monkeypatch.setattr(module, "_BY_NAME", {**module._BY_NAME, "deep_maps": extra})
+    ex = Explorer(demo.model, demo.images[:20], views=["activations", "deep_maps"])
+    try:
+        assert ex.views == [ex.activations, ex.deep_maps]
+        assert ex.deep_maps.selection is ex.selection and ex.deep_maps.layer == "features.3"
+        assert "Deeper maps" in ex.children[1].children[1].children[0].value
+        ex.activations.index = 3
+        assert ex.deep_maps.index == 3
+        wait_all_views = [v.wait() for v in ex.views]
+        assert all(wait_all_views)
+    finally:
+        ex.close()
+    assert ex.deep_maps._closed
+
+
+def test_save_html_exports_the_shown_views_with_their_images(ex, tmp_path):
+    """Each exported view carries the images its page may step through and the static-copy
+    note; the per-image views one state per exported image."""
+    wait_all(ex)
+    path = ex.save_html(tmp_path / "explorer.html", images=[3, 1])
+    specs = _page_data(path)["views"]
+    assert [v["bundle"] for v in specs] == [w._bundle for w in ex.views]
+    by_bundle = {v["bundle"]: v for v in specs}
+    for name in ("activation_explorer", "saliency_viewer"):
+        spec = by_bundle[name]
+        assert sorted(spec["frames"]) == ["1", "3"]
+        assert spec["state"]["_export_images"] == [1, 3]
+        assert "Static copy of 2 images (1, 3)" in spec["state"]["_export_note"]
+    assert "frames" not in by_bundle["filter_grid"]
+    for spec in specs:
+        assert spec["state"]["_export_note"].startswith("Static copy")
+
+
+def _page_data(path) -> dict:
+    import json
+    import re
+
+    text = path.read_text(encoding="utf-8")
+    m = re.search(r'<script type="application/json" id="cnnw-data">(.*?)</script>', text, re.S)
+    return json.loads(m.group(1).replace("<\\/", "</"))
+
+
 # ---------------------------------------------------------------- channel and layer
 def test_activation_channel_reaches_filters_optimizer_and_saliency(ex):
     sel = ex.selection
@@ -120,7 +238,7 @@ def test_activation_channel_reaches_filters_optimizer_and_saliency(ex):
     # the optimizer targets it: its objective is channel 5 of features.3
     r = ex.optimizer.run(steps=3)
     assert r.shape == (1, 1, 28, 28)
-    assert ex.optimizer._image_meta["channels"] == [5]
+    assert ex.optimizer._image_info["channels"] == [5]
 
 
 def test_filter_click_reaches_the_other_views(ex):
@@ -182,7 +300,7 @@ def test_tsne_click_moves_saliency_and_activations(ex, demo):
     assert ex.saliency.index == 150 and ex.activations.index == 150
     wait_all(ex)
     assert ex.saliency._heat_meta["index"] == 150 and ex.saliency._image_meta["index"] == 150
-    assert ex.activations._maps_meta["index"] == 150
+    assert ex.activations._maps_info["index"] == 150
     with torch.no_grad():
         p = torch.softmax(demo.model(demo.images[150:151])[0], 0).numpy()
     np.testing.assert_allclose(np.asarray(ex.saliency._bars.y), p, rtol=1e-5, atol=1e-7)
