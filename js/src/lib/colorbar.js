@@ -36,10 +36,12 @@ export function colorbar({ cls = "" } = {}) {
       ctx.fillStyle = grad;
       ctx.fillRect(0, 0, 256, 1);
     } else {
+      // codes 0..254 are the ramp; 255 is the colour of NaN/Inf (NONFINITE_CODE), not a value
       for (let i = 0; i < 256; i++) {
-        img.data[4 * i] = lut[3 * i];
-        img.data[4 * i + 1] = lut[3 * i + 1];
-        img.data[4 * i + 2] = lut[3 * i + 2];
+        const k = 3 * Math.min(i, 254);
+        img.data[4 * i] = lut[k];
+        img.data[4 * i + 1] = lut[k + 1];
+        img.data[4 * i + 2] = lut[k + 2];
         img.data[4 * i + 3] = 255;
       }
       ctx.putImageData(img, 0, 0);
