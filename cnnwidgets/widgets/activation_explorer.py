@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -12,25 +13,33 @@ import torch
 import traitlets as t
 from torch import nn
 
-from ..core.activations import map_stats, maps_codes, order_channels, top_channels, top_images
+from ..core.activations import ChannelOrder, MapScale, map_stats, maps_codes, order_channels, top_channels, top_images
 from ..core.colormaps import MAX_CODE, MID_CODE
 from ..core.colormaps import blend_overlay
 from ..core.colormaps import lut as make_lut
 from ..core.deconv import reconstruct as deconv_reconstruct
 from ..core.filters import grid_shape, render_grid
 from ..core.images import ImageSet
-from ..core.layers import layers_with_output, not_a_cnn_notice, view_defaults
+from ..core.layers import layer_labels, layers_with_output, not_a_cnn_notice, view_defaults
 from ..core.model import capture_activations, check_model, model_device, model_dtype
 from ..core.outputs import OutputSelector, check_output, class_names_for
 from ..core.runner import Scores, logits_only, using_model
-from ._base import BaseWidget, Float, Int, PageScheduled, bounded_int, check_labels, checked, float_in, int_in, one_of
+from ._base import (
+    ArrayTrait, BaseWidget, Choice, Float, Int, PageScheduled, bounded_int, check_labels, checked, float_in, int_in,
+)
 from ._worker import LatestWorker
 from .selection import Selection, SelectionMixin
 
 __all__ = ["ActivationExplorer", "blend_overlay"]
 
+log = logging.getLogger("cnnwidgets")
+
 #: Colours of the enlarged map drawn over the input image.
 OVERLAY_CMAP = "inferno"
+#: Colours of the feature maps (and of a one-channel projection).
+MAPS_CMAP = "gray"
+#: Images in the batch view.
+BATCH_SIZE = 12
 
 
 def _norm_uint8(x: torch.Tensor) -> np.ndarray:
@@ -112,7 +121,9 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         Without it such a model still shows every layer's maps, projections and top images;
         the prediction is left out and the note above the view says to pass ``output=``.
     selection : cnnwidgets.Selection, optional
-        Shares image index, layer and channel with other views.
+        Shares image index, layer and channel with other views. A shared value this view
+        cannot show (an image it does not hold, a layer without feature maps) is not taken;
+        :attr:`selection_note` says so in the view.
     mean, std : float or sequence, optional
         The model's input normalization, used to show images as they were.
 
@@ -123,11 +134,14 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     >>> ex = ActivationExplorer(d.model, d.images, d.labels, d.classes, mean=d.mean, std=d.std)
     >>> ex.activations(0, "features.0").shape      # 32 maps of 26 x 26
     (32, 26, 26)
+    >>> ex.color_scales["maps"]["label"]            # the colorbar of the maps: exact min, max
+    'activation'
     """
 
     _bundle = "activation_explorer"
-    _export_keys = ("index", "_image", "_image_meta", "_maps", "_map_stats", "_order", "_maps_meta",
-                    "_recon", "_recon_meta")
+    #: What changes with the image: exported per image by :meth:`save_html`.
+    _export_keys = ("index", "_image", "_image_info", "_maps", "_map_stats", "_order", "_maps_info",
+                    "_recon", "_recon_info", "color_scales")
     _shared = ("index", "layer", "channel")
     #: The toolbar's controls, a click on a map or a thumbnail (js/src/widgets/activation_explorer.js).
     _page_writable = frozenset({"index", "layer", "channel", "sort", "scale", "opacity"})
@@ -140,9 +154,11 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     n_images = Int(0, read_only=True).tag(sync=True)
     layer = t.Unicode("").tag(sync=True)
     layers = t.List(t.Unicode(), read_only=True).tag(sync=True)
+    #: What the layer picker says of each layer: ``{name: "Conv2d 64x11x11"}`` (type, output shape).
+    layer_labels = t.Dict(read_only=True).tag(sync=True)
     channel = Int(-1).tag(sync=True)
-    sort = t.Unicode("index").tag(sync=True)  # "index" | "mean" | "max"
-    scale = t.Unicode("shared").tag(sync=True)  # "shared" | "per_map"
+    sort = Choice(ChannelOrder, "index").tag(sync=True)
+    scale = Choice(MapScale, "shared").tag(sync=True)
     opacity = Float(0.6).tag(sync=True)
     zoom = Int(0).tag(sync=True)  # 0 = automatic
     k = Int(9).tag(sync=True)
@@ -151,22 +167,30 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     busy = t.Bool(False).tag(sync=True)
     progress = Float(-1.0).tag(sync=True)  # -1: no dataset pass running
     status = t.Unicode("").tag(sync=True)
+    #: Why this view does not show what the shared Selection selects (an image it does not hold,
+    #: a layer without feature maps here); "" while it shows it.
+    selection_note = t.Unicode("", read_only=True).tag(sync=True)
+    #: The value ranges the pictures are coloured with, exactly (the page's colorbars show them):
+    #: ``{"maps": {min, max, label, note[, channel]}, "overlay": {...}, "projection": {...}}``;
+    #: "overlay" only while a channel is selected, "projection" only for one-channel images.
+    color_scales = t.Dict(read_only=True).tag(sync=True)
 
-    # --- data sent to the page (binary)
-    _image = t.Bytes(b"").tag(sync=True)
-    _image_meta = t.Dict().tag(sync=True)
-    _maps = t.Bytes(b"").tag(sync=True)
-    _map_stats = t.Bytes(b"").tag(sync=True)
-    _order = t.Bytes(b"").tag(sync=True)
-    _maps_meta = t.Dict().tag(sync=True)
-    _lut = t.Bytes(b"").tag(sync=True)
-    _overlay_lut = t.Bytes(b"").tag(sync=True)
-    _recon = t.Bytes(b"").tag(sync=True)
-    _recon_meta = t.Dict().tag(sync=True)
-    _top = t.Bytes(b"").tag(sync=True)
-    _top_meta = t.Dict().tag(sync=True)
-    _batch = t.Bytes(b"").tag(sync=True)
-    _batch_meta = t.Dict().tag(sync=True)
+    # --- pictures sent to the page (one ndarray each: dtype and shape travel with it)
+    _image = ArrayTrait()  # uint8 (H, W, C): the image as shown
+    _maps = ArrayTrait()  # uint8 (C, h, w): colour codes of the feature maps (0..254)
+    _map_stats = ArrayTrait()  # float32 (C, 3): mean, max, min of each map
+    _order = ArrayTrait()  # int32 (C,): the channel shown in each tile
+    _lut = ArrayTrait()  # uint8 (256, 3): colours of the maps
+    _overlay_lut = ArrayTrait()  # uint8 (256, 3): colours of the enlarged map over the image
+    _recon = ArrayTrait()  # uint8 (H, W, C): deconvnet projection, min-max scaled
+    _top = ArrayTrait()  # uint8 (k, H, W, C): the top images of a channel
+    _batch = ArrayTrait()  # uint8 (N, 2, H, W, 3): image and projection of N images
+    # --- what each picture shows (no shapes: those come with the arrays)
+    _image_info = t.Dict().tag(sync=True)  # index, label, predicted, probability, correct
+    _maps_info = t.Dict().tag(sync=True)  # index, layer, scale, sort, rows, columns, zoom
+    _recon_info = t.Dict().tag(sync=True)  # index, layer, channel, strongest
+    _top_info = t.Dict().tag(sync=True)  # layer, channel, indices, scores; or note (why cleared)
+    _batch_info = t.Dict().tag(sync=True)  # layer, indices, channels; or note (why cleared)
 
     CACHE_IMAGES = 4
 
@@ -194,6 +218,12 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         self._x_model: torch.Tensor | None = None
         self._cache: OrderedDict[int, tuple[torch.Tensor | None, dict[str, torch.Tensor]]] = OrderedDict()
         self._cache_lock = threading.Lock()
+        #: What failed in the background, by task ("projection", "top images", ...): view_error.
+        self._failures: dict[str, str] = {}
+        #: Why a value of the shared Selection is not shown, by trait: selection_note.
+        self._refused: dict[str, str] = {}
+        self._recon_range: tuple[float, float] | None = None
+        self._stop_reason = ""
         _, acts = self._forward(0)
         head = self._scores.head
         if head is not None:
@@ -205,6 +235,8 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
             raise ValueError("no layer of the model has a 4-D (N x C x H x W) output for these images")
         self._layer_names = names
         defaults = view_defaults(self._model, self._model_input(0))
+        #: Type and output shape of every layer that ran (the same recorded pass as the defaults).
+        self._all_labels = layer_labels(self._model, self._model_input(0))
         first = defaults["activation"] if defaults["activation"] in names else names[0]
         # channels per layer: the same for every image of the set (one C x H x W shape), so
         # channel checks never need a forward pass on the kernel thread
@@ -223,8 +255,9 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
             super().__init__()
             self.set_trait("n_images", n)
             self.set_trait("layers", names)
-            self._lut = make_lut("gray").tobytes()
-            self._overlay_lut = make_lut(OVERLAY_CMAP).tobytes()
+            self.set_trait("layer_labels", {k: self._all_labels.get(k, "") for k in names})
+            self._lut = make_lut(MAPS_CMAP)
+            self._overlay_lut = make_lut(OVERLAY_CMAP)
             self._ready = False
             with self.hold_trait_notifications():
                 self.layer = layer if layer is not None else first
@@ -238,7 +271,6 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
             self._join(selection, explicit=("layer",) if layer is not None else ())
             self._update_image()
             self._recon_worker.wait()
-            self.on_msg(self._on_page_message)
         except BaseException:
             self.close()
             raise
@@ -427,20 +459,19 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         """Image ``index`` as shown (normalization undone), uint8 (H, W, C)."""
         return self._images.display(self.index if index is None else self._check_index(index))
 
-    def maps_image(self) -> np.ndarray:
-        """The grid of maps as the page draws it, uint8 (H, W, 3)."""
-        meta = self._maps_meta
-        codes = np.frombuffer(self._maps, np.uint8).reshape(meta["n"], meta["h"], meta["w"])
-        order = np.frombuffer(self._order, np.int32)
-        return render_grid(codes[order], make_lut("gray"), columns=meta["columns"], zoom=meta["zoom"], padding=1)
+    def maps_image(self, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+        """The grid of maps as the page draws it, uint8 (H, W, 3), with ``background`` in the gaps
+        between the maps (the page draws the theme's sunken background: its root's
+        ``data-background``)."""
+        info = self._maps_info
+        return render_grid(self._maps[self._order], make_lut(MAPS_CMAP), columns=info["columns"], zoom=info["zoom"],
+                           padding=1, background=background)
 
     def overlay_image(self, channel: int | None = None, opacity: float | None = None) -> np.ndarray:
         """Map ``channel`` over the input image, as the enlarged view draws it, uint8 (H, W, 3)."""
         channel = self.channel if channel is None else channel
-        meta = self._maps_meta
-        codes = np.frombuffer(self._maps, np.uint8).reshape(meta["n"], meta["h"], meta["w"])[channel]
         img = self._images.display_rgb(self.index)
-        return blend_overlay(img, codes, make_lut(OVERLAY_CMAP), self.opacity if opacity is None else opacity)
+        return blend_overlay(img, self._maps[channel], make_lut(OVERLAY_CMAP), self.opacity if opacity is None else opacity)
 
     def wait(self, timeout: float = 60.0) -> bool:
         """Block until background updates (page requests, dataset passes) are done."""
@@ -483,16 +514,6 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
                 raise ValueError(f"channel must be -1 (none) or in 0..{n - 1} for layer {self.layer!r}, got {c}")
         return c
 
-    @t.validate("sort")
-    @checked
-    def _v_sort(self, proposal):
-        return one_of(proposal, ("index", "mean", "max"))
-
-    @t.validate("scale")
-    @checked
-    def _v_scale(self, proposal):
-        return one_of(proposal, ("shared", "per_map"))
-
     @t.validate("opacity")
     @checked
     def _v_opacity(self, proposal):
@@ -511,72 +532,175 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     # ------------------------------------------------------------------ page events
     @t.observe("index")
     def _on_index(self, change):
+        self._clear_refused("index")
         if self._ready:
-            self._schedule(self._update_image)
+            self._schedule(self._job("image", self._update_image))
 
     @t.observe("layer")
     def _on_layer(self, change):
+        self._clear_refused("layer")
         if self._ready:
             if self.channel >= 0:
                 n = self._n_channels[change["new"]]
                 if self.channel >= n:
                     self.channel = -1
-            self._schedule(self._update_maps_and_recon)
+            self._drop_dataset_panels(change["old"], change["new"])
+            self._schedule(self._job("maps", self._update_maps_and_recon))
 
     @t.observe("sort", "scale", "zoom")
     def _on_style(self, change):
         if self._ready:
-            self._schedule(self._update_maps)  # the projection does not depend on these
+            self._schedule(self._job("maps", self._update_maps))  # the projection does not depend on these
 
     @t.observe("channel")
     def _on_channel(self, change):
         if self._ready:
-            self._recon_worker.submit(self._update_recon)
+            self._set_scales()
+            self._recon_worker.submit(self._job("projection", self._update_recon))
 
-    def _on_page_message(self, _widget, content, _buffers):
-        try:
-            kind = content.get("type") if isinstance(content, dict) else None
-            if kind == "top_images":
-                self.request_top_images()
-            elif kind == "batch":
-                self.request_batch_view()
-            elif kind == "stop":
-                self._stop_dataset.set()
-        except Exception as exc:  # noqa: BLE001 - never a traceback from the page
-            self.last_error = f"{type(exc).__name__}: {exc}"
+    # messages from the page (cnnwidgets/widgets/messages.json), routed by BaseWidget._dispatch_message
+    def _on_top_images(self, _content) -> None:
+        self.request_top_images()
+
+    def _on_batch(self, _content) -> None:
+        self.request_batch_view()
+
+    def _on_stop(self, _content) -> None:
+        self._stop_reason = ""
+        self._stop_dataset.set()
 
     def request_top_images(self) -> None:
         """Find the dataset's top images for the selected channel in the background."""
+        if self._closed:
+            return
         if self.channel < 0:
             self.status = "click a map first: top images are found for the selected channel"
             return
+        self._stop_reason = ""
         self._stop_dataset.clear()
         layer, channel, k = self.layer, self.channel, self.k
-        self._dataset_worker.submit(lambda: self._find_top(layer, channel, k))
+        self._dataset_worker.submit(self._job("top images", lambda: self._find_top(layer, channel, k)))
 
-    def request_batch_view(self, n: int = 12) -> None:
+    def request_batch_view(self, n: int = BATCH_SIZE) -> None:
         """Project the strongest map of the current layer for ``n`` images from the current
         one on (in the background), for the batch view (at most ``MAX_K``)."""
+        if self._closed:
+            return
         n = bounded_int(n, "n", 1, self.MAX_K, "images in the batch view")
         start = self.index
         idx = list(range(start, min(self._x.shape[0], start + n)))
         layer = self.layer
-        self._dataset_worker.submit(lambda: self._make_batch(idx, layer))
+        self._dataset_worker.submit(self._job("batch view", lambda: self._make_batch(idx, layer)))
+
+    def _drop_dataset_panels(self, old: str, new: str) -> None:
+        """The layer changed from ``old`` to ``new``: the top images and the batch view of
+        ``old`` are cleared (each says why), and a pass over the data for ``old`` is stopped."""
+        if self._dataset_worker.busy:
+            self._stop_reason = f"the layer changed to {new!r}"
+            self._stop_dataset.set()
+        with self.hold_sync():
+            top = self._top_info
+            if top.get("layer") not in (None, new):
+                self._top = None
+                self._top_info = {"note": f"Cleared: the top images were those of channel {top['channel']} of "
+                                          f"{top['layer']!r}, and the layer is now {new!r}. Select a map and "
+                                          "press \u201ctop images\u201d again."}
+            batch = self._batch_info
+            if batch.get("layer") not in (None, new):
+                self._batch = None
+                self._batch_info = {"note": f"Cleared: the projections were those of {batch['layer']!r}, and the "
+                                            f"layer is now {new!r}. Press \u201cbatch view\u201d again."}
 
     def _make_batch(self, idx: list[int], layer: str) -> None:
         self.status = f"projecting the strongest maps of {layer} for {len(idx)} images ..."
         proj, chans = self.reconstruct_batch(idx, layer)
+        if layer != self.layer:  # the layer changed meanwhile: _drop_dataset_panels said so
+            self.status = f"batch view of {layer!r} dropped: the layer is now {self.layer!r}"
+            return
         pairs = []
         for i, p in zip(idx, proj):
-            pairs.append(self._images.display_rgb(i))
-            proj = _norm_uint8(torch.from_numpy(p))
-            pairs.append(np.repeat(proj, 3, axis=-1) if proj.shape[-1] == 1 else proj[..., :3])
-        arr = np.stack(pairs)
+            shown = _norm_uint8(torch.from_numpy(p))
+            shown = np.repeat(shown, 3, axis=-1) if shown.shape[-1] == 1 else shown[..., :3]
+            pairs.append(np.stack([self._images.display_rgb(i), shown]))
         with self.hold_sync():
-            self._batch = arr.tobytes()
-            self._batch_meta = {"indices": idx, "channels": [int(c) for c in chans], "layer": layer,
-                                "h": arr.shape[1], "w": arr.shape[2], "c": 3}
-            self.status = f"strongest map of {layer} projected to pixels for images {idx[0]}..{idx[-1]}"
+            self._batch = np.stack(pairs)
+            self._batch_info = {"indices": idx, "channels": [int(c) for c in chans], "layer": layer}
+            self.status = ""  # done: the batch view's own heading says what it shows
+
+    # ------------------------------------------------------------------ failures and the Selection
+    def _job(self, task: str, fn):
+        """``fn`` as a background job of ``task`` ("image", "maps", "projection", "top images",
+        "batch view"): if it raises, the view says so (view_error) until ``task`` next succeeds;
+        the exception still goes on to the caller (a script) or the worker (its log)."""
+
+        def run() -> None:
+            try:
+                fn()
+            except Exception as exc:
+                if not self._closed:
+                    self._failed(task, exc)
+                    if task in ("image", "maps"):
+                        self._finish()
+                try:
+                    exc._cnnw_task = task  # already shown: report_failure leaves it
+                except AttributeError:  # an exception type without a __dict__
+                    pass
+                raise
+            self._succeeded(task)
+
+        return run
+
+    def _failed(self, task: str, exc: BaseException | str) -> None:
+        text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        self._failures[task] = f"{task} failed: {text}"
+        super().report_failure(" | ".join(self._failures.values()))
+
+    def _succeeded(self, task: str) -> None:
+        if self._failures.pop(task, None) is not None or self._failures.pop("update", None) is not None:
+            super().report_failure(" | ".join(self._failures.values()) or None)
+
+    def report_failure(self, exc: BaseException | str | None) -> None:
+        """Show why background work failed (:attr:`view_error`), next to the failures of the
+        view's other tasks; None clears them all."""
+        if exc is None:
+            self._failures.clear()
+            super().report_failure(None)
+        elif getattr(exc, "_cnnw_task", None) is None:
+            self._failed("update", exc)
+
+    def _cannot_show(self, name: str, value: Any) -> str:
+        """Why this view cannot show the Selection's ``name`` = ``value`` ("" if it can)."""
+        if name == "index":
+            try:
+                self._check_index(value)
+            except ValueError:
+                return (f"The shared selection is on image {value}, which this view does not hold (its images are "
+                        f"0..{len(self._images) - 1}): it still shows image {self.index}.")
+        elif name == "layer" and value and value not in self._layer_names:
+            what = self._all_labels.get(value)
+            what = f" ({what})" if what else ""
+            return (f"The shared selection is on layer {value!r}{what}, which has no feature maps this view can "
+                    f"show: it still shows {self.layer!r}.")
+        elif name == "channel" and self.layer and value >= self._n_channels[self.layer]:
+            return (f"The shared selection is on channel {value}, which {self.layer!r} does not have (it has "
+                    f"{self._n_channels[self.layer]}): no channel is selected here.")
+        return ""
+
+    def _sel_pull(self, name: str, value: Any) -> None:
+        """Take the Selection's ``name``, or say in :attr:`selection_note` why not."""
+        if name == "channel" and not self._sel_on_layer():
+            return  # a channel of another layer: not this view's to take
+        why = self._cannot_show(name, value)
+        if why:
+            self._refused[name] = why
+            self.set_trait("selection_note", " ".join(self._refused.values()))
+            return
+        self._clear_refused(name)
+        super()._sel_pull(name, value)
+
+    def _clear_refused(self, name: str) -> None:
+        if self._refused.pop(name, None) is not None:
+            self.set_trait("selection_note", " ".join(self._refused.values()))
 
     # ------------------------------------------------------------------ updates
     def _update_image(self) -> None:
@@ -615,12 +739,9 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         name = self._images.class_name
         with self.hold_sync():
             if not shown:
-                self._image = img.tobytes()
-            self._image_meta = {
+                self._image = img
+            self._image_info = {
                 "index": index,
-                "h": img.shape[0],
-                "w": img.shape[1],
-                "c": img.shape[2],
                 "label": name(label),
                 # None (and the reason in model_note) when the output holds no class scores
                 "predicted": name(pred),
@@ -630,11 +751,11 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
             if not shown:
                 self._update_maps(index=index, layer=layer, finish=False)
         self._finish()
-        self._recon_worker.submit(self._update_recon)
+        self._recon_worker.submit(self._job("projection", self._update_recon))
 
     def _update_maps_and_recon(self) -> None:
         self._update_maps()
-        self._recon_worker.submit(self._update_recon)
+        self._recon_worker.submit(self._job("projection", self._update_recon))
 
     def _update_maps(
         self,
@@ -654,21 +775,52 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
             acts = self._forward(index)[1][layer]
         if acts.dim() != 3:
             return
-        codes, stats = _maps_frame(acts, self.scale)
-        order = order_channels(stats, self.sort).astype(np.int32)
+        scale, sort = self.scale, self.sort
+        codes, stats = _maps_frame(acts, scale)
+        order = order_channels(stats, sort).astype(np.int32)
         c, h, w = acts.shape
         zoom = self.zoom or max(1, min(16, round(48 / max(h, w))))
         rows, cols = grid_shape(c, None)
         with self.hold_sync():
             if image is not None:
-                self._image = image.tobytes()
-            self._map_stats = stats.tobytes()
-            self._order = order.tobytes()
-            self._maps_meta = {"n": c, "h": h, "w": w, "rows": rows, "columns": cols, "zoom": zoom,
-                               "layer": layer, "index": index}
-            self._maps = codes.tobytes()  # last: whoever watches _maps finds the whole frame set
+                self._image = image
+            self._map_stats = stats
+            if self._order is None or not np.array_equal(self._order, order):
+                self._order = order  # unchanged (sort="index"): not sent again
+            self._maps_info = {"index": index, "layer": layer, "scale": scale, "sort": sort, "rows": rows,
+                               "columns": cols, "zoom": zoom}
+            self._set_scales()
+            self._maps = codes  # last: whoever watches _maps finds the whole frame set
         if finish:
             self._finish()
+
+    def _set_scales(self) -> None:
+        """:attr:`color_scales` of what is shown: the range of the maps' colours (all maps under
+        scale="shared"; under "per_map" the selected map's, else the first tile's), of the
+        selected map over the image, and of a one-channel projection."""
+        scales: dict[str, dict[str, Any]] = {}
+        stats, info = self._map_stats, self._maps_info
+        if stats is not None and len(stats) and self._order is not None and len(self._order) == len(stats):
+            lo, hi = stats[:, 2], stats[:, 1]
+            per_map = info.get("scale") == "per_map"
+            c = self.channel if 0 <= self.channel < len(stats) else -1
+            if per_map:
+                shown = c if c >= 0 else int(self._order[0])
+                scales["maps"] = {"min": float(lo[shown]), "max": float(hi[shown]), "label": "activation",
+                                  "channel": shown, "note": f"per map: each map its own range; channel {shown}"}
+            else:
+                scales["maps"] = {"min": float(lo.min()), "max": float(hi.max()), "label": "activation",
+                                  "note": "one range for all maps"}
+            if c >= 0:
+                a, b = (lo[c], hi[c]) if per_map else (lo.min(), hi.max())
+                scales["overlay"] = {"min": float(a), "max": float(b), "label": f"activation of channel {c}",
+                                     "channel": c, "note": "its own range" if per_map else "the maps' shared range"}
+        recon = self._recon
+        rng = self._recon_range
+        if recon is not None and recon.shape[-1] == 1 and rng is not None:
+            scales["projection"] = {"min": rng[0], "max": rng[1], "label": "deconvnet projection",
+                                    "note": "pixel space, min\u2013max scaled"}
+        self.set_trait("color_scales", scales)
 
     def _finish(self) -> None:
         if self.busy and not self._from_page:
@@ -677,18 +829,15 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     def _update_recon(self) -> None:
         if self._closed:
             return
-        try:
-            ch = self.channel if self.channel >= 0 else None
-            proj, chans = self._reconstruct(self.index, self.layer, ch)
-        except ValueError as exc:
-            self.status = str(exc)
-            return
+        index, layer, channel = self.index, self.layer, self.channel
+        ch = channel if channel >= 0 else None
+        proj, chans = self._reconstruct(index, layer, ch)
         img = _norm_uint8(proj[0])
         with self.hold_sync():
-            self._recon = img.tobytes()
-            self._recon_meta = {"h": img.shape[0], "w": img.shape[1], "c": img.shape[2],
-                                "channel": int(chans[0]), "strongest": ch is None, "layer": self.layer,
-                                "index": self.index}
+            self._recon_range = (float(proj[0].min()), float(proj[0].max()))
+            self._recon = img
+            self._recon_info = {"channel": int(chans[0]), "strongest": ch is None, "layer": layer, "index": index}
+            self._set_scales()
 
     def _find_top(self, layer: str, channel: int, k: int) -> None:
         total = self._x.shape[0]
@@ -703,26 +852,28 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         try:
             idx, scores = top_images(self._model, self._dataset(), layer, channel, k, progress=progress)
         except _Stopped:
-            self.status = "stopped"
-            self.progress = -1.0
+            why = self._stop_reason
+            self.status = f"stopped: {why}" if why else "stopped"
             return
-        except ValueError as exc:  # the pass failed: say why in the view
+        except ValueError as exc:  # the pass failed: the view says why (view_error)
             why = str(exc)
             if self._dtype != torch.float32 and "computes in" in why:
                 # core.top_images batches the images as float32 (as_batch) whatever the model's dtype
                 why = (f"not available for a {self._dtype} model yet: the dataset pass feeds the model "
                        f"float32 images ({why})")
-            self.last_error = self.status = f"top images: {why}"
+            self.status = "top images failed"
+            raise ValueError(why) from exc
+        finally:
             self.progress = -1.0
+        if layer != self.layer:  # the layer changed meanwhile: _drop_dataset_panels said so
+            self.status = f"top images of {layer!r} dropped: the layer is now {self.layer!r}"
             return
         thumbs = np.stack([self.display_image(int(i)) for i in idx])
         with self.hold_sync():
-            self._top = thumbs.tobytes()
-            self._top_meta = {"indices": [int(i) for i in idx], "scores": [float(s) for s in scores],
-                              "layer": layer, "channel": channel, "h": thumbs.shape[1], "w": thumbs.shape[2],
-                              "c": thumbs.shape[3]}
-            self.progress = -1.0
-            self.status = f"top {len(idx)} images for channel {channel} of {layer}"
+            self._top = thumbs
+            self._top_info = {"indices": [int(i) for i in idx], "scores": [float(s) for s in scores],
+                              "layer": layer, "channel": channel}
+            self.status = ""  # done: the top images' own heading says what they are
 
     def __repr__(self) -> str:
         if self._closed:
@@ -732,5 +883,3 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
 
 class _Stopped(Exception):
     pass
-
-

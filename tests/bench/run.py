@@ -351,8 +351,7 @@ class SentCounter:
 
 def pixels_shown(ex) -> int:
     """uint8 values the page shows for the frame: the image (H*W*C) and the maps (C*h*w)."""
-    im, mm = ex._image_meta, ex._maps_meta
-    return im["h"] * im["w"] * im["c"] + mm["n"] * mm["h"] * mm["w"]
+    return ex._image.size + ex._maps.size
 
 
 def bytes_row(name: str, ex, counter: SentCounter) -> tuple[Row, str]:
@@ -363,11 +362,11 @@ def bytes_row(name: str, ex, counter: SentCounter) -> tuple[Row, str]:
     # the buffers are exactly these binary traits (a trait whose value did not change, e.g.
     # the order of the maps under sort="index", is not sent again)
     assert {"_image", "_maps", "_map_stats"} <= set(binary), keys
-    assert bb == sum(len(getattr(ex, k)) for k in binary), (bb, binary)
+    assert bb == sum(getattr(ex, k).nbytes for k in binary), (bb, binary)
     px = pixels_shown(ex)
     sent = js + bb
     row = Row(name, sent, px, sent / px, "<= 1.1x pixels", sent / px <= 1.1, "1/-", "B")
-    parts = " + ".join(f"{k} {len(getattr(ex, k)):,}" for k in binary)
+    parts = " + ".join(f"{k} {getattr(ex, k).nbytes:,}" for k in binary)
     note = (
         f"{name.split(':')[0]} (sort={ex.sort!r}): pixels shown {px:,}; sent {parts} B "
         f"+ JSON {js:,} B in {len(counter.messages)} messages"
@@ -393,7 +392,7 @@ def _forget_display(ex, index: int) -> None:
 #: The traits that make up a frame: the new image and the maps of the current layer (with
 #: their statistics and description). ``_order`` is left out: it is not set again when it
 #: does not change (sort="index").
-FRAME_TRAITS = ("_image", "_maps", "_map_stats", "_maps_meta")
+FRAME_TRAITS = ("_image", "_maps", "_map_stats", "_maps_info")
 
 
 def image_change_timing(
@@ -461,7 +460,7 @@ def baseline_timing(model, x, layer, indices, *, warmup: int, repeats: int) -> T
     notes=(
         "image change = `ex.index = i` from Python for an image not in the widget's cache (4\n"
         "    images), timed until the new frame's bytes are ready on the Python side: every one\n"
-        "    of `_image`, `_maps`, `_map_stats`, `_maps_meta` has been set for the new image\n"
+        "    of `_image`, `_maps`, `_map_stats`, `_maps_info` has been set for the new image\n"
         "    (an observer on them records the time). The widget runs one forward pass capturing\n"
         "    every layer and sends the frame from inside it, as soon as the current layer has\n"
         "    run. The deconvnet projection is computed after the frame, in a background thread;\n"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .test_activation_explorer_browser import EX, _np, _same, _scaled, _wait_attr
+from .test_activation_explorer_browser import EX, _maps_expr, _np, _same, _scaled, _wait_attr
 
 pytestmark = pytest.mark.browser
 
@@ -44,7 +44,7 @@ def test_tuple_output_model_in_the_page(open_notebook):
     page.wait_for_function(f"() => Number(document.querySelector('{EX}').dataset.frame || 0) > 0", timeout=30_000)
 
     # feature maps: the kernel's pixels; the banner says why no class is predicted, and how to fix it
-    _same(nb, f"{EX} canvas.cnnw-maps", _np(nb, "ex.maps_image()", "tm0.npy"))
+    _same(nb, f"{EX} canvas.cnnw-maps", _np(nb, _maps_expr(nb), "tm0.npy"))
     note = page.inner_text(f"{EX} .cnnw-model-note")
     assert "a tuple of 2: [0] tensor 1 x 10, [1] tensor 1 x 4" in note and "output=" in note, note
     assert "no prediction" in page.inner_text(f"{EX} .cnnw-input-caption")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .test_activation_explorer_browser import EX, _np, _same, _scaled, _wait_attr
+from .test_activation_explorer_browser import EX, _maps_expr, _maps_geometry, _np, _same, _scaled, _tile_centre, _wait_attr
 
 pytestmark = pytest.mark.browser
 
@@ -54,16 +54,14 @@ def test_explorer_next_map_click_and_stop_while_oip_runs(open_notebook):
     _wait_attr(nb, EX, "mapsIndex", "1", timeout=5_000)
     t_next = time.perf_counter() - t0
     assert nb.kernel_json("[ex.activations.index, ex.optimizer.running]") == [1, True]
-    _same(nb, f"{EX} canvas.cnnw-maps", _np(nb, "ex.activations.maps_image()", "busy_m1.npy"))
+    _same(nb, f"{EX} canvas.cnnw-maps", _np(nb, _maps_expr(nb, "ex.activations"), "busy_m1.npy"))
 
-    meta = nb.kernel_json("ex.activations._maps_meta")
-    order = nb.kernel_json("[int(i) for i in __import__('numpy').frombuffer(ex.activations._order, 'int32')]")
+    geo, order = _maps_geometry(nb, "ex.activations")
     cell = 2
     channel = order[cell]
-    cw, ch = meta["w"] * meta["zoom"] + 1, meta["h"] * meta["zoom"] + 1
-    box = page.locator(f"{EX} canvas.cnnw-maps").bounding_box()
+    x, y = _tile_centre(page, f"{EX} canvas.cnnw-maps", geo, cell)
     t0 = time.perf_counter()
-    page.mouse.click(box["x"] + (cell % meta["columns"]) * cw + cw // 2, box["y"] + (cell // meta["columns"]) * ch + ch // 2)
+    page.mouse.click(x, y)
     _wait_attr(nb, EX, "overlayChannel", str(channel), timeout=5_000)
     t_click = time.perf_counter() - t0
     assert nb.kernel_json("[ex.activations.channel, ex.selection.channel, ex.optimizer.running]") == [channel, channel, True]
@@ -109,5 +107,5 @@ def test_a_model_without_a_private_view_says_so_in_the_view(open_notebook):
     # the view works on the model itself: Next shows the kernel's maps
     page.click(f"{EX} button.cnnw-next")
     _wait_attr(nb, EX, "mapsIndex", "1")
-    _same(nb, f"{EX} canvas.cnnw-maps", _np(nb, "ex.maps_image()", "note_m1.npy"))
+    _same(nb, f"{EX} canvas.cnnw-maps", _np(nb, _maps_expr(nb), "note_m1.npy"))
     assert not nb.errors, nb.errors

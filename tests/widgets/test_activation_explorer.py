@@ -93,10 +93,9 @@ def activation_passes(calls) -> list[tuple[bool, str]]:
 
 
 def decoded_maps(ex: ActivationExplorer) -> tuple[np.ndarray, np.ndarray, dict]:
-    meta = ex._maps_meta
-    codes = np.frombuffer(ex._maps, np.uint8).reshape(meta["n"], meta["h"], meta["w"])
-    order = np.frombuffer(ex._order, np.int32)
-    return codes, order, meta
+    """The maps' codes (C, h, w), the channel of each tile (C,) and what they show."""
+    assert ex._maps.dtype == np.uint8 and ex._order.dtype == np.int32
+    return ex._maps, ex._order, ex._maps_info
 
 
 def worker_threads() -> set[threading.Thread]:
@@ -134,8 +133,8 @@ def test_layer_argument(demo):
     w = ActivationExplorer(demo.model, demo.images[:10], layer="features.5")
     try:
         assert w.layer == "features.5"
-        assert w._maps_meta["layer"] == "features.5"
-        assert (w._maps_meta["n"], w._maps_meta["h"], w._maps_meta["w"]) == DEMO_SHAPES["features.5"]
+        assert w._maps_info["layer"] == "features.5"
+        assert w._maps.shape == DEMO_SHAPES["features.5"]
     finally:
         w.close()
 
@@ -191,7 +190,7 @@ def test_view_changes_run_no_activation_pass(ex, demo):
             setattr(ex, name, value)
             ex.wait()
         assert activation_passes(calls) == [], (name, value)
-        assert ex._maps_meta["layer"] == ex.layer
+        assert ex._maps_info["layer"] == ex.layer
     # the same through the page
     for name, value in [("layer", "features.4"), ("channel", 3), ("sort", "index"), ("scale", "per_map")]:
         with forward_calls(demo.model) as calls:
@@ -228,7 +227,7 @@ def test_new_index_runs_exactly_one_activation_pass(ex, demo):
             ex.index = i
             ex.wait()
         assert len(activation_passes(calls)) == 1
-        assert ex._maps_meta["index"] == i and ex._image_meta["index"] == i
+        assert ex._maps_info["index"] == i and ex._image_info["index"] == i
         # everything about this image now comes from the cache
         with forward_calls(demo.model) as calls:
             for layer in DEMO_LAYERS:
@@ -345,8 +344,9 @@ def test_maps_bytes_and_order(ex, demo, sort, scale):
     ex.scale = scale
     codes, order, meta = decoded_maps(ex)
     acts = layer_output(demo, 6, "features.3")
-    assert (meta["n"], meta["h"], meta["w"]) == (64, 11, 11)
+    assert codes.shape == (64, 11, 11)
     assert meta["index"] == 6 and meta["layer"] == "features.3"
+    assert meta["sort"] == sort and meta["scale"] == scale
     np.testing.assert_array_equal(codes, maps_codes(acts, scale).codes)
     a = acts.numpy().astype(np.float64)
     if scale == "shared":  # one range for all maps: min -> 0, max -> 254
@@ -364,25 +364,26 @@ def test_maps_bytes_and_order(ex, demo, sort, scale):
         "max": np.argsort(-flat.max(1), kind="stable"),
     }[sort]
     assert order.tolist() == expected_order.tolist()
-    stats = np.frombuffer(ex._map_stats, np.float32).reshape(64, 3)
-    np.testing.assert_allclose(stats, map_stats(acts), rtol=1e-6)
+    assert ex._map_stats.dtype == np.float32 and ex._map_stats.shape == (64, 3)
+    np.testing.assert_allclose(ex._map_stats, map_stats(acts), rtol=1e-6)
 
 
 @pytest.mark.parametrize("layer", DEMO_LAYERS)
 def test_bytes_per_update_are_the_pixels_shown(ex, layer):
     ex.layer = layer
     c, h, w = DEMO_SHAPES[layer]
-    assert len(ex._maps) == c * h * w
-    assert len(ex._order) == 4 * c
-    assert len(ex._map_stats) == 4 * 3 * c
-    assert len(ex._image) == 28 * 28 * 1
+    assert (ex._maps.shape, ex._maps.nbytes) == ((c, h, w), c * h * w)
+    assert (ex._order.shape, ex._order.nbytes) == ((c,), 4 * c)
+    assert (ex._map_stats.shape, ex._map_stats.nbytes) == ((c, 3), 4 * 3 * c)
+    assert (ex._image.shape, ex._image.nbytes) == ((28, 28, 1), 28 * 28 * 1)
     ex.wait()
-    assert len(ex._recon) == 28 * 28 * 1
+    assert (ex._recon.shape, ex._recon.dtype) == ((28, 28, 1), np.uint8)
 
 
 def test_image_bytes_are_the_displayed_digit(ex, demo):
     ex.index = 2
-    img = np.frombuffer(ex._image, np.uint8).reshape(28, 28, 1)
+    img = ex._image
+    assert img.dtype == np.uint8 and img.shape == (28, 28, 1)
     raw = cnnwidgets.demo.load_mnist_arrays()[0][8000 + 2]  # the val split starts at 8000
     np.testing.assert_array_equal(img[..., 0], raw)
 
@@ -403,7 +404,7 @@ def test_maps_image_equals_reference_render(ex, reference_render):
 def test_automatic_zoom(ex):
     for layer, zoom in [("features.0", 2), ("features.3", 4), ("features.5", 10), ("features.6", 16)]:
         ex.layer = layer
-        assert ex._maps_meta["zoom"] == zoom  # round(48 / size), 1..16
+        assert ex._maps_info["zoom"] == zoom  # round(48 / size), 1..16
 
 
 def test_overlay_image_equals_blend_overlay(ex, demo):
@@ -411,7 +412,7 @@ def test_overlay_image_equals_blend_overlay(ex, demo):
     ex.layer = "features.2"
     ex.channel = 4
     codes, _, _ = decoded_maps(ex)
-    img = np.repeat(np.frombuffer(ex._image, np.uint8).reshape(28, 28, 1), 3, axis=-1)
+    img = np.repeat(ex._image, 3, axis=-1)
     table = lut(OVERLAY_CMAP)
     np.testing.assert_array_equal(ex.overlay_image(), blend_overlay(img, codes[4], table, ex.opacity))
     np.testing.assert_array_equal(ex.overlay_image(9, 0.25), blend_overlay(img, codes[9], table, 0.25))
@@ -442,26 +443,26 @@ def test_blend_overlay_upsamples_by_nearest_neighbour():
     assert out.tolist() == [[10, 10, 20, 20], [10, 10, 20, 20], [30, 30, 40, 40], [30, 30, 40, 40]]
 
 
-def test_image_meta_label_predicted_correct(ex, demo, predictions):
+def test_image_info_label_predicted_correct(ex, demo, predictions):
     labels = demo.labels.numpy()
     wrong = np.flatnonzero(predictions != labels)
     right = np.flatnonzero(predictions == labels)
     assert len(wrong) > 0 and len(right) > 0
     for i in (int(right[0]), int(wrong[0])):
         ex.index = i
-        meta = ex._image_meta
+        meta = ex._image_info
         assert meta["index"] == i
         assert meta["label"] == str(labels[i])
         assert meta["predicted"] == str(predictions[i])
         assert meta["correct"] is bool(labels[i] == predictions[i])
-        assert (meta["h"], meta["w"], meta["c"]) == (28, 28, 1)
+        assert ex._image.shape == (28, 28, 1)
         assert ex.predict()[0] == predictions[i]
 
 
-def test_image_meta_without_labels_and_classes(demo, predictions):
+def test_image_info_without_labels_and_classes(demo, predictions):
     w = ActivationExplorer(demo.model, demo.images[:5])
     try:
-        meta = w._image_meta
+        meta = w._image_info
         assert meta["label"] is None and meta["correct"] is None
         assert meta["predicted"] == int(predictions[0])
     finally:
@@ -487,12 +488,12 @@ def test_request_top_images(ex300):
     ex300.observe(lambda ch: seen.append(ch["new"]), names="progress")
     ex300.request_top_images()
     assert ex300.wait()
-    meta = ex300._top_meta
+    meta = ex300._top_info
     want = ex300.top_images("features.3", 5, 6)
     assert meta["indices"] == want.tolist()
     assert meta["layer"] == "features.3" and meta["channel"] == 5
-    assert len(ex300._top) == 6 * 28 * 28 * 1
-    thumbs = np.frombuffer(ex300._top, np.uint8).reshape(6, 28, 28, 1)
+    assert ex300._top.shape == (6, 28, 28, 1) and ex300._top.dtype == np.uint8
+    thumbs = ex300._top
     np.testing.assert_array_equal(thumbs[0], ex300.display_image(int(want[0])))
     assert ex300.progress == -1.0
     assert seen == [0.0, pytest.approx(256 / 300), 1.0, -1.0]
@@ -500,28 +501,28 @@ def test_request_top_images(ex300):
 
 def test_top_images_from_the_page(ex300):
     ex300.set_state({"channel": 3})
-    ex300._on_page_message(ex300, {"type": "top_images"}, [])
+    ex300._dispatch_message(ex300, {"type": "top_images"}, [])
     assert ex300.wait()
-    assert ex300._top_meta["indices"] == ex300.top_images(channel=3, k=9).tolist()
+    assert ex300._top_info["indices"] == ex300.top_images(channel=3, k=9).tolist()
     assert ex300.progress == -1.0
 
 
 def test_request_top_images_without_channel_only_sets_status(ex300):
     ex300.request_top_images()
     assert ex300.wait()
-    assert ex300._top_meta == {}
+    assert ex300._top_info == {} and ex300._top is None
     assert "click a map" in ex300.status
 
 
-def test_recon_meta_follows_channel(ex, demo):
+def test_recon_info_follows_channel(ex, demo):
     ex.layer = "features.3"
     ex.wait()
     strongest = int(layer_output(demo, 0, "features.3").flatten(1).amax(1).argmax())
-    assert ex._recon_meta["channel"] == strongest and ex._recon_meta["strongest"] is True
+    assert ex._recon_info["channel"] == strongest and ex._recon_info["strongest"] is True
     ex.channel = 12
     ex.wait()
-    assert ex._recon_meta["channel"] == 12 and ex._recon_meta["strongest"] is False
-    assert ex._recon_meta["layer"] == "features.3"
+    assert ex._recon_info["channel"] == 12 and ex._recon_info["strongest"] is False
+    assert ex._recon_info["layer"] == "features.3"
 
 
 def test_layer_change_resets_a_channel_the_layer_lacks(ex):
@@ -544,7 +545,7 @@ def test_close_stops_worker_threads(demo):
     # a closed widget does not raise
     w.close()
     w.set_state({"index": 4})
-    w._on_page_message(w, {"type": "top_images"}, [])
+    w._dispatch_message(w, {"type": "top_images"}, [])
     assert w.wait(5)
     repr(w)
 
@@ -641,19 +642,33 @@ def test_bad_values_from_python_raise(ex):
 )
 def test_bad_values_from_the_page_are_ignored(ex, state, text):
     before = {k: getattr(ex, k) for k in ("index", "layer", "channel", "sort")}
-    maps_meta = dict(ex._maps_meta)
+    maps_info = dict(ex._maps_info)
     ex.last_error = None
     ex.set_state(state)  # must not raise
     ex.wait()
     assert {k: getattr(ex, k) for k in before} == before
     assert ex.last_error is not None and text in ex.last_error
-    assert ex._maps_meta == maps_meta
+    assert ex._maps_info == maps_info
 
 
-@pytest.mark.parametrize("content", [{"type": "bogus"}, "hello", None, [1, 2], {"no": "type"}, {"type": "stop"}])
-def test_page_messages_never_raise(ex, content):
-    ex._on_page_message(ex, content, [])
+@pytest.mark.parametrize("content", [{"type": "bogus"}, "hello", None, [1, 2], {"no": "type"}])
+def test_unknown_page_messages_never_raise_and_are_named(ex, content):
+    ex.last_error = None
+    ex._dispatch_message(ex, content, [])
     assert ex.wait()
+    assert "unknown message" in ex.last_error and "'top_images', 'batch' or 'stop'" in ex.last_error
+    assert ex.view_error == ""
+
+
+def test_page_messages_go_through_the_base_dispatcher(ex300):
+    """The one table (messages.json) routes each type to its handler: no _on_page_message."""
+    assert not hasattr(ex300, "_on_page_message")
+    assert ex300._dispatch_message in ex300._msg_callbacks.callbacks
+    ex300._dispatch_message(ex300, {"type": "stop"}, [])
+    assert ex300._stop_dataset.is_set()
+    ex300._dispatch_message(ex300, {"type": "batch"}, [])
+    assert ex300.wait()
+    assert ex300._batch_info["indices"] == list(range(12)) and ex300.last_error is None
 
 
 # ---------------------------------------------------------------- models and their state
@@ -701,7 +716,7 @@ def test_resnet_in_train_mode_is_left_as_found(tiny_resnet, count_hooks, flags):
         w.sort = "max"
         w.set_state({"index": 4})
         w.wait()
-        assert w._maps_meta["index"] == 4
+        assert w._maps_info["index"] == 4
         w.reconstruct(1, "layer1.0.relu")
         w.reconstruct(1, "layer2.0.bn2", channel=2)
         proj, chans = w.reconstruct_batch([0, 1, 5], "layer1.0.conv2")
@@ -709,7 +724,7 @@ def test_resnet_in_train_mode_is_left_as_found(tiny_resnet, count_hooks, flags):
         w.top_images("layer1.0.relu", 1, 3)
         w.request_top_images()
         w.wait()
-        assert len(w._top_meta["indices"]) == 9 - 3  # k = 9, only 6 images
+        assert len(w._top_info["indices"]) == 9 - 3  # k = 9, only 6 images
         w.predict(5)
         unchanged()
         # failing calls leave it as found too
@@ -754,7 +769,7 @@ def test_page_index_change_runs_in_the_worker(ex, demo):
         ex.set_state({"index": 5})
         ex.wait()
     assert ex.index == 5
-    assert ex._maps_meta["index"] == 5 and ex._image_meta["index"] == 5
+    assert ex._maps_info["index"] == 5 and ex._image_info["index"] == 5
     assert activation_passes(calls) == [(False, "cnnwidgets-activations")]
     assert ex.busy is False
     np.testing.assert_array_equal(decoded_maps(ex)[0], maps_codes(layer_output(demo, 5, "features.0")).codes)
@@ -767,7 +782,7 @@ def test_rapid_page_index_changes_latest_wins(ex):
         ex.set_state({"index": i})
     assert ex.wait()
     assert ex.index == 30
-    assert ex._maps_meta["index"] == 30 and ex._image_meta["index"] == 30
+    assert ex._maps_info["index"] == 30 and ex._image_info["index"] == 30
     assert (ex._worker.dropped - dropped) + (ex._worker.done - done) == 30
     assert ex.busy is False
 
@@ -791,17 +806,17 @@ def test_rapid_page_index_changes_while_busy_compute_only_the_last(ex, demo):
     assert ex._worker.dropped - dropped == 9
     assert ex._worker.done - done == 2  # the gate and index 110
     assert len(activation_passes(calls)) == 1  # only image 110 was run
-    assert ex._maps_meta["index"] == 110
+    assert ex._maps_info["index"] == 110
 
 
 # ---------------------------------------------------------------- the frame is sent from inside the pass
 def _frame_events(ex, model):
     """Record, in order: the frame traits as they are set, and the classifier's start."""
     events: list[tuple[str, object]] = []
-    names = ["_image", "_maps", "_image_meta"]
+    names = ["_image", "_maps", "_image_info"]
 
     def watch(ch):
-        events.append((ch["name"], ex._maps_meta.get("index") if ch["name"] == "_maps" else None))
+        events.append((ch["name"], ex._maps_info.get("index") if ch["name"] == "_maps" else None))
 
     ex.observe(watch, names=names)
     handle = view_pre_hook(model.classifier, lambda m, i: events.append(("classifier", None)))
@@ -823,11 +838,11 @@ def test_new_image_frame_is_sent_before_the_classifier_runs(ex, demo, from_page)
     finally:
         done()
     kinds = [e[0] for e in events]
-    assert kinds == ["_image", "_maps", "classifier", "_image_meta"], events
+    assert kinds == ["_image", "_maps", "classifier", "_image_info"], events
     assert events[1][1] == 31  # the maps' description was set with them, for the new image
     assert len(activation_passes(calls)) == 1
     codes, _, meta = decoded_maps(ex)
-    assert meta["index"] == 31 and meta["layer"] == "features.3" and ex._image_meta["index"] == 31
+    assert meta["index"] == 31 and meta["layer"] == "features.3" and ex._image_info["index"] == 31
     np.testing.assert_array_equal(codes, maps_codes(layer_output(demo, 31, "features.3")).codes)
     # the pass went on to fill the cache: every layer and the prediction, no new pass
     with forward_calls(demo.model) as calls:
@@ -850,8 +865,8 @@ def test_cached_image_sends_the_frame_after_the_pass(ex, demo):
     finally:
         done()
     assert activation_passes(calls) == []
-    assert [e[0] for e in events] == ["_image", "_image_meta", "_maps"]
-    assert ex._maps_meta["index"] == 8
+    assert [e[0] for e in events] == ["_image", "_image_info", "_maps"]
+    assert ex._maps_info["index"] == 8
 
 
 @pytest.mark.parametrize("layer", DEMO_LAYERS)
@@ -930,3 +945,278 @@ def test_resnet_frame_and_cache_hold_values_before_the_residual_addition(tiny_re
             np.testing.assert_array_equal(codes, maps_codes(torch.from_numpy(w.activations(i))).codes)
     finally:
         w.close()
+
+
+# ---------------------------------------------------------------- the contract: choices, arrays, labels
+def test_sort_and_scale_are_choices_of_the_core_literals(ex):
+    from typing import get_args
+
+    from cnnwidgets.core.activations import ChannelOrder, MapScale
+    from cnnwidgets.widgets._base import Choice, InvalidValue
+
+    traits = ex.traits()
+    assert isinstance(traits["sort"], Choice) and traits["sort"].values == get_args(ChannelOrder)
+    assert isinstance(traits["scale"], Choice) and traits["scale"].values == get_args(MapScale)
+    with pytest.raises(InvalidValue, match=r"sort must be 'index', 'mean' or 'max', got 'size'"):
+        ex.sort = "size"
+    # from the page: rolled back, and the message is kept for the control
+    ex.set_state({"scale": "log"})
+    assert ex.scale == "shared"
+    assert "'shared' or 'per_map'" in ex.control_errors["scale"]
+    ex.set_state({"scale": "per_map"})
+    assert ex.scale == "per_map" and "scale" not in ex.control_errors
+
+
+def test_pictures_are_array_traits_without_meta_dicts(ex):
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    ex.channel = 3
+    ex.wait()
+    assert not [k for k in ex.keys if k.endswith("_meta")]
+    arrays = {"_image": ("uint8", [28, 28, 1]), "_maps": ("uint8", [32, 26, 26]), "_map_stats": ("float32", [32, 3]),
+              "_order": ("int32", [32]), "_lut": ("uint8", [256, 3]), "_overlay_lut": ("uint8", [256, 3]),
+              "_recon": ("uint8", [28, 28, 1])}
+    state, paths, buffers = _remove_buffers(ex.get_state(list(arrays)))
+    assert sorted(p[0] for p in paths) == sorted(arrays) and all(p[1] == "view" for p in paths)
+    for name, (dtype, shape) in arrays.items():
+        assert state[name] == {"dtype": dtype, "shape": shape}, name
+    assert sum(b.nbytes for b in buffers) == sum(getattr(ex, k).nbytes for k in arrays)
+    np.testing.assert_array_equal(ex._lut, gray_lut())
+    np.testing.assert_array_equal(ex._overlay_lut, lut(OVERLAY_CMAP))
+
+
+def test_layer_labels_give_type_and_output_shape(ex):
+    assert ex.layer_labels == {
+        "features.0": "Conv2d 32x26x26", "features.1": "ReLU 32x26x26", "features.2": "MaxPool2d 32x13x13",
+        "features.3": "Conv2d 64x11x11", "features.4": "ReLU 64x11x11", "features.5": "MaxPool2d 64x5x5",
+        "features.6": "Conv2d 128x3x3", "features.7": "ReLU 128x3x3",
+    }  # fmt: skip
+    assert list(ex.layer_labels) == list(ex.layers)
+
+
+def test_maps_image_draws_the_given_gap_colour(ex):
+    ex.layer = "features.5"
+    ex.zoom = 1
+    white, themed = ex.maps_image(), ex.maps_image(background=(30, 40, 50))
+    assert white.shape == themed.shape == (47, 47, 3)
+    gaps = np.all(white == 255, axis=-1) & ~np.all(themed == 255, axis=-1)
+    assert gaps.sum() == 47 * 47 - 64 * 5 * 5  # all but the 8 x 8 maps of 5 x 5 pixels
+    assert (themed[gaps] == [30, 40, 50]).all()
+    assert (themed[~gaps] == white[~gaps]).all()
+
+
+# ---------------------------------------------------------------- colour scales: the exact range shown
+@pytest.mark.parametrize("layer", ["features.0", "features.3", "features.7"])
+def test_shared_colour_scale_is_the_range_of_all_maps(ex, demo, layer):
+    ex.index = 4
+    ex.layer = layer
+    ex.wait()
+    acts = layer_output(demo, 4, layer).numpy()
+    maps = ex.color_scales["maps"]
+    assert (maps["min"], maps["max"]) == (float(acts.min()), float(acts.max()))
+    assert maps["label"] == "activation" and "channel" not in maps
+    codes, _, _ = decoded_maps(ex)
+    # the ends of the scale are the ends of the colours: min -> code 0, max -> code 254
+    assert (codes[acts == acts.min()] == 0).all() and (codes[acts == acts.max()] == 254).all()
+    assert "overlay" not in ex.color_scales  # no channel selected: no overlay
+    ex.channel = 5
+    assert ex.color_scales["overlay"]["min"] == maps["min"] and ex.color_scales["overlay"]["max"] == maps["max"]
+    assert ex.color_scales["overlay"]["channel"] == 5
+
+
+def test_per_map_colour_scale_is_the_selected_maps_range(ex, demo):
+    ex.layer = "features.3"
+    ex.sort = "max"
+    ex.scale = "per_map"
+    acts = layer_output(demo, 0, "features.3").numpy()
+    first = int(ex._order[0])
+    maps = ex.color_scales["maps"]
+    assert maps["channel"] == first  # nothing selected: the first tile's map
+    assert (maps["min"], maps["max"]) == (float(acts[first].min()), float(acts[first].max()))
+    assert "per map" in maps["note"]
+    ex.channel = 17
+    for key in ("maps", "overlay"):
+        got = ex.color_scales[key]
+        assert (got["min"], got["max"], got["channel"]) == (float(acts[17].min()), float(acts[17].max()), 17)
+    codes, _, _ = decoded_maps(ex)
+    assert codes[17][acts[17] == acts[17].max()].tolist() == [254] * int((acts[17] == acts[17].max()).sum())
+
+
+def test_projection_colour_scale_is_the_range_of_the_projection(ex):
+    ex.layer = "features.4"
+    ex.channel = 9
+    ex.wait()
+    proj = ex.reconstruct(0, "features.4", 9)
+    scale = ex.color_scales["projection"]
+    assert (scale["min"], scale["max"]) == (float(proj.min()), float(proj.max()))
+    # the picture is that projection min-max scaled: its darkest pixel is the minimum
+    assert ex._recon[..., 0][proj[0] == proj.min()].tolist() == [0]
+    assert ex._recon[..., 0][proj[0] == proj.max()].tolist() == [255]
+
+
+def test_an_rgb_projection_has_no_value_scale(tiny_resnet):
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    w = ActivationExplorer(tiny_resnet, x)
+    try:
+        w.wait()
+        assert w._recon.shape == (8, 8, 3)
+        assert set(w.color_scales) == {"maps"}
+    finally:
+        w.close()
+
+
+# ---------------------------------------------------------------- stale panels after a layer change
+def test_a_layer_change_clears_the_top_images_and_the_batch_view_and_says_so(ex300):
+    ex300.layer = "features.3"
+    ex300.channel = 5
+    ex300.request_top_images()
+    ex300.wait()
+    ex300.request_batch_view()
+    ex300.wait()
+    assert ex300._top_info["layer"] == ex300._batch_info["layer"] == "features.3"
+    assert ex300._top_info["indices"] and ex300._batch.shape == (12, 2, 28, 28, 3)
+    ex300.layer = "features.4"
+    ex300.wait()
+    assert ex300._top is None and ex300._batch is None
+    assert "channel 5 of 'features.3'" in ex300._top_info["note"] and "'features.4'" in ex300._top_info["note"]
+    assert "'features.3'" in ex300._batch_info["note"] and "'features.4'" in ex300._batch_info["note"]
+    assert "indices" not in ex300._top_info and "indices" not in ex300._batch_info
+    # a new pass fills them again, for the new layer
+    ex300.request_top_images()
+    ex300.wait()
+    assert ex300._top_info["layer"] == "features.4" and "note" not in ex300._top_info
+    assert ex300._top_info["indices"] == ex300.top_images("features.4", 5, 9).tolist()
+
+
+def test_a_pass_for_the_old_layer_is_stopped_and_not_shown(ex300, demo):
+    ex300.layer = "features.3"
+    ex300.channel = 2
+    ex300.wait()
+    started, release = threading.Event(), threading.Event()
+
+    def slow(_m, _inp):
+        if threading.current_thread().name == "cnnwidgets-top-images" and not started.is_set():
+            started.set()
+            release.wait(10)
+
+    handle = view_pre_hook(demo.model, slow)
+    try:
+        ex300.request_top_images()
+        assert started.wait(10)
+        ex300.layer = "features.6"  # while the pass over the data runs for features.3
+        release.set()
+        assert ex300.wait()
+    finally:
+        handle.remove()
+    assert ex300._top is None and ex300._top_info == {}
+    assert ex300.status == "stopped: the layer changed to 'features.6'"
+    assert ex300.progress == -1.0 and ex300.view_error == ""
+
+
+def test_batch_view_pictures_are_the_image_and_its_projection(ex):
+    ex.layer = "features.6"
+    ex.index = 20
+    ex.request_batch_view(3)
+    ex.wait()
+    proj, chans = ex.reconstruct_batch([20, 21, 22], "features.6")
+    assert ex._batch_info == {"indices": [20, 21, 22], "channels": chans.tolist(), "layer": "features.6"}
+    for j, i in enumerate((20, 21, 22)):
+        np.testing.assert_array_equal(ex._batch[j, 0], np.repeat(ex.display_image(i), 3, axis=-1))
+        p = proj[j, 0]
+        assert ex._batch[j, 1][p == p.min()].tolist() == [[0, 0, 0]]
+        assert ex._batch[j, 1][p == p.max()].tolist() == [[255, 255, 255]]
+
+
+# ---------------------------------------------------------------- a Selection this view cannot follow
+def test_a_selection_index_outside_the_images_is_said_not_ignored(demo):
+    sel = cnnwidgets.Selection()
+    w = ActivationExplorer(demo.model, demo.images[:10], selection=sel)
+    try:
+        w.index = 4
+        sel.index = 50
+        assert w.index == 4 and w._maps_info["index"] == 4
+        assert w.selection_note == ("The shared selection is on image 50, which this view does not hold "
+                                    "(its images are 0..9): it still shows image 4.")
+        sel.index = 7  # one it holds: taken, the note goes
+        assert w.index == 7 and w.selection_note == ""
+        sel.index = 10
+        assert "image 10" in w.selection_note
+        w.index = 2  # the user picks another image in this view: the note goes
+        assert w.selection_note == "" and sel.index == 2
+    finally:
+        w.close()
+
+
+def test_a_selection_layer_without_maps_is_said_not_ignored(demo):
+    sel = cnnwidgets.Selection()
+    w = ActivationExplorer(demo.model, demo.images[:10], selection=sel, layer="features.3")
+    try:
+        sel.layer = "classifier.1"
+        assert w.layer == "features.3" and w._maps_info["layer"] == "features.3"
+        label = w._all_labels["classifier.1"]
+        assert label.startswith("Linear")
+        assert w.selection_note == (f"The shared selection is on layer 'classifier.1' ({label}), which has no "
+                                    "feature maps this view can show: it still shows 'features.3'.")
+        sel.layer = "features.5"
+        assert w.layer == "features.5" and w.selection_note == ""
+    finally:
+        w.close()
+
+
+def test_a_selection_note_from_the_start(demo):
+    sel = cnnwidgets.Selection(index=99)
+    w = ActivationExplorer(demo.model, demo.images[:5], selection=sel)
+    try:
+        assert w.index == 0 and "image 99" in w.selection_note
+        assert w.get_state("selection_note")["selection_note"] == w.selection_note  # synced to the page
+    finally:
+        w.close()
+
+
+# ---------------------------------------------------------------- failures of background work, in the view
+def test_a_failed_projection_shows_in_the_view_until_one_succeeds(ex, monkeypatch):
+    ex.wait()
+    real = ex._reconstruct
+
+    def broken(*args):
+        raise RuntimeError("deconvnet has no rule for this layer")
+
+    monkeypatch.setattr(ex, "_reconstruct", broken)
+    ex.channel = 3
+    ex.wait()
+    assert ex.view_error == "projection failed: RuntimeError: deconvnet has no rule for this layer"
+    assert ex._recon_info["channel"] != 3  # the old projection stays, and the view says why
+    monkeypatch.setattr(ex, "_reconstruct", real)
+    ex.channel = 4
+    ex.wait()
+    assert ex.view_error == "" and ex._recon_info["channel"] == 4
+
+
+def test_a_failed_top_images_pass_shows_in_the_view(ex300, monkeypatch):
+    from cnnwidgets.widgets import activation_explorer as module
+
+    def broken(*args, **kwargs):
+        raise ValueError("the layer ran out of memory")
+
+    monkeypatch.setattr(module, "top_images", broken)
+    ex300.channel = 1
+    ex300.request_top_images()
+    assert ex300.wait()
+    assert ex300.view_error == "top images failed: ValueError: the layer ran out of memory"
+    assert ex300.progress == -1.0 and ex300.status == "top images failed"
+    assert ex300._top is None
+    monkeypatch.undo()
+    ex300.request_top_images()
+    assert ex300.wait()
+    assert ex300.view_error == "" and len(ex300._top_info["indices"]) == 9
+
+
+def test_failures_of_two_tasks_are_both_shown(ex300, monkeypatch):
+    from cnnwidgets.widgets import activation_explorer as module
+
+    monkeypatch.setattr(module, "top_images", lambda *a, **k: (_ for _ in ()).throw(ValueError("no data")))
+    monkeypatch.setattr(ex300, "_reconstruct", lambda *a: (_ for _ in ()).throw(RuntimeError("no rule")))
+    ex300.channel = 2
+    ex300.request_top_images()
+    assert ex300.wait()
+    assert ex300.view_error == "projection failed: RuntimeError: no rule | top images failed: ValueError: no data"

@@ -142,7 +142,7 @@ def test_the_users_code_works_during_a_background_job_and_is_not_undone(kind, mo
             assert "error" not in w.status
         elif kind == "top_images":
             ref, _ = top_images(model, demo.images[:300], "features.3", 4, w.k, mean=demo.mean, std=demo.std)
-            assert w._top_meta["indices"] == ref.tolist() and w.last_error is None
+            assert w._top_info["indices"] == ref.tolist() and w.last_error is None
         elif kind == "layer_gradient":
             assert w.last_error is None and w._heat_meta["method"] == "layer_gradient"
         else:
@@ -202,7 +202,7 @@ def test_explorer_next_and_stop_while_oip_runs(model, demo):
             ex.activations.wait(30)
         assert ex.activations.index == 5 and ex.optimizer.running
         with deadline(10, "Explorer: Stop while the other views are busy"):
-            ex.optimizer._on_page_message(ex.optimizer, {"type": "stop"}, [])
+            ex.optimizer._dispatch_message(ex.optimizer, {"type": "stop"}, [])
             assert ex.optimizer.wait(10)
         assert not ex.optimizer.running and ex.optimizer.step < 100_000
     finally:
@@ -224,7 +224,7 @@ def test_a_model_without_a_private_view_still_works_and_the_view_says_so(demo):
         assert "model itself" in ae.model_note and "__slots__" in ae.model_note
         ae.set_state({"index": 3})
         ae.wait()
-        assert ae._maps_meta["index"] == 3 and ae.last_error is None
+        assert ae._maps_info["index"] == 3 and ae.last_error is None
         assert model.training and hook_count(model) == 0  # restored after each use
     finally:
         ae.close()

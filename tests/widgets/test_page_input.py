@@ -163,7 +163,7 @@ def test_page_channel_true_is_refused_and_the_projection_follows_later_clicks(ae
     ae.set_state({"channel": 3})
     ae.wait()
     assert ae.channel == 3
-    assert ae._recon_meta["channel"] == 3 and ae._recon_meta["strongest"] is False
+    assert ae._recon_info["channel"] == 3 and ae._recon_info["strongest"] is False
 
 
 def test_page_target_true_is_refused_and_busy_clears(sv):
@@ -194,11 +194,11 @@ def test_page_channel_false_is_refused_and_run_works(oip):
 PAGE_WRITABLE = {  # what each front end sets (js/src/widgets/*.js), plus tsne k and the grid size
     "ActivationExplorer": {"index", "layer", "channel", "sort", "scale", "opacity"},
     "FilterGrid": {"layer", "mode", "normalize", "cmap", "zoom", "channel"},
-    "SaliencyViewer": {"index", "method", "target", "layer", "display", "opacity", "view", "steps", "samples",
+    "SaliencyViewer": {"index", "method", "target", "layer", "mode", "opacity", "view", "steps", "samples",
                      "noise", "baseline", "grid_size"},
     "TSNEScatter": {"index", "selected", "color_by", "hidden_classes", "k"},
     "OIPOptimizer": {"layer", "channel", "objective", "negate", "class_index", "steps", "lr", "step_rule", "param",
-                   "init", "seed", "precursors", "converge", "l2", "tv", "blur_every", "blur_sigma",
+                   "init", "dataset_index", "seed", "precursors", "converge", "l2", "tv", "blur_every", "blur_sigma",
                    "clip_percentile", "clip_by", "jitter", "rotate", "scale"},
     "Selection": set(),
 }
@@ -235,14 +235,14 @@ def test_explorer_data_from_the_page_is_ignored(ae):
     ae.channel = 2
     ae.wait()
     maps, overlay = ae.maps_image(), ae.overlay_image()
-    ae.set_state({"_maps_meta": {}, "_maps": b"", "_order": b"", "n_images": 0, "layers": [], "busy": True})
+    ae.set_state({"_maps_info": {}, "_maps": None, "_order": None, "color_scales": {}, "n_images": 0, "layers": [], "busy": True})
     np.testing.assert_array_equal(ae.maps_image(), maps)
     np.testing.assert_array_equal(ae.overlay_image(), overlay)
     assert ae.n_images == N and not ae.busy and len(ae.layers) == 8
     # a valid control in the same message still applies
-    ae.set_state({"_maps_meta": {}, "sort": "max"})
+    ae.set_state({"_maps_info": {}, "sort": "max"})
     ae.wait()
-    assert ae.sort == "max" and ae._maps_meta["n"] == 32
+    assert ae.sort == "max" and ae._maps.shape[0] == 32 and ae._maps_info["sort"] == "max"
 
 
 def test_saliency_data_from_the_page_is_ignored(sv):
@@ -314,7 +314,7 @@ def test_saliency_sizes_are_bounded(sv):
 
 def test_tsne_sizes_are_bounded(ts):
     check_bounded(ts, "k", 10**6, "1..64")
-    for name, value, text in [("width", 10**6, "64..4096"), ("height", 10, "64..4096"),
+    for name, value, text in [("aspect", 10.0, ">= 0.2 and <= 2"), ("aspect", 0.01, ">= 0.2 and <= 2"),
                               ("point_size", 1e9, "<= 64"), ("perplexity", float("inf"), "<= 1000"),
                               ("seed", -1, "0..4294967295")]:
         with pytest.raises(ValueError, match=text.replace(".", r"\.")):
@@ -324,6 +324,7 @@ def test_tsne_sizes_are_bounded(ts):
     assert ts.hidden_classes == [] and "0..32767" in ts.last_error
     ts.set_state({"hidden_classes": [3, 3, 1, 3]})
     assert ts.hidden_classes == [3, 1]
+    ts.set_state({"hidden_classes": []})  # (hidden classes' points are never selected)
     ts.set_state({"selected": [2, 5] * 50_000})  # each index once: never more than N entries
     assert ts.selected == [2, 5]
     with pytest.raises(ValueError, match=r"1\.\.256"):
@@ -387,11 +388,11 @@ def test_a_diverging_run_sends_no_nan_and_says_so():
 
 
 def test_non_finite_values_in_any_json_trait_reach_the_page_as_null(ae, ts):
-    ae._image_meta = {**ae._image_meta, "probability": float("nan"), "extra": [1.0, float("inf")]}
-    state = ae.get_state("_image_meta")
+    ae._image_info = {**ae._image_info, "probability": float("nan"), "extra": [1.0, float("inf")]}
+    state = ae.get_state("_image_info")
     assert_json(state)
-    assert state["_image_meta"]["probability"] is None and state["_image_meta"]["extra"] == [1.0, None]
-    assert np.isnan(ae._image_meta["probability"])  # the kernel keeps its value
+    assert state["_image_info"]["probability"] is None and state["_image_info"]["extra"] == [1.0, None]
+    assert np.isnan(ae._image_info["probability"])  # the kernel keeps its value
     ts._neighbors = {"index": 1, "score": np.float32("-inf")}
     assert_json(ts.get_state())
 
@@ -408,7 +409,7 @@ def test_second_run_is_refused_while_one_runs(small_oip):
             w.start()
         assert w.steps == 300 and w.running
         w.last_error = None
-        w._on_page_message(w, {"type": "start"}, [])  # the page's start button
+        w._dispatch_message(w, {"type": "start"}, [])  # the page's start button
         assert "in progress" in w.last_error
     finally:
         w.resume()

@@ -149,15 +149,15 @@ def test_activation_explorer_on_the_zoo(name, dtype):
         assert w.wait(60)
         # the default layer: the first non-container layer with feature maps, rendered
         assert w.layer == first_map_layer(outs, modules)
-        meta = w._maps_meta
+        meta = w._maps_info
         ref = outs[w.layer][0].float()
-        assert (meta["layer"], meta["index"], meta["n"], meta["h"], meta["w"]) == (w.layer, 0, *ref.shape)
-        assert len(w._maps) == ref.numel() > 0
+        assert (meta["layer"], meta["index"], *w._maps.shape) == (w.layer, 0, *ref.shape)
+        assert w._maps.size == ref.numel() > 0
         acts = w.activations()
         assert acts.dtype == np.float32
         np.testing.assert_allclose(acts, ref.numpy(), **tol)
         # the deconvnet projection of the strongest map arrived, shaped like the image
-        assert w._recon_meta["layer"] == w.layer and len(w._recon) == x.shape[2] * x.shape[3] * w._recon_meta["c"]
+        assert w._recon_info["layer"] == w.layer and w._recon.shape[:2] == tuple(x.shape[2:])
         proj = w.reconstruct()
         assert proj.shape == tuple(x.shape[1:]) and proj.dtype == np.float32 and np.isfinite(proj).all()
         # prediction and probability: one softmax, sigmoid of a single logit, pixel shares
@@ -166,7 +166,7 @@ def test_activation_explorer_on_the_zoo(name, dtype):
             assert p == pytest.approx(float(probs[i].max()), **{"rel": tol["rtol"], "abs": tol["atol"]})
             assert probs[i, c] == pytest.approx(float(probs[i].max()), abs=tol["atol"])
         w.index = 1
-        m = w._image_meta
+        m = w._image_info
         c1, p1 = w.predict(1)
         assert m["probability"] == pytest.approx(p1) and m["correct"] is False
         if binary:
@@ -209,7 +209,7 @@ def test_tsne_scatter_on_the_zoo(name, dtype):
         assert ts.wait(60)
         assert not ts.status.startswith("error"), ts.status
         assert ts.status.startswith(f"t-SNE of {ts.features.shape[1]}-d features of {ts.layer}")
-        assert ts.iteration == 60
+        assert ts.iteration == 60 and ts.n_iter == 60
         # the default layer: never a container, never an un-pooled feature map
         assert not isinstance(modules[ts.layer], CONTAINERS)
         ref = outs[ts.layer].float()
@@ -236,7 +236,8 @@ def test_tsne_scatter_on_the_zoo(name, dtype):
             np.testing.assert_array_equal(got[sure], want[sure])
         else:
             np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(np.frombuffer(ts._predicted, np.int16), got)
+        assert ts._predicted.dtype == np.int16
+        np.testing.assert_array_equal(ts._predicted, got)
         assert ts.last_error is None
     finally:
         ts.close()
@@ -256,19 +257,19 @@ def test_a_structured_output_without_output_shows_maps_and_says_to_pass_output(n
         # the layer views work
         assert w.layer == first_map_layer(outs, modules)
         np.testing.assert_allclose(w.activations(0), outs[w.layer][0].numpy(), rtol=1e-4, atol=1e-5)
-        assert w._maps_meta["layer"] == w.layer and len(w._maps) > 0
-        assert w._recon_meta["layer"] == w.layer and len(w._recon) > 0
+        assert w._maps_info["layer"] == w.layer and w._maps.size > 0
+        assert w._recon_info["layer"] == w.layer and w._recon.size > 0
         w.layer = w.layers[-1]
         w.channel = 0
         w.wait()
         np.testing.assert_allclose(w.activations(2), outs[w.layers[-1]][2].numpy(), rtol=1e-4, atol=1e-5)
         w.request_top_images()
         assert w.wait(60)
-        assert len(w._top_meta["indices"]) == N_EXPLORER
+        assert len(w._top_info["indices"]) == N_EXPLORER
         # the prediction parts say what to pass, instead of a class read from the boxes
         assert "No predicted class" in w.model_note and "say which tensor holds the class scores" in w.model_note
         assert f"output={OUTPUT_SELECTORS[name]!r}" in w.model_note  # the scores, never the boxes
-        assert w._image_meta["predicted"] is None and w._image_meta["probability"] is None
+        assert w._image_info["predicted"] is None and w._image_info["probability"] is None
         with pytest.raises(ValueError, match=r"output=") as info:
             w.predict(0)
         assert not isinstance(info.value, (KeyError, AttributeError))
@@ -280,7 +281,7 @@ def test_a_structured_output_without_output_shows_maps_and_says_to_pass_output(n
         assert ts.wait(60)
         assert ts.features.shape[0] == 10 and np.isfinite(ts.embedding).all()
         assert "no predicted classes" in ts.status and "output=" in ts.model_note, ts.status
-        assert ts._predicted == b""
+        assert ts._predicted is None
         with pytest.raises(ValueError, match=r"output="):
             ts.predicted
         assert ts.last_error is None
@@ -317,7 +318,7 @@ def test_top_images_of_a_float16_model():
         w.channel = 0
         w.request_top_images()
         assert w.wait(60)
-        assert len(w._top_meta.get("indices", [])) == N_EXPLORER, w.status
+        assert len(w._top_info.get("indices", [])) == N_EXPLORER, (w.status, w.view_error)
     finally:
         w.close()
 

@@ -116,7 +116,7 @@ def test_oip_without_output_keeps_the_channel_objectives(name):
         with pytest.raises(ValueError, match="output="):
             w.run(steps=2)
         w.status = ""
-        w._on_page_message(w, {"type": "start"}, [])  # Start pressed on the page: no traceback
+        w._dispatch_message(w, {"type": "start"}, [])  # Start pressed on the page: no traceback
         assert "output=" in w.status and not w.running
     finally:
         w.close()

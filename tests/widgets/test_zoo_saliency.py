@@ -21,7 +21,8 @@ from torch import nn
 
 from cnnwidgets import SaliencyViewer
 from cnnwidgets.core import to_heatmap
-from cnnwidgets.core.colormaps import blend_overlay, heat_codes, lut
+from cnnwidgets.core.colormaps import heat_codes, lut
+from cnnwidgets.widgets.saliency_viewer import attribution_overlay
 from cnnwidgets.core.layers import not_a_cnn_notice
 from cnnwidgets.core.saliency import METHODS, REGISTRY, attribute
 from tests.conftest import hook_count, requires_grad_flags, training_flags
@@ -161,7 +162,7 @@ def test_every_method_on_every_zoo_model(case):
 
         # the same methods side by side: every panel drawn, with what the method reported
         items = run_compare(sv, METHODS)
-        assert len(sv._panels) == len(METHODS) * SIZE * SIZE
+        assert sv._panels.shape == (len(METHODS), SIZE, SIZE)
         for k, it in enumerate(items):
             if cam_refused and it["method"] in ("gradcam", "guided_gradcam"):
                 assert "vision transformer" in it["error"]
@@ -338,7 +339,7 @@ def test_a_failing_method_keeps_the_other_panels(monkeypatch):
                 params = {"layer": sv.layer}
             a = attribute(model, x[:1], m, target, **params)[0].numpy()
             codes = heat_codes(to_heatmap(a[None] if a.ndim == 2 else a, "abs"), False)
-            want = blend_overlay(sv._images.display_rgb(0), codes, lut(sv.cmap), sv.opacity)
+            want = attribution_overlay(sv._images.display_rgb(0), codes, lut(sv.cmap), sv.opacity)
             np.testing.assert_array_equal(sv.panel_overlay(k), want)
         np.testing.assert_array_equal(sv.panel_overlay(1), sv._images.display_rgb(0))
 
