@@ -340,6 +340,10 @@ class BaseWidget(anywidget.AnyWidget):
     #: Why the view's background work failed (a map, a run, a pass over the data): shown in the
     #: view, cleared by the next piece of work that succeeds (:meth:`report_failure`).
     view_error = traitlets.Unicode("").tag(sync=True)
+    #: Why the view does not show what the shared Selection holds (an image beyond its images,
+    #: a layer it cannot show, a channel its layer lacks), saying what it shows instead; empty
+    #: while it follows the Selection (SelectionMixin._sel_refuse). Shown in the view.
+    selection_note = traitlets.Unicode("", read_only=True).tag(sync=True)
     #: Whether this view runs the model (and so says when it cannot have a private view of it).
     _runs_model: bool = True
 

@@ -167,9 +167,6 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     busy = t.Bool(False).tag(sync=True)
     progress = Float(-1.0).tag(sync=True)  # -1: no dataset pass running
     status = t.Unicode("").tag(sync=True)
-    #: Why this view does not show what the shared Selection selects (an image it does not hold,
-    #: a layer without feature maps here); "" while it shows it.
-    selection_note = t.Unicode("", read_only=True).tag(sync=True)
     #: The value ranges the pictures are coloured with, exactly (the page's colorbars show them):
     #: ``{"maps": {min, max, label, note[, channel]}, "overlay": {...}, "projection": {...}}``;
     #: "overlay" only while a channel is selected, "projection" only for one-channel images.
@@ -220,8 +217,6 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         self._cache_lock = threading.Lock()
         #: What failed in the background, by task ("projection", "top images", ...): view_error.
         self._failures: dict[str, str] = {}
-        #: Why a value of the shared Selection is not shown, by trait: selection_note.
-        self._refused: dict[str, str] = {}
         self._recon_range: tuple[float, float] | None = None
         self._stop_reason = ""
         _, acts = self._forward(0)
@@ -532,13 +527,11 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
     # ------------------------------------------------------------------ page events
     @t.observe("index")
     def _on_index(self, change):
-        self._clear_refused("index")
         if self._ready:
             self._schedule(self._job("image", self._update_image))
 
     @t.observe("layer")
     def _on_layer(self, change):
-        self._clear_refused("layer")
         if self._ready:
             if self.channel >= 0:
                 n = self._n_channels[change["new"]]
@@ -685,22 +678,6 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
             return (f"The shared selection is on channel {value}, which {self.layer!r} does not have (it has "
                     f"{self._n_channels[self.layer]}): no channel is selected here.")
         return ""
-
-    def _sel_pull(self, name: str, value: Any) -> None:
-        """Take the Selection's ``name``, or say in :attr:`selection_note` why not."""
-        if name == "channel" and not self._sel_on_layer():
-            return  # a channel of another layer: not this view's to take
-        why = self._cannot_show(name, value)
-        if why:
-            self._refused[name] = why
-            self.set_trait("selection_note", " ".join(self._refused.values()))
-            return
-        self._clear_refused(name)
-        super()._sel_pull(name, value)
-
-    def _clear_refused(self, name: str) -> None:
-        if self._refused.pop(name, None) is not None:
-            self.set_trait("selection_note", " ".join(self._refused.values()))
 
     # ------------------------------------------------------------------ updates
     def _update_image(self) -> None:

@@ -169,8 +169,6 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     status = t.Unicode("").tag(sync=True)
     #: How the page shows ``status``: "info", "warning" (a dead map) or "error" (in the error colour).
     status_kind = Choice(StatusKind, "info").tag(sync=True)
-    #: Why the view does not follow the shared Selection's layer or channel (empty when it does).
-    selection_note = t.Unicode("").tag(sync=True)
     # --- data
     #: The current images, uint8 B x H x W x C.
     _image = ArrayTrait()
@@ -745,29 +743,16 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             self._show(self._start_images(), final=False)
 
     # ------------------------------------------------------------------ the shared Selection
-    def _sel_pull(self, name: str, value: Any) -> None:
-        super()._sel_pull(name, value)
-        if not getattr(self, "_sel_pulling", 0):
-            self._note_selection()
-
-    @t.observe("layer", "channel")
-    def _on_target(self, _change) -> None:
-        if getattr(self, "_ready", False):
-            self._note_selection()
-
-    def _note_selection(self) -> None:
-        """Say (``selection_note``) when the shared Selection holds a layer or a channel this
-        view cannot target, instead of silently keeping its own."""
-        sel = self.selection
-        note = ""
-        if sel is not None and sel.layer and sel.layer not in self._widths:
-            note = (f"The shared selection is on layer {sel.layer!r}, which the optimizer cannot target (its "
+    def _cannot_show(self, name: str, value: Any) -> str:
+        """The shared Selection's layers the optimizer cannot target, and channels its layer
+        lacks, in words (SelectionMixin shows them in ``selection_note``)."""
+        if name == "layer" and value and value not in self._widths:
+            return (f"The shared selection is on layer {value!r}, which the optimizer cannot target (its "
                     f"output is not a feature map or a vector of units); it stays on {self.layer!r}.")
-        elif sel is not None and sel.layer == self.layer and sel.channel >= self._widths.get(self.layer, 0):
-            note = (f"The shared selection's channel {sel.channel} is not one of {self.layer!r} "
+        if name == "channel" and isinstance(value, int) and value >= self._widths.get(self.layer, 0):
+            return (f"The shared selection's channel {value} is not one of {self.layer!r} "
                     f"(0..{self._widths[self.layer] - 1}); the optimizer keeps channel {self.channel}.")
-        if note != self.selection_note:
-            self.selection_note = note
+        return ""
 
     # ------------------------------------------------------------------ events from the page
     # (BaseWidget._dispatch_message routes the types of messages.json to these)

@@ -750,23 +750,16 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
         if list(self._bars.selected or []) != [cls]:
             self._bars.selected = [cls]
 
-    def _sel_pull(self, name: str, value: Any) -> None:
-        """Take a value of the shared Selection; one this view cannot show (an image beyond
-        its images, a layer without feature maps) is said in the banner, not kept silently."""
-        super()._sel_pull(name, value)
-        if name in ("index", "layer"):
-            self._selection_note()
-
-    def _selection_note(self) -> None:
-        sel = self.selection
-        parts = []
-        if sel is not None and sel.index != self.index and not 0 <= sel.index < len(self._images):
-            parts.append(f"The shared selection is on image {sel.index}, which this view does not have "
-                         f"(images 0..{len(self._images) - 1}): it shows image {self.index}.")
-        if sel is not None and sel.layer and sel.layer != self.layer and sel.layer not in self.layers:
-            parts.append(f"The shared selection's layer {sel.layer!r} has no feature maps for Grad-CAM: this "
-                         f"view stays on {self.layer!r}.")
-        self.note("selection", " ".join(parts) or None)
+    def _cannot_show(self, name: str, value: Any) -> str:
+        """An image beyond this view's images, or a layer without feature maps for Grad-CAM, in
+        words (SelectionMixin shows them in ``selection_note``)."""
+        if name == "index" and isinstance(value, int) and not 0 <= value < len(self._images):
+            return (f"The shared selection is on image {value}, which this view does not have "
+                    f"(images 0..{len(self._images) - 1}): it shows image {self.index}.")
+        if name == "layer" and value and value not in self.layers:
+            return (f"The shared selection's layer {value!r} has no feature maps for Grad-CAM: this "
+                    f"view stays on {self.layer!r}.")
+        return ""
 
     def _on_stop(self, content) -> None:
         """The page's Stop button: end the compare/grid run after its current panel."""

@@ -139,6 +139,7 @@ class SelectionMixin:
 
             def push(change, name=name):
                 if not getattr(self, "_sel_muted", False) and not getattr(self, "_sel_pulling", 0):
+                    self._sel_refuse(name, "")  # the view shows its own choice again: no note
                     self._sel_share(name, change["new"])
 
             def pull(change, name=name):
@@ -213,14 +214,38 @@ class SelectionMixin:
     def _sel_pull(self, name: str, value: Any) -> None:
         if name == "channel" and not self._sel_on_layer():
             return  # a channel of a layer this view is not on
+        why = self._cannot_show(name, value)
+        if why:
+            self._sel_refuse(name, why)
+            return
         self._sel_pulling = getattr(self, "_sel_pulling", 0) + 1
         try:
             if getattr(self, name) != value:
                 try:
                     setattr(self, name, value)
-                except (ValueError, t.TraitError):
-                    pass  # this view cannot show that value; it keeps its own
+                except (ValueError, t.TraitError) as exc:
+                    # this view cannot show that value; it keeps its own, and says so
+                    why = (f"The shared selection's {name} is {value!r}, which this view cannot show "
+                           f"({str(exc).split('. Hint')[0]}): it keeps {getattr(self, name)!r}.")
+            self._sel_refuse(name, why)
             if name == "layer" and "channel" in self._shared and self._sel_on_layer():
                 self._sel_pull("channel", self.selection.channel)  # the layer's channel comes with it
         finally:
             self._sel_pulling -= 1
+
+    def _cannot_show(self, name: str, value: Any) -> str:
+        """Why this view cannot show the Selection's ``name`` = ``value``, in a sentence that
+        says what it shows instead ("" if it can). Views word their own cases here; any other
+        value the view's validators refuse gets a sentence from the validator's message."""
+        return ""
+
+    def _sel_refuse(self, name: str, why: str) -> None:
+        """Keep (or with "" drop) the reason the view does not show the Selection's ``name``:
+        all the reasons kept show in :attr:`~BaseWidget.selection_note`, in the view."""
+        refused = self.__dict__.setdefault("_sel_refused", {})
+        if why:
+            refused[name] = why
+        elif refused.pop(name, None) is None:
+            return
+        if not getattr(self, "_closed", False):
+            self.set_trait("selection_note", " ".join(refused.values()))

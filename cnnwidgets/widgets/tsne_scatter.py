@@ -159,9 +159,6 @@ class TSNEScatter(SelectionMixin, BaseWidget):
     iteration = Int(0).tag(sync=True)
     status = t.Unicode("").tag(sync=True)
     progress = Float(-1.0).tag(sync=True)
-    #: Why the map does not show the shared Selection's image (one it does not hold); empty
-    #: while it does.
-    selection_note = t.Unicode("", read_only=True).tag(sync=True)
 
     # ---- data for the page (ndarrays: js/src/lib/codecs.js decodeArray)
     #: float32 (N, 2) screen-independent positions; None until the feature pass is done.
@@ -422,21 +419,19 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         if self._ready and self.selected:
             self.selected = list(self.selected)  # the validator drops the points now hidden
 
-    def _sel_pull(self, name: str, value: Any) -> None:
-        super()._sel_pull(name, value)
-        if name == "index" and not self._closed:
-            n = len(self._images)
-            shown = not isinstance(value, int) or -1 <= value < n
-            self.set_trait("selection_note", "" if shown else (
-                f"The shared selection is image {value}, which is not in this map (images 0..{n - 1}); "
-                + (f"still showing image {self.index}." if self.index >= 0 else "no image selected here.")))
+    def _cannot_show(self, name: str, value: Any) -> str:
+        """An image this map does not hold, in words (SelectionMixin shows it in
+        ``selection_note``)."""
+        n = len(self._images)
+        if name == "index" and isinstance(value, int) and not -1 <= value < n:
+            return (f"The shared selection is image {value}, which is not in this map (images 0..{n - 1}); "
+                    + (f"still showing image {self.index}." if self.index >= 0 else "no image selected here."))
+        return ""
 
     @t.observe("index", "k")
     def _on_index(self, change):
         if not self._ready:
             return
-        if change is not None and change["name"] == "index":
-            self.set_trait("selection_note", "")  # the map shows its own selection again
         i = self.index
         if i < 0 or self._features is None:
             self._neighbors = {}

@@ -653,12 +653,12 @@ def test_selection_drives_index_target_and_layer(demo, logits):
         assert w.layer == "features.3"
         sel.layer = "classifier.1"  # not a spatial layer: the viewer keeps its own, and says so
         assert w.layer == "features.3"
-        assert "layer 'classifier.1' has no feature maps" in w.model_note and "'features.3'" in w.model_note
+        assert "layer 'classifier.1' has no feature maps" in w.selection_note and "'features.3'" in w.selection_note
         sel.index = 5000  # beyond this viewer's images: ignored, and said
         assert w.index == 17
-        assert "image 5000, which this view does not have (images 0..99): it shows image 17" in w.model_note
+        assert "image 5000, which this view does not have (images 0..99): it shows image 17" in w.selection_note
         sel.index, sel.layer = 18, "features.4"  # values it can show: the notes go
-        assert w.index == 18 and w.layer == "features.4" and "shared selection" not in w.model_note
+        assert w.index == 18 and w.layer == "features.4" and "shared selection" not in w.selection_note and w.selection_note == ""
         w._bars.selected = [7]  # a bar click reaches the Selection
         assert sel.target == 7
         w.set_state({"index": 3})

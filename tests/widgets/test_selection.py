@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import traitlets
 
 import cnnwidgets
 from cnnwidgets import ActivationExplorer, FilterGrid, OIPOptimizer, Selection
@@ -239,3 +240,25 @@ def test_closed_view_leaves_the_selection(demo, closing):
     assert ex.channel == -1  # no longer linked
     grid.channel = 8
     assert sel.channel == 8 and ex.channel == -1
+
+
+def test_a_value_a_view_cannot_show_is_said_in_that_view_until_it_follows_again(demo, closing):
+    """One mechanism for every view (SelectionMixin._sel_refuse): the view keeps its own value
+    and its selection_note says which value it did not take and what it shows instead."""
+    sel = Selection()
+    grid = FilterGrid(demo.model, "features.0", selection=sel)  # 32 filters of a 1-channel conv
+    closing(grid)
+    assert grid.selection_note == ""
+    sel.layer = "features.7"  # a ReLU: no weights to show
+    assert grid.layer == "features.0"
+    assert "The shared selection's layer is 'features.7', which this view cannot show" in grid.selection_note
+    assert "it keeps 'features.0'" in grid.selection_note
+    assert grid.get_state("selection_note")["selection_note"] == grid.selection_note  # synced to the page
+    sel.layer = "features.3"  # a conv it can show: the note goes
+    assert grid.layer == "features.3" and grid.selection_note == ""
+    sel.layer = "features.7"
+    assert grid.selection_note
+    grid.layer = "features.0"  # the user's own choice in this view: no note about the Selection
+    assert grid.selection_note == ""
+    with pytest.raises(traitlets.TraitError, match="read-only"):
+        grid.selection_note = "forged"

@@ -54,7 +54,8 @@ export function section(title, children, { collapsible = false, open = false, cl
 // ---- errors in view
 
 function errorSlot(control) {
-  const field = control.closest(".cnnw-field") || control;
+  // next to the control: inside its labelled field, else beside it (never inside an <input>)
+  const field = control.closest(".cnnw-field, .cnnw-stepper") || control.parentElement || control;
   let slot = field.querySelector(":scope > .cnnw-control-error");
   if (!slot) {
     slot = h("span", { class: "cnnw-control-error", role: "alert", "aria-live": "polite" });
@@ -139,7 +140,15 @@ export function viewShell(model, el, cls) {
   const root = h("div", { class: `cnnw-root ${cls}` });
   const note = modelNote(model);
   const err = viewError(model);
-  const top = h("div", { class: "cnnw-top" }, [note.node, err.node]);
+  const sel = h("div", { class: "cnnw-model-note cnnw-selection-note", role: "status" });
+  const syncSel = () => {
+    const text = model.get("selection_note") || "";
+    sel.textContent = text;
+    sel.hidden = !text;
+  };
+  model.on("change:selection_note", syncSel);
+  syncSel();
+  const top = h("div", { class: "cnnw-top" }, [note.node, sel, err.node]);
   root.append(top);
   if (!live(model)) {
     root.classList.add("cnnw-static");
@@ -147,7 +156,8 @@ export function viewShell(model, el, cls) {
     if (what) top.append(h("div", { class: "cnnw-static-note", role: "note" }, [what]));
   }
   el.append(root);
-  const disposers = [note.dispose, err.dispose, keepKeys(root), controlErrors(model, root)];
+  const disposers = [note.dispose, err.dispose, keepKeys(root), controlErrors(model, root),
+    () => model.off("change:selection_note", syncSel)];
   return { root, top, dispose: () => disposers.forEach((d) => d()) };
 }
 

@@ -92,8 +92,6 @@ function render({ model, el }) {
       labelled("overlay opacity", opacity, opacity.title),
     ]),
   );
-  const selNote = h("div", { class: "cnnw-warning cnnw-selection-note", role: "status" });
-  root.append(selNote);
 
   // ---- panels: the input, the deconvnet projection, the selected map over the input
   const inputCanvas = h("canvas", { class: "cnnw-input", "aria-label": "the input image" });
@@ -433,12 +431,6 @@ function render({ model, el }) {
     root.dataset.busy = String(model.get("busy"));
   }
 
-  function syncSelectionNote() {
-    const text = model.get("selection_note") || "";
-    selNote.textContent = text;
-    selNote.hidden = !text;
-  }
-
   const drawAll = () => {
     drawInput();
     drawMaps();
@@ -459,7 +451,6 @@ function render({ model, el }) {
     "layers layer_labels": syncLayers,
     "n_images _export_images": () => stepper.update(),
     "progress status busy": syncStatus,
-    selection_note: syncSelectionNote,
   });
   // canvases drawn with theme colours (the placeholders) follow a theme switch; the maps grid
   // redraws its gaps itself

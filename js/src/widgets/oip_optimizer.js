@@ -120,8 +120,7 @@ function render({ model, el }) {
     progress, info,
   ], { cls: "cnnw-oip-run" });
   const status = h("div", { class: "cnnw-status cnnw-oip-status", role: "status", "aria-live": "polite" });
-  const selectionNote = h("div", { class: "cnnw-warning cnnw-selection-note", role: "note" });
-  root.append(h("div", { class: "cnnw-oip-controls" }, [objectiveBox, startBox, regBox, runBox]), selectionNote, status);
+  root.append(h("div", { class: "cnnw-oip-controls" }, [objectiveBox, startBox, regBox, runBox]), status);
 
   // ---- the image, the gallery, the chart, the snapshots
   const imageCanvas = h("canvas", { class: "cnnw-oip-image", title: "The optimized image" });
@@ -289,12 +288,6 @@ function render({ model, el }) {
     root.dataset.paused = String(model.get("paused"));
   }
 
-  function syncSelectionNote() {
-    const text = model.get("selection_note") || "";
-    selectionNote.textContent = text;
-    selectionNote.hidden = !text;
-  }
-
   disposables.push(bindTraits(model, {
     "_image _image_info": drawMain,
     "_snapshots snapshot_steps": drawSnapshots,
@@ -303,7 +296,6 @@ function render({ model, el }) {
     "objective batch_channels n_classes class_note classes class_index": syncObjective,
     "param init n_images blur_every clip_percentile": syncStart,
     "running paused step steps steps_per_second value status status_kind probabilities classes": syncState,
-    selection_note: syncSelectionNote,
   }));
   return () => {
     for (const d of disposables) d();

@@ -129,10 +129,9 @@ function render({ model, el }) {
     h("div", { class: "cnnw-toolbar" }, [labelled("colour by", colorSel, "What the point colours show: the true label, the predicted class, or whether the prediction is right"), boxBtn, resetBtn, kLabel]),
     h("div", { class: "cnnw-toolbar cnnw-tsne-progress" }, [progress, progressText, phaseBadge, status]),
   );
-  const selNote = h("div", { class: "cnnw-warning cnnw-selection-note", role: "note" });
   const selCount = h("span", { class: "cnnw-selection-count", "aria-live": "polite" });
   const clearBtn = h("button", { class: "cnnw-clear-selection", title: "Clear the box selection (Escape, or a click on empty space, does the same)" }, ["clear selection"]);
-  root.append(selNote, h("div", { class: "cnnw-toolbar cnnw-selection-bar" }, [selCount, clearBtn]));
+  root.append(h("div", { class: "cnnw-toolbar cnnw-selection-bar" }, [selCount, clearBtn]));
 
   // ---- map, hover tip and legend
   const canvas = h("canvas", {
@@ -646,10 +645,6 @@ function render({ model, el }) {
       _neighbors: drawNeighbors,
       aspect: () => W && resize(W),
       "status progress running iteration n_iter phase method": () => { syncStatus(); if (!n) draw(); },
-      selection_note: () => {
-        selNote.textContent = model.get("selection_note") || "";
-        selNote.hidden = !selNote.textContent;
-      },
     }),
     observeWidth(wrap, resize),
     onThemeChange(() => {
