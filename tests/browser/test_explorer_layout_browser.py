@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import CONTRAST_JS, save_screenshot
+from .conftest import save_screenshot
 from .test_activation_explorer_browser import EX, _maps_geometry, _tile_centre, _wait_attr
 
 pytestmark = pytest.mark.browser
@@ -26,19 +26,8 @@ VIEWS = {  # cell name (explorer.VIEWS) -> the view's root
 }
 SV = ".cnnw-saliency-viewer"
 
-#: conftest's contrast check, reading ``color(srgb r g b / a)`` too: the computed colour of
-#: every ``color-mix()`` (``--cnnw-fg-muted``, the error and warning text), which its parser
-#: skips (such text is not counted at all). Until conftest reads it itself.
-_SRGB = """const parse = (c) => {
-    const s = /color\\(srgb ([^)]+)\\)/.exec(c || '');
-    if (s) { const p = s[1].split(/[ \\/]+/).filter(Boolean).map(Number);
-             return { r: p[0] * 255, g: p[1] * 255, b: p[2] * 255, a: p.length > 3 ? p[3] : 1 }; }"""
-CONTRAST_SRGB_JS = CONTRAST_JS.replace("const parse = (c) => {", _SRGB, 1)
-assert CONTRAST_SRGB_JS != CONTRAST_JS, "conftest's CONTRAST_JS changed: update CONTRAST_SRGB_JS"
-
-
 def _contrast_report(nb, selector: str) -> dict:
-    return nb.page.evaluate(CONTRAST_SRGB_JS, [selector, 4.5])
+    return nb.contrast_report(selector)
 
 
 LAYOUT_JS = """
@@ -66,6 +55,11 @@ def _layout_problems(nb, width: int, columns: int) -> list[str]:
     page.wait_for_function(
         "(w) => window.innerWidth === w", arg=width, timeout=10_000)
     page.wait_for_timeout(800)  # the views follow their new width (ResizeObserver)
+    # bqplot lays a figure out again only once it is on screen (an IntersectionObserver gates
+    # its relayout): bring each cell into view, as a reader scrolling down the dashboard does
+    for cell in page.locator(f"{GRID} > *").all():
+        cell.scroll_into_view_if_needed()
+        page.wait_for_timeout(450)  # bqplot's relayout is debounced by 300 ms
     lay = page.evaluate(LAYOUT_JS)
     area, cells = lay["area"], lay["cells"]
     print(f"{width} px: output area {area['width']:.0f} px, grid columns {lay['columns']}")

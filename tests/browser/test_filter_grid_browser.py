@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .conftest import CONTRAST_JS, save_screenshot
+from .conftest import save_screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -17,21 +17,8 @@ SCROLL = ".cnnw-filter-grid .cnnw-scroll"
 BAR = ".cnnw-filter-grid .cnnw-fg-colorbar"
 
 
-# conftest's contrast check reads colours as rgb()/rgba() only and skips any other text: the
-# theme's muted text (--cnnw-fg-muted, a color-mix) computes to color(srgb r g b), so it would
-# go unchecked. The same check, reading color(srgb ...) too.
-_SRGB_PARSE = r"""const parse = (c) => {
-    const s = /color\(srgb ([^)]+)\)/.exec(c || '');
-    if (s) { const p = s[1].split(/[ \/]+/).filter(Boolean).map(Number);
-             return { r: p[0] * 255, g: p[1] * 255, b: p[2] * 255, a: p.length > 3 ? p[3] : 1 }; }
-"""
-assert CONTRAST_JS.count("const parse = (c) => {") == 1
-CONTRAST_ALL_JS = CONTRAST_JS.replace("const parse = (c) => {", _SRGB_PARSE)
-
-
 def _contrast(nb, selector: str) -> dict:
-    """nb.contrast_report(selector), with color(srgb ...) colours checked as well."""
-    return nb.page.evaluate(CONTRAST_ALL_JS, [selector, 4.5])
+    return nb.contrast_report(selector)
 
 
 def _frame(nb) -> int:

@@ -49,7 +49,11 @@ export class TileView {
       if (t >= 0 && this.opts.onClick) this.opts.onClick(t);
     };
     this._key = (e) => this.onKey(e);
-    this._blur = () => this.schedule();
+    this._blur = (e) => {
+      // the keyboard cursor's tooltip goes with the focus
+      if (e && e.type === "blur") this.tip.style.display = "none";
+      this.schedule();
+    };
     this.canvas.addEventListener("mousemove", this._move);
     this.canvas.addEventListener("mouseleave", this._leave);
     this.canvas.addEventListener("click", this._click);
@@ -122,9 +126,12 @@ export class TileView {
     // the tooltip says what the cursor is on, next to it
     const o = tileOrigin(s.grid, s.zoom, s.padding, t);
     this.tip.textContent = this.opts.describe(t);
-    this.tip.style.left = `${o.x - this.scroller.scrollLeft + s.grid.tile_w * s.zoom + 6}px`;
-    this.tip.style.top = `${o.y - this.scroller.scrollTop + 4}px`;
     this.tip.style.display = "block";
+    // beside the tile, kept inside the scroll area (left of the tile near the right edge)
+    const right = o.x - this.scroller.scrollLeft + s.grid.tile_w * s.zoom + 6;
+    const left = Math.max(0, o.x - this.scroller.scrollLeft - this.tip.offsetWidth - 6);
+    this.tip.style.left = `${right + this.tip.offsetWidth <= this.scroller.clientWidth ? right : left}px`;
+    this.tip.style.top = `${o.y - this.scroller.scrollTop + 4}px`;
     if (this.opts.onCursor) this.opts.onCursor(t);
   }
 
