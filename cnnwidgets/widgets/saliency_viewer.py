@@ -452,9 +452,10 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
     def _chart_title(self, index: int, error: str | None) -> str:
         """What the chart shows, as its title says it: the image's class probabilities (or
         share of pixels), and that a click on a class explains it."""
+        # short: the chart may be 300 px wide; the y axis says probability or share of pixels
         if error:
-            return f"image {index}: no {self._chart_what()} (see the status line)"
-        return f"{self._chart_what()} of image {index} \u00b7 click a class to explain it"
+            return f"image {index}: no scores (see the status)"
+        return f"image {index} \u00b7 click a class to explain it"
 
     # ------------------------------------------------------------------ public API
     @property

@@ -65,7 +65,14 @@ def _start_server(tmp_path_factory, app: str):
     port = _free_port()
     token = uuid.uuid4().hex
     log = open(root / "server.log", "w")
-    env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", PYTHONUNBUFFERED="1")
+    # settings of this server alone: a theme chosen by one test run never leaks into another,
+    # and no "get notified about Jupyter news?" toast covers the views in screenshots
+    settings = root / "_settings"
+    notes = settings / "@jupyterlab" / "apputils-extension"
+    notes.mkdir(parents=True)
+    (notes / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", PYTHONUNBUFFERED="1",
+               JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(root / "_workspaces"))
     if app == "lab":
         extra = ["--LabApp.news_url=", "--LabApp.expose_app_in_browser=True",
                  "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]

@@ -30,7 +30,9 @@ def _all_rendered(nb):
         arg=ROOTS, timeout=90_000,
     )
     # and the filter grid shows Python's pixels
-    _same(nb, ".cnnw-filter-grid canvas.cnnw-canvas", _np(nb, "ex.filters.to_image()", "fg.npy"))
+    # the gaps between tiles are the theme's background, as the page says
+    gaps = page.get_attribute(".cnnw-filter-grid", "data-background")
+    _same(nb, ".cnnw-filter-grid canvas.cnnw-canvas", _np(nb, f"ex.filters.to_image(background=({gaps}))", "fg.npy"))
     # a click in one view reaches the others through the shared Selection
     page.click(".cnnw-activation-explorer button.cnnw-next")
     nb.wait_kernel("[ex.selection.index, ex.saliency.index, ex.activations.index]", [1, 1, 1])

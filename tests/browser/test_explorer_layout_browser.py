@@ -104,6 +104,11 @@ def _contrast(nb, theme: str) -> list[str]:
         problems.append(f"{theme}: only {heads['checked']} heading texts checked")
     if heads["failures"]:
         problems.append(f"{theme}: heading contrast {heads['failures']}")
+    # and every text of every view of the dashboard, together as a user sees them
+    every = _contrast_report(nb, ".cnnw-explorer-grid .cnnw-root")
+    if every["checked"] < 100 or every["failures"] or every["white_canvases"]:
+        problems.append(f"{theme}: {every['checked']} texts checked, failures {every['failures'][:8]}, "
+                        f"white canvases {every['white_canvases']}")
     return problems
 
 
@@ -155,6 +160,8 @@ def test_explorer_grid_reflows_is_legible_and_linked(open_notebook):
     problems += _contrast(nb, "dark")
     _screenshot(page, "explorer_dark")
     problems += _layout_problems(nb, 800, columns=1)
+    nb.set_theme("JupyterLab Dark High Contrast")
+    problems += _contrast(nb, "high contrast")
     nb.set_theme("JupyterLab Light")
 
     # linked: the attribution's next image moves the feature maps (drawn by the page), and a

@@ -160,9 +160,15 @@ def test_saliency_viewer_round_trips(open_notebook):
     page.wait_for_function(f"() => document.querySelectorAll('{SV} .cnnw-chart rect.bar').length === 20", timeout=30_000)
     assert page.locator(f"{SV} .cnnw-chart svg.cnnw-static-chart").count() == 0  # the export's stand-in only
     title = nb.kernel_json("sv.chart.title")
-    assert title.startswith("class probabilities of image 0")
+    assert title == "image 0 \u00b7 click a class to explain it"
     page.wait_for_function(f"(t) => [...document.querySelectorAll('{SV} .cnnw-chart svg text')].some(e => e.textContent === t)",
                            arg=title, timeout=30_000)
+    # the whole title is inside the chart's box (not cut at either side)
+    inside = page.evaluate(f"""(t) => {{
+        const box = document.querySelector('{SV} .cnnw-chart').getBoundingClientRect();
+        const r = [...document.querySelectorAll('{SV} .cnnw-chart svg text')].find(e => e.textContent === t).getBoundingClientRect();
+        return r.left >= box.left - 1 && r.right <= box.right + 1; }}""", title)
+    assert inside
     # the layer menu says each layer's type and output shape; the method menu has one-line tooltips
     layer_texts = page.eval_on_selector_all(f"{SV} select.cnnw-layer option", "os => os.map(o => o.textContent)")
     assert "features.0 · Conv2d 32x26x26" in layer_texts

@@ -91,8 +91,10 @@ def test_tsne_hover_click_keyboard_and_box_select(open_notebook):
     page.wait_for_function(
         f"() => /^iteration \\d+ of 1000$/.test(document.querySelector('{TS} .cnnw-progress-text')?.textContent || '')",
         timeout=60_000)
-    text = _text(page, f"{TS} .cnnw-progress-text")
-    bar = page.evaluate(f"() => document.querySelector('{TS} progress.cnnw-progress').value")
+    # both read in one go: the run goes on between two reads
+    text, bar = page.evaluate(
+        f"() => [document.querySelector('{TS} .cnnw-progress-text').textContent.trim(),"
+        f" document.querySelector('{TS} progress.cnnw-progress').value]")
     it = int(re.match(r"iteration (\d+) of 1000", text).group(1))
     assert 0 < it <= 1000 and abs(bar - it / 1000) < 1e-6, (text, bar)
     assert _text(page, f"{TS} .cnnw-phase") == "running"

@@ -55,7 +55,7 @@ export function section(title, children, { collapsible = false, open = false, cl
 
 function errorSlot(control) {
   // next to the control: inside its labelled field, else beside it (never inside an <input>)
-  const field = control.closest(".cnnw-field, .cnnw-stepper") || control.parentElement || control;
+  const field = control.closest(".cnnw-field") || control.closest(".cnnw-stepper") || control.parentElement || control;
   let slot = field.querySelector(":scope > .cnnw-control-error");
   if (!slot) {
     slot = h("span", { class: "cnnw-control-error", role: "alert", "aria-live": "polite" });
@@ -140,7 +140,7 @@ export function viewShell(model, el, cls) {
   const root = h("div", { class: `cnnw-root ${cls}` });
   const note = modelNote(model);
   const err = viewError(model);
-  const sel = h("div", { class: "cnnw-model-note cnnw-selection-note", role: "status" });
+  const sel = h("div", { class: "cnnw-selection-note", role: "status" });
   const syncSel = () => {
     const text = model.get("selection_note") || "";
     sel.textContent = text;

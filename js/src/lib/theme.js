@@ -4,19 +4,28 @@
 
 const NAMES = ["fg", "fg-muted", "bg", "bg-raised", "bg-sunken", "border", "border-soft", "accent", "error", "warn", "good", "highlight"];
 
-/** Resolved colours ({fg, fgMuted, bg, ...}) of the theme `node` is shown in. */
+/** Resolved colours ({fg, fgMuted, bg, ...}) of the theme `node` is shown in. A node not in
+ *  the document yet (a canvas drawn before it is attached) gets the document's theme. */
 export function themeColors(node) {
-  const style = getComputedStyle(node.closest?.(".cnnw-root") || node);
+  let root = node && node.closest ? node.closest(".cnnw-root") : null;
+  let temp = null;
+  if (!root || !root.isConnected) {
+    temp = document.createElement("div");
+    temp.className = "cnnw-root";
+    temp.style.display = "none";
+    document.body.append(temp);
+    root = temp;
+  }
   const probe = document.createElement("span");
-  (node.closest?.(".cnnw-root") || node).append(probe);
+  root.append(probe);
   const out = {};
   for (const name of NAMES) {
     // color-mix and var() chains resolve only through a real property: read them back from one
     probe.style.color = `var(--cnnw-${name})`;
-    const key = name.replace(/-(\w)/g, (_, c) => c.toUpperCase());
-    out[key] = getComputedStyle(probe).color || style.getPropertyValue(`--cnnw-${name}`).trim();
+    out[name.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = getComputedStyle(probe).color;
   }
   probe.remove();
+  if (temp) temp.remove();
   out.dark = luminance(out.bg) < 0.4;
   return out;
 }

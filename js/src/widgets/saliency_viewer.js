@@ -15,49 +15,10 @@ import { decodeArray } from "../lib/codecs.js";
 import { mountChild } from "../lib/children.js";
 import { colorbar } from "../lib/colorbar.js";
 import { boundNumber, boundSelect, h, labelled, live, viewShell } from "../lib/dom.js";
-import { drawImage, fitScale } from "../lib/image.js";
+import { attributionOverlay, drawImage, fitScale } from "../lib/image.js";
 import { sender } from "../lib/messages.js";
 import { imageStepper } from "../lib/stepper.js";
 
-const BASE_LEVEL = 128; // saliency_viewer.py: BASE_LEVEL
-const MAX_CODE = 254, MID_CODE = 127, NONFINITE_CODE = 255;
-
-/**
- * An attribution map over its image: the image as dimmed gray, each pixel of the map covering
- * it in proportion to its value (at most `opacity`). Must match attribution_overlay() in
- * cnnwidgets/widgets/saliency_viewer.py exactly (integer arithmetic, nearest-neighbour
- * upsampling of the h x w codes to the H x W image, each pixel drawn as scale x scale).
- */
-export function attributionOverlay(canvas, image, H, W, C, codes, h, w, lut, opacity, signed, scale = 1) {
-  const a = Math.floor(opacity * 255 + 0.5);
-  canvas.width = W * scale;
-  canvas.height = H * scale;
-  const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  const out = ctx.createImageData(W * scale, H * scale);
-  const d = out.data;
-  const OW = W * scale;
-  for (let y = 0; y < H * scale; y++) {
-    const iy = Math.floor(y / scale);
-    const my = Math.floor((iy * h) / H);
-    for (let x = 0; x < OW; x++) {
-      const ix = Math.floor(x / scale);
-      const mx = Math.floor((ix * w) / W);
-      const code = codes[my * w + mx];
-      const k = code * 3;
-      const s = (iy * W + ix) * C;
-      const gray = C === 1 ? image[s] : (77 * image[s] + 150 * image[s + 1] + 29 * image[s + 2] + 128) >> 8;
-      const base = Math.floor((gray * BASE_LEVEL + 127) / 255);
-      const cover = code === NONFINITE_CODE ? a
-        : signed ? Math.floor((a * Math.abs(code - MID_CODE) + (MID_CODE >> 1)) / MID_CODE)
-          : Math.floor((a * code + (MAX_CODE >> 1)) / MAX_CODE);
-      const o = (y * OW + x) * 4;
-      for (let ch = 0; ch < 3; ch++) d[o + ch] = Math.floor((base * (255 - cover) + lut[k + ch] * cover + 127) / 255);
-      d[o + 3] = 255;
-    }
-  }
-  ctx.putImageData(out, 0, 0);
-  return canvas;
-}
 
 const shown = (v) => v !== null && v !== undefined;
 
