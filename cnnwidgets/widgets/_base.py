@@ -556,6 +556,46 @@ class PageScheduled:
             fn()
 
 
+class ImageView(PageScheduled):
+    """A view that shows one image of its :class:`~cnnwidgets.core.images.ImageSet` at a time
+    (the ``index`` trait, checked against ``self._images``) and computes on LatestWorkers: the
+    index check, :meth:`wait` and :meth:`close` written once (ActivationExplorer, SaliencyViewer).
+    """
+
+    #: The LatestWorker attributes :meth:`wait` waits for and :meth:`close` ends.
+    _workers: tuple[str, ...] = ("_worker",)
+    #: The threading.Event attributes :meth:`close` sets first (a pass over the data stops
+    #: between batches).
+    _stops: tuple[str, ...] = ()
+    #: Seconds :meth:`wait` waits by default.
+    _wait_timeout: float = 60.0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the background work of this view is done; False after ``timeout``
+        seconds (default :attr:`_wait_timeout`)."""
+        limit = self._wait_timeout if timeout is None else timeout
+        return all(getattr(self, n).wait(limit) for n in self._workers if hasattr(self, n))
+
+    def close(self) -> None:
+        """Stop the background work, leave the Selection and close the widget (with what it
+        holds); the model and the images are let go, so the view cannot be used after this."""
+        self._closed = True
+        for name in self._stops:
+            if hasattr(self, name):
+                getattr(self, name).set()
+        for name in self._workers:
+            if hasattr(self, name):
+                getattr(self, name).close()
+        if hasattr(self, "_leave"):
+            self._leave()
+        super().close()
+
+    @traitlets.validate("index")
+    @checked
+    def _v_index(self, proposal):
+        return self._images.check_index(proposal["value"])
+
+
 def array_to_json(value, _widget=None):
     """ndarray -> ``{"view": memoryview, "dtype": str, "shape": [..]}`` for the page (float64
     sent as float32, which the page draws with); None stays None. The page decodes it with

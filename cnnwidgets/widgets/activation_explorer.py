@@ -25,7 +25,7 @@ from ..core.model import capture_activations, check_model, model_device, model_d
 from ..core.outputs import OutputSelector, check_output, class_names_for
 from ..core.runner import Scores, logits_only, using_model
 from ._base import (
-    ArrayTrait, BaseWidget, Choice, Float, Int, PageScheduled, bounded_int, check_labels, checked, float_in, int_in,
+    ArrayTrait, BaseWidget, Choice, Float, ImageView, Int, bounded_int, check_labels, checked, float_in, int_in,
 )
 from ._worker import LatestWorker
 from .selection import Selection, SelectionMixin
@@ -97,7 +97,7 @@ def _maps_frame(acts: torch.Tensor, scale: str = "shared") -> tuple[np.ndarray, 
     return codes.reshape(c, h, w), stats
 
 
-class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
+class ActivationExplorer(ImageView, SelectionMixin, BaseWidget):
     """Every feature map of a layer for one image, with the strongest one projected back.
 
     Parameters
@@ -468,32 +468,13 @@ class ActivationExplorer(PageScheduled, SelectionMixin, BaseWidget):
         img = self._images.display_rgb(self.index)
         return blend_overlay(img, self._maps[channel], make_lut(OVERLAY_CMAP), self.opacity if opacity is None else opacity)
 
-    def wait(self, timeout: float = 60.0) -> bool:
-        """Block until background updates (page requests, dataset passes) are done."""
-        return all(w.wait(timeout) for w in (self._worker, self._recon_worker, self._dataset_worker))
-
     #: Let go by close(): the model, the images and the cached activations.
     _released = ("_model", "_images", "_x", "_x_model", "_cache")
-
-    def close(self) -> None:
-        """Stop the background threads, leave the Selection and close the widget (with its
-        layout); the model and the images are let go, so the view cannot be used after this."""
-        self._closed = True
-        for name in ("_stop_dataset",):
-            if hasattr(self, name):
-                getattr(self, name).set()
-        for name in ("_worker", "_recon_worker", "_dataset_worker"):
-            if hasattr(self, name):
-                getattr(self, name).close()
-        self._leave()
-        super().close()
+    #: Page requests, projections and dataset passes (ImageView.wait / close).
+    _workers = ("_worker", "_recon_worker", "_dataset_worker")
+    _stops = ("_stop_dataset",)
 
     # ------------------------------------------------------------------ trait validation
-    @t.validate("index")
-    @checked
-    def _v_index(self, proposal):
-        return self._check_index(proposal["value"])
-
     @t.validate("layer")
     @checked
     def _v_layer(self, proposal):

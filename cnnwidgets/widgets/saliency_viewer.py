@@ -24,7 +24,7 @@ from ..core.outputs import OutputSelector, check_output, class_names_for
 from ..core.runner import Scores, forward_errors, spatial_layers, using_model
 from ..core.saliency import (METHODS, REGISTRY, Baseline, Explanation, HeatmapMode, Method, explain, logits_only,
                              softmax_notice_off, to_heatmap)
-from ._base import (ArrayTrait, BaseWidget, Choice, Float, Int, PageScheduled, bounded_int, check_labels, checked,
+from ._base import (ArrayTrait, BaseWidget, Choice, Float, ImageView, Int, bounded_int, check_labels, checked,
                     close_widgets, float_in, frontend_safe, int_in)
 from ._worker import LatestWorker
 from .selection import Selection, SelectionMixin
@@ -134,7 +134,7 @@ def _error_text(exc: BaseException) -> str:
     return str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
 
 
-class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
+class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
     """Where the model looks: an attribution map over the input image.
 
     Every map is computed by :func:`cnnwidgets.core.saliency.explain`; what it reports is shown
@@ -617,32 +617,15 @@ class SaliencyViewer(PageScheduled, SelectionMixin, BaseWidget):
             return img
         return attribution_overlay(img, self._heat, self._table(), self.opacity, self.mode == "signed")
 
-    def wait(self, timeout: float = 120.0) -> bool:
-        """Block until background computations are done."""
-        return self._worker.wait(timeout) and self._panel_worker.wait(timeout)
-
     #: Let go by close(): the model and the images.
     _released = ("_model", "_images")
-
-    def close(self) -> None:
-        """Stop the background threads, leave the Selection and close the widget with its chart
-        (figure, bars, scales, axes); the model and the images are let go, so the view cannot
-        be used after this."""
-        self._closed = True
-        if hasattr(self, "_stop"):
-            self._stop.set()
-        for name in ("_worker", "_panel_worker"):
-            if hasattr(self, name):
-                getattr(self, name).close()
-        self._leave()
-        super().close()
+    #: The single map and the compare/grid panels (ImageView.wait / close; close() also closes
+    #: the chart with its figure, bars, scales and axes, which the view holds).
+    _workers = ("_worker", "_panel_worker")
+    _stops = ("_stop",)
+    _wait_timeout = 120.0
 
     # ------------------------------------------------------------------ validation
-    @t.validate("index")
-    @checked
-    def _v_index(self, proposal):
-        return self._images.check_index(proposal["value"])
-
     @t.validate("target")
     @checked
     def _v_target(self, proposal):

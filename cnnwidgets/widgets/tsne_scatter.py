@@ -317,6 +317,18 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         self.running = True
         self._thread = start_thread(self._run, "cnnwidgets-tsne", self._stop.set)
 
+    # ------------------------------------------------------------------ events from the page
+    # (BaseWidget._dispatch_message routes the types of messages.json to these; both answer at
+    # once: the run sees the stop flag between steps)
+    def _on_stop(self, _content) -> None:
+        self._stop.set()
+
+    def _on_start(self, _content) -> None:
+        if self.running:
+            self.last_error = "the map is still being computed: stop it first"
+            return
+        self.start()
+
     def stop(self) -> None:
         """Stop the background computation (the positions reached so far stay)."""
         if not hasattr(self, "_stop"):

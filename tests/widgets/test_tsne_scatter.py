@@ -474,3 +474,35 @@ def test_a_running_tsne_does_not_swallow_the_notebooks_warnings(demo, recwarn):
         assert any("a warning from the notebook" in str(r.message) for r in recwarn.list)
     finally:
         w.close()
+
+
+def test_the_page_stops_a_run_within_a_step_and_runs_it_again(demo, monkeypatch):
+    """Stop and Run again from the page (messages.json: tsne_scatter): the handlers answer at
+    once (no join in the kernel's thread); the run stops between steps, keeps its positions,
+    and a new run goes to the end."""
+    w = TSNEScatter(demo.model, demo.images[:200], demo.labels[:200], demo.classes, method="tsne", n_iter=5000,
+                    mean=demo.mean, std=demo.std)
+    try:
+        deadline = time.monotonic() + 120
+        while w.iteration < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert w.running and w.iteration >= 5
+        # the page's Stop only raises the flag: it never joins the run's thread in the kernel
+        joins = []
+        real_join = threading.Thread.join
+        monkeypatch.setattr(threading.Thread, "join", lambda th, *a, **k: joins.append(th) or real_join(th, *a, **k))
+        w._dispatch_message(w, {"type": "stop"})
+        assert joins == []
+        monkeypatch.undo()
+        assert w.wait(60)
+        assert w.phase == "stopped" and not w.running and w.iteration < 5000
+        assert np.isfinite(positions(w)).all()
+        w._dispatch_message(w, {"type": "start"})
+        assert w.running or w.phase in ("features", "embedding", "done")
+        w._dispatch_message(w, {"type": "start"})  # a second start while running: refused, said
+        assert "still being computed" in w.last_error
+        w._dispatch_message(w, {"type": "stop"})
+        assert w.wait(60) and w.phase == "stopped"
+        assert not any(th.is_alive() for th in tsne_threads())
+    finally:
+        w.close()

@@ -14,6 +14,7 @@ import { bindTraits } from "../lib/bind.js";
 import { boundNumber, boundSelect, h, labelled, live, viewShell } from "../lib/dom.js";
 import { observeWidth } from "../lib/resize.js";
 import { luminance, onThemeChange, themeColors } from "../lib/theme.js";
+import { sender } from "../lib/messages.js";
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
   "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"];
@@ -125,9 +126,14 @@ function render({ model, el }) {
   const progressText = h("span", { class: "cnnw-progress-text" });
   const phaseBadge = h("span", { class: "cnnw-phase", role: "status" });
   const status = h("span", { class: "cnnw-status" });
+  const send = sender(model, "tsne_scatter");
+  const stopBtn = h("button", { class: "cnnw-stop", "data-needs-kernel": "", title: "Stop the feature pass or the t-SNE run after its current step (the map keeps the positions reached)",
+    onclick: () => send("stop") }, ["stop"]);
+  const againBtn = h("button", { class: "cnnw-start", "data-needs-kernel": "", title: "Compute the features and the map again from the start",
+    onclick: () => send("start") }, ["run again"]);
   root.append(
     h("div", { class: "cnnw-toolbar" }, [labelled("colour by", colorSel, "What the point colours show: the true label, the predicted class, or whether the prediction is right"), boxBtn, resetBtn, kLabel]),
-    h("div", { class: "cnnw-toolbar cnnw-tsne-progress" }, [progress, progressText, phaseBadge, status]),
+    h("div", { class: "cnnw-toolbar cnnw-tsne-progress" }, [progress, progressText, phaseBadge, stopBtn, againBtn, status]),
   );
   const selCount = h("span", { class: "cnnw-selection-count", "aria-live": "polite" });
   const clearBtn = h("button", { class: "cnnw-clear-selection", title: "Clear the box selection (Escape, or a click on empty space, does the same)" }, ["clear selection"]);
@@ -585,6 +591,8 @@ function render({ model, el }) {
     phaseBadge.textContent = badge;
     phaseBadge.hidden = !badge;
     phaseBadge.className = `cnnw-phase cnnw-phase-${phase}`;
+    stopBtn.hidden = !model.get("running");
+    againBtn.hidden = !!model.get("running") || phase === "idle";
     status.textContent = model.get("status") || "";
     root.dataset.running = String(model.get("running"));
     root.dataset.phase = phase;
