@@ -1010,11 +1010,12 @@ def _oip_small_batch_row(d, opt, quick: bool) -> Row:
 
 def _oip_thread_rows(d, cnnwidgets, threads: int, quick: bool) -> list[Row]:
     """The README's thread-count tip: the widget on the demo with one torch thread vs torch's
-    default, for one image and for a batch of 128 maps."""
+    default, for one image and for a batch of the widget's largest batch (MAX_BATCH = 64 maps)."""
     if threads == 1:
         return []
     rows = []
-    for label, chans, steps in (("one image", 5, 100 if quick else 200), ("128 maps", list(range(128)), 10 if quick else 20)):
+    most = cnnwidgets.OIPOptimizer.MAX_BATCH
+    for label, chans, steps in (("one image", 5, 100 if quick else 200), (f"{most} maps", list(range(most)), 10 if quick else 20)):
         w = cnnwidgets.OIPOptimizer(d.model, "features.6", channel=chans, images=d.images[:1], mean=d.mean,
                                     std=d.std, lr=0.02)
 
