@@ -127,6 +127,7 @@ def export_html(
     *,
     title: str = "cnnwidgets",
     frames: Sequence[dict[int, dict[str, Any]] | None] | None = None,
+    grid: bool = False,
 ) -> pathlib.Path:
     """Write ``views`` (cnnwidgets widgets) into one self-contained HTML file.
 
@@ -138,6 +139,9 @@ def export_html(
     title : str
     frames : sequence of dict, optional
         Per view, ``{index: {trait: value}}`` states shown when the page selects that image.
+    grid : bool
+        Lay the views out in the Explorer's grid, which reflows with the page's width (two
+        columns on a wide window, one on a narrow one), instead of one below the other.
 
     Returns
     -------
@@ -165,6 +169,9 @@ def export_html(
         spec["state"]["_export_note"] = _export_note(v, shown)
         specs.append(spec)
     divs = "\n".join(f'<div class="cnnw-export-view" id="cnnw-view-{i}"></div>' for i in range(len(views)))
+    if grid:
+        divs = f'<div class="cnnw-explorer-grid">\n{divs}\n</div>'
+
     data = json.dumps({"modules": modules, "views": specs}, separators=(",", ":")).replace("</", "<\\/")
     out = pathlib.Path(path)
     out.write_text(_PAGE.format(title=html.escape(title), divs=divs, data=data,

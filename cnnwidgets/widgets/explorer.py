@@ -295,7 +295,7 @@ class Explorer(ipw.VBox):
             self.tsne.wait()  # the finished map, not a frame of its animation
         shown = [(spec, getattr(self, spec.name)) for spec in self._specs]
         frames = [view._export_frames(images) if spec.per_image else None for spec, view in shown]
-        return export_html([view for _, view in shown], path, title=title, frames=frames)
+        return export_html([view for _, view in shown], path, title=title, frames=frames, grid=True)
 
     def close(self) -> None:
         """Stop every background thread and close all views, the Selection and the dashboard's

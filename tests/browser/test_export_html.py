@@ -7,6 +7,8 @@ import pytest
 
 import cnnwidgets
 
+from .conftest import OVERFLOW_JS
+
 pytestmark = pytest.mark.browser
 
 
@@ -233,6 +235,20 @@ def test_explorer_export_all_views(browser, demo, tmp_path):
     for root, canvas in roots.items():
         assert page.evaluate(f"() => document.querySelectorAll('{root}').length") == 1, root
         assert _not_blank(page, f"{root} {canvas}"), f"{root} {canvas} is blank"
+
+    # the exported dashboard reflows like the live one: two columns on a wide page, one on a
+    # narrow one, nothing sticking out
+    def columns():
+        return page.evaluate("() => new Set([...document.querySelectorAll('.cnnw-explorer-grid > .cnnw-export-view')]"
+                             ".map(e => Math.round(e.getBoundingClientRect().left))).size")
+
+    assert columns() == 2
+    page.set_viewport_size({"width": 800, "height": 1100})
+    page.wait_for_timeout(400)
+    assert columns() == 1
+    assert page.evaluate(OVERFLOW_JS, ".cnnw-explorer-grid .cnnw-root") == []
+    page.set_viewport_size({"width": 1300, "height": 1100})
+    page.wait_for_timeout(400)
 
     # activation explorer: the next image shows the live widget's maps for image 1
     page.click(".cnnw-activation-explorer button.cnnw-next")
