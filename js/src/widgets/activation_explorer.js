@@ -28,13 +28,6 @@ const SORTS = [["index", "channel number"], ["mean", "mean activation, strongest
 const SCALES = [["shared", "one range for all maps"], ["per_map", "each map its own range"]];
 const SORT_WORDS = { mean: "mean activation", max: "max activation" };
 
-/** The colours a scale runs through: codes 0..254 of `lut` (255 marks non-finite values, which
- *  are not on the scale), as a 256-entry table whose last entry repeats code 254. */
-function scaleColours(lut) {
-  const out = Uint8Array.from(lut.subarray(0, 768));
-  out.set(lut.subarray(254 * 3, 255 * 3), 255 * 3);
-  return out;
-}
 
 /** A canvas of `w` x `h` filled with the theme's sunken background (a picture not there yet). */
 function blank(canvas, w, h) {
@@ -152,10 +145,7 @@ function render({ model, el }) {
   view.canvas.addEventListener("mousemove", onHover);
   view.canvas.addEventListener("mouseleave", onLeave);
   // the keyboard cursor points (and its tooltip shows) only while the maps have the focus
-  const onBlur = () => {
-    view.tip.style.display = "none";
-    onLeave();
-  };
+  const onBlur = () => onLeave(); // the tile view hides its keyboard tooltip itself
   view.canvas.addEventListener("blur", onBlur);
 
   // ---- dataset examples: top images of the selected channel, batch view of the layer
@@ -244,7 +234,7 @@ function render({ model, el }) {
     reconCap.textContent = `${m.strongest ? "strongest map" : "selected map"}: channel ${m.channel} of ${m.layer}, projected to pixels (deconvnet)`
       + (stale ? ` · of image ${m.index}; updating …` : "");
     const cs = (model.get("color_scales") || {}).projection;
-    if (cs && !stale) reconBar.set({ lut: scaleColours(arr("_lut").data), min: cs.min, max: cs.max, label: cs.label, note: cs.note });
+    if (cs && !stale) reconBar.set({ lut: arr("_lut").data, min: cs.min, max: cs.max, label: cs.label, note: cs.note });
     else reconBar.clear();
   }
 
@@ -268,7 +258,7 @@ function render({ model, el }) {
     overlayCap.textContent = `channel ${ch} (${mh}×${mw}) over the image · max ${formatNumber(stats[3 * ch + 1])}`;
     const r = rangeOf(ch);
     const perMap = info("_maps_info").scale === "per_map";
-    if (r) overlayBar.set({ lut: scaleColours(lut), min: r[0], max: r[1], label: `activation of channel ${ch}`, note: perMap ? "its own range" : "the maps' shared range" });
+    if (r) overlayBar.set({ lut, min: r[0], max: r[1], label: `activation of channel ${ch}`, note: perMap ? "its own range" : "the maps' shared range" });
     else overlayBar.clear();
     root.dataset.overlayChannel = String(ch);
     root.dataset.overlayFrame = String(Number(root.dataset.overlayFrame || 0) + 1);
@@ -276,7 +266,7 @@ function render({ model, el }) {
 
   function drawMapsBar() {
     if (!stats.length || !order.length) return mapsBar.clear();
-    const lut = scaleColours(arr("_lut").data);
+    const lut = arr("_lut").data;
     if (info("_maps_info").scale !== "per_map") {
       const r = rangeOf(-1);
       delete mapsBar.node.dataset.channel;

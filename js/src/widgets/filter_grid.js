@@ -58,14 +58,6 @@ function axesOf(grid) {
   };
 }
 
-/** The LUT of the tiles for the colorbar: codes 0..254 are data; 255 (NaN, magenta) is not on
- *  the scale, so the bar repeats code 254 there. */
-function scaleLut(lut) {
-  if (lut.length < 256 * 3) return null;
-  const out = lut.slice(0, 256 * 3);
-  out.set(lut.subarray(254 * 3, 255 * 3), 255 * 3);
-  return out;
-}
 
 function render({ model, el }) {
   const shell = viewShell(model, el, "cnnw-filter-grid");
@@ -242,7 +234,7 @@ function render({ model, el }) {
         (model.get("color_note") ? ` · ${model.get("color_note")}` : "");
     } else {
       scaleNote.textContent = "";
-      bar.set({ lut: scaleLut(lut), min: lo, max: hi, label: "weight", diverging: !!grid.symmetric, note: model.get("color_note") });
+      bar.set({ lut: lut.length >= 256 * 3 ? lut : null, min: lo, max: hi, label: "weight", diverging: !!grid.symmetric, note: model.get("color_note") });
     }
   }
 

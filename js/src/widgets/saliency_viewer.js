@@ -22,14 +22,6 @@ import { imageStepper } from "../lib/stepper.js";
 
 const shown = (v) => v !== null && v !== undefined;
 
-/** The colour ramp of a 256 x 3 LUT for a colorbar: codes 0..254 (the data); code 255, the
- *  colour of non-finite values, is not a value of the scale. */
-function ramp(lut) {
-  if (lut.length < 256 * 3) return lut;
-  const out = lut.slice(0, 256 * 3);
-  out.copyWithin(255 * 3, 254 * 3, 255 * 3);
-  return out;
-}
 
 function render({ model, el }) {
   const { root, dispose: disposeShell } = viewShell(model, el, "cnnw-saliency-viewer");
@@ -161,7 +153,7 @@ function render({ model, el }) {
     } else {
       attributionOverlay(heatCanvas, img.data, H, W, C, heat.data, heat.shape[0], heat.shape[1], lut,
         model.get("opacity"), signed, scaleOf(H, W));
-      heatBar.set({ lut: ramp(lut), min: hm.vmin, max: hm.vmax, label: hm.value, diverging: signed });
+      heatBar.set({ lut, min: hm.vmin, max: hm.vmax, label: hm.value, diverging: signed });
     }
     frames += 1;
     root.dataset.frame = String(frames);
@@ -194,7 +186,7 @@ function render({ model, el }) {
     else {
       attributionOverlay(canvas, img, H, W, C, heat.data.subarray(k * hh * ww, (k + 1) * hh * ww), hh, ww, lut,
         model.get("opacity"), signed, sc);
-      bar.set({ lut: ramp(lut), min: it.vmin, max: it.vmax, label: it.value, diverging: signed });
+      bar.set({ lut, min: it.vmin, max: it.vmax, label: it.value, diverging: signed });
     }
     const text = m.kind === "compare" ? label(it.method)
       : `#${it.index}` + (shown(it.target_name) ? ` · class ${it.target_name}` : "");
