@@ -7,12 +7,31 @@ training modes or hooks without affecting each other.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+
+# every process the tests start (kernels, servers, notebooks) keeps pass results in a folder of
+# this run, never in the user's ~/.cache
+os.environ["CNNW_CACHE_DIR"] = tempfile.mkdtemp(prefix="cnnw-cache-")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pass_cache(tmp_path, monkeypatch):
+    """Each test starts with no cached pass results (on disk or in memory), so a test that counts
+    batches or progress sees its own pass."""
+    from cnnwidgets.core import passes
+
+    monkeypatch.setenv("CNNW_CACHE_DIR", str(tmp_path / "cnnw-cache"))
+    passes._memory.clear()
+    yield
+    passes._memory.clear()
+
 
 HOOK_DICTS = (
     "_forward_hooks",

@@ -6,7 +6,7 @@ Everything here is plain torch/numpy; no widget imports.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 
 import numpy as np
@@ -15,18 +15,22 @@ from torch import nn
 
 from ._validate import as_int
 from .filters import FilterTiles, kernel_tiles
-from .inputs import as_batch
+from .images import ImageSet
 from .model import get_layer, model_device, model_dtype
+from .passes import stream_pass
 from .runner import LayerTap, require_4d, using_model
 
 __all__ = [
     "STAT_COLUMNS",
     "ChannelOrder",
+    "ChannelStats",
     "ImageScore",
     "MapScale",
+    "channel_stats",
     "map_stats",
     "maps_codes",
     "order_channels",
+    "rank_images",
     "top_channels",
     "top_images",
 ]
@@ -143,23 +147,97 @@ def top_channels(acts: torch.Tensor, k: int, by: ChannelOrder = "max") -> np.nda
     return order_channels(map_stats(acts), by)[:k]
 
 
-def _batches(images: Any, batch_size: int, mean: Any, std: Any, device: torch.device,
-             dtype: torch.dtype = torch.float32) -> tuple[int, Any]:
-    """(N, iterator of N_i x C x H x W batches on ``device`` in ``dtype``, the model's), converting
-    one batch at a time."""
-    if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
-        n = int(images.shape[0])
-        if n == 0:
-            raise ValueError("images is empty (N = 0); pass at least one image")
+class ChannelStats(NamedTuple):
+    """Per-image statistics of every channel of a layer over a data set (:func:`channel_stats`).
 
-        def gen():
-            for start in range(0, n, batch_size):
-                yield as_batch(images[start : start + batch_size], mean=mean, std=std, device=device).to(dtype)
+    Attributes
+    ----------
+    max, mean : numpy.ndarray
+        float32 (N, K): the maximum and the mean of each image's map of each channel.
+    valid : numpy.ndarray
+        bool (N,): False for an image that could not be read (its rows are meaningless).
+    """
 
-        return n, gen()
-    full = as_batch(images, mean=mean, std=std, device=device)
-    n = int(full.shape[0])
-    return n, (full[s : s + batch_size].to(dtype) for s in range(0, n, batch_size))
+    max: np.ndarray
+    mean: np.ndarray
+    valid: np.ndarray
+
+
+def _layer_channels(model: nn.Module, images: ImageSet, layer: str) -> int:
+    """K of ``layer``'s N x K x h x w output, from one forward pass on the first image."""
+    with using_model(model) as run, torch.no_grad(), LayerTap(run, layer, check=require_4d) as tap:
+        out = tap.run(images.item(0).to(model_device(model), model_dtype(model)))[1][layer]
+    return int(out.shape[1])
+
+
+def channel_stats(
+    model: nn.Module,
+    images: Any,
+    layer: str,
+    *,
+    batch_size: int | None = None,
+    mean: Sequence[float] | float | None = None,
+    std: Sequence[float] | float | None = None,
+    progress: Callable[[int, int], Any] | None = None,
+    stop: Any = None,
+    cache: bool = True,
+) -> ChannelStats:
+    """The maximum and mean of every channel's map at ``layer``, for every image of a data set.
+
+    One streamed pass (:func:`~cnnwidgets.core.passes.stream_pass`): batches on the model's
+    device in its dtype, each forward pass stopping right after ``layer``, the result cached
+    per (model weights, layer, data), so top images of any channel of the layer come from one
+    pass, and a stopped pass resumes.
+
+    Parameters
+    ----------
+    model : nn.Module
+    images
+        Anything :class:`~cnnwidgets.core.images.ImageSet` takes (a tensor, a Dataset, a
+        DataLoader, a folder, ...) or an ImageSet.
+    layer : str
+        A layer with a 4-D output (N x K x h x w); its first call is used.
+    batch_size : int, optional
+        Images per forward pass (default: the ImageSet's, e.g. the loader's).
+    mean, std : optional
+        Normalization for uint8 and PIL images (not with an ImageSet, which has its own).
+    progress : callable, optional
+        ``progress(done, total)`` after every batch.
+    stop : threading.Event or callable, optional
+        Checked between batches; raises :class:`~cnnwidgets.core.passes.Stopped`.
+    cache : bool
+        False: compute afresh.
+
+    Returns
+    -------
+    ChannelStats
+    """
+    get_layer(model, layer)  # raises with the list of valid names
+    images = ImageSet.of(images, mean=mean, std=std)
+    if batch_size is not None:
+        batch_size = _positive_int(batch_size, "batch_size")
+    k = _layer_channels(model, images, layer)
+
+    def compute(x: torch.Tensor, _b) -> dict[str, torch.Tensor]:
+        # the model is held (a model without a private view) for one batch at a time
+        with using_model(model) as run, torch.no_grad(), LayerTap(run, layer, check=require_4d) as tap:
+            maps = tap.run(x)[1][layer].flatten(2)
+            return {"max": maps.amax(dim=2).float(), "mean": maps.mean(dim=2, dtype=torch.float64).float()}
+
+    res = stream_pass(images, ("channel_stats", layer), {"max": ((k,), np.float32), "mean": ((k,), np.float32)},
+                      compute, model=model, device=model_device(model), dtype=model_dtype(model),
+                      batch_size=batch_size, progress=progress, stop=stop, cache=cache)
+    return ChannelStats(res.arrays["max"], res.arrays["mean"], np.asarray(res.valid))
+
+
+def rank_images(scores: np.ndarray, k: int, valid: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the ``k`` highest scores, highest first (ties in index order), leaving out
+    images that are not ``valid``: int64 (min(k, valid count),)."""
+    s = np.asarray(scores, np.float64)
+    if valid is not None:
+        s = np.where(valid, s, -np.inf)
+        k = min(k, int(np.count_nonzero(valid)))
+    return np.argsort(-s, kind="stable")[:k].astype(np.int64)
 
 
 def top_images(
@@ -169,44 +247,49 @@ def top_images(
     channel: int,
     k: int = 9,
     *,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     by: ImageScore = "max",
     mean: Sequence[float] | float | None = None,
     std: Sequence[float] | float | None = None,
     progress: Callable[[int, int], Any] | None = None,
+    stop: Any = None,
+    cache: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The images of a data set that activate one feature map the most.
 
-    Every image is scored by the maximum (or mean) of its ``channel`` map at ``layer``; the
-    data set is run in batches, each forward pass stopping right after ``layer``.
+    Every image is scored by the maximum (or mean) of its ``channel`` map at ``layer``, from
+    :func:`channel_stats` (one streamed, cached pass for all channels of the layer).
 
     Parameters
     ----------
     model : nn.Module
-    images : torch.Tensor or numpy.ndarray
-        Float N x C x H x W (normalized for the model) or anything :func:`as_batch` takes,
-        e.g. uint8 N x H x W x C with ``mean``/``std``. 4-D inputs are converted one batch
-        at a time.
+    images
+        Anything :class:`~cnnwidgets.core.images.ImageSet` takes: float N x C x H x W
+        (normalized for the model), uint8 N x H x W x C with ``mean``/``std``, a Dataset, a
+        DataLoader, a folder, a list of PIL images or paths; or an ImageSet.
     layer : str
         Qualified name of a layer with a 4-D output (N x K x h x w); its first call is used.
     channel : int
         0 <= channel < K.
     k : int
         How many images to return (at least 1; more than N gives all N).
-    batch_size : int
+    batch_size : int, optional
         Images per forward pass.
     by : {"max", "mean"}
         Score of an image: the maximum or the mean of its map.
     mean, std : optional
-        Normalization for uint8 images, passed to :func:`as_batch`.
+        Normalization for uint8 and PIL images.
     progress : callable, optional
         ``progress(done, total)`` after every batch, with the number of images scored so far
         and N.
+    stop, cache
+        As for :func:`channel_stats`.
 
     Returns
     -------
     indices : numpy.ndarray
-        int64, (min(k, N),): image indices, highest score first (ties in index order).
+        int64, (min(k, N),): image indices, highest score first (ties in index order);
+        images that could not be read are left out.
     scores : numpy.ndarray
         float32, same shape: their scores.
 
@@ -230,33 +313,16 @@ def top_images(
     """
     get_layer(model, layer)  # raises with the list of valid names
     k = _positive_int(k, "k")
-    batch_size = _positive_int(batch_size, "batch_size")
     channel = as_int(channel, "channel")
     if by not in ("max", "mean"):
         raise ValueError(f"by must be 'max' or 'mean', got {by!r}")
-    device = model_device(model)
-    n, batches = _batches(images, batch_size, mean, std, device, model_dtype(model))
-    scores = np.empty(n, dtype=np.float32)
-    got: list[torch.Tensor] = []
-
-    def check(name: str, out: Any) -> None:
-        require_4d(name, out)
-        kk = out.shape[1]
-        if not 0 <= channel < kk:
-            raise ValueError(f"channel must be in 0..{kk - 1} (layer {layer!r} has {kk} channels), got {channel}")
-
-    done = 0
-    with using_model(model) as run, torch.no_grad(), LayerTap(run, layer, check=check) as tap:
-        for batch in batches:
-            out = tap.run(batch)[1][layer]
-            maps = out[:, channel].flatten(1)
-            got = maps.amax(dim=1) if by == "max" else maps.mean(dim=1, dtype=torch.float64)
-            b = batch.shape[0]
-            scores[done : done + b] = got.detach().to(device="cpu", dtype=torch.float32).numpy()
-            done += b
-            if progress is not None:
-                progress(done, n)
-    order = np.argsort(-scores.astype(np.float64), kind="stable")[:k].astype(np.int64)
+    images = ImageSet.of(images, mean=mean, std=std)
+    kk = _layer_channels(model, images, layer)
+    if not 0 <= channel < kk:
+        raise ValueError(f"channel must be in 0..{kk - 1} (layer {layer!r} has {kk} channels), got {channel}")
+    st = channel_stats(model, images, layer, batch_size=batch_size, progress=progress, stop=stop, cache=cache)
+    scores = np.asarray((st.max if by == "max" else st.mean)[:, channel], np.float32)
+    order = rank_images(scores, k, st.valid)
     return order, scores[order]
 
 

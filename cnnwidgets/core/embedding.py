@@ -12,7 +12,6 @@ widget imports.
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,7 +22,9 @@ import torch
 from torch import nn
 
 from ._validate import as_int
-from .activations import _batches, _positive_int
+from .activations import _positive_int
+from .images import ImageSet
+from .passes import Stopped, stream_pass
 from .layers import leaf_layers
 from .model import get_layer, model_device, model_dtype, named_layers
 from .runner import LayerTap, require_tensor, using_model
@@ -61,23 +62,6 @@ _EXACT_PCA_DIM = 512
 
 #: Elements per block when distances are computed blockwise (bounds the temporary memory).
 _BLOCK_ELEMENTS = 1 << 22
-
-
-class Stopped(Exception):
-    """Raised by :func:`extract_features` when its ``should_stop()`` returned True.
-
-    Attributes
-    ----------
-    done : int
-        Images processed before stopping.
-    total : int
-        Images asked for (N).
-    """
-
-    def __init__(self, done: int, total: int) -> None:
-        super().__init__(f"stopped after {done} of {total} images")
-        self.done = done
-        self.total = total
 
 
 # ---------------------------------------------------------------- features
@@ -164,11 +148,12 @@ def extract_features(
     layer: str | None = None,
     *,
     pool: FeaturePool = "flatten",
-    batch_size: int = 256,
+    batch_size: int | None = None,
     progress: Callable[[int, int], Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
     mean: Sequence[float] | float | None = None,
     std: Sequence[float] | float | None = None,
+    cache: bool = True,
 ) -> np.ndarray:
     """The outputs of one layer for a whole data set, one row per image.
 
@@ -228,34 +213,27 @@ def extract_features(
     """
     if pool not in ("flatten", "avg"):
         raise ValueError(f"pool must be 'flatten' or 'avg', got {pool!r}")
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = _positive_int(batch_size, "batch_size") if batch_size is not None else None
     if layer is not None:
         get_layer(model, layer)  # raises with the list of valid names
-    device = model_device(model)
-    n, batches = _batches(images, batch_size, mean, std, device, model_dtype(model))
-    batches = iter(batches)
-    first = next(batches)
-    batches = itertools.chain([first], batches)
+    images = ImageSet.of(images, mean=mean, std=std)
+    device, dtype = model_device(model), model_dtype(model)
+    first = images.item(0).to(device, dtype)
     if layer is None:
-        layer = default_feature_layer(model, first[:1])
-    features: np.ndarray | None = None
-    done = 0
+        layer = default_feature_layer(model, first)
     with using_model(model) as run, torch.no_grad(), LayerTap(run, layer, check=require_tensor) as tap:
-        for batch in batches:
-            if should_stop is not None and should_stop():
-                raise Stopped(done, n)
-            out = tap.run(batch)[1][layer]
-            b = int(batch.shape[0])
-            f = _pool_features(out, pool, b, layer).detach().to(device="cpu", dtype=torch.float32)
-            del out
-            if features is None:
-                features = np.empty((n, f.shape[1]), dtype=np.float32)
-            features[done : done + b] = f.numpy()
-            done += b
-            if progress is not None:
-                progress(done, n)
-    assert features is not None
-    return features
+        d = int(_pool_features(tap.run(first)[1][layer], pool, 1, layer).shape[1])
+
+    def compute(x: torch.Tensor, _b) -> dict[str, torch.Tensor]:
+        # the model is held (a model without a private view) for one batch at a time
+        with using_model(model) as run, torch.no_grad(), LayerTap(run, layer, check=require_tensor) as tap:
+            out = tap.run(x)[1][layer]
+            return {"features": _pool_features(out, pool, int(x.shape[0]), layer).float()}
+
+    res = stream_pass(images, ("features", layer, pool), {"features": ((d,), np.float32)}, compute, model=model,
+                      device=device, dtype=dtype, batch_size=batch_size, progress=progress, stop=should_stop,
+                      cache=cache)
+    return np.asarray(res.arrays["features"])
 
 
 def check_features(features: Any) -> np.ndarray:

@@ -386,7 +386,7 @@ def test_extract_features_progress_stop_and_state(demo):
 
     checks = iter([False, True])
     with pytest.raises(Stopped) as info:
-        extract_features(model, demo.images[:60], batch_size=25, should_stop=lambda: next(checks))
+        extract_features(model, demo.images[:60], batch_size=25, should_stop=lambda: next(checks), cache=False)
     assert (info.value.done, info.value.total) == (25, 60)
     assert training_flags(model) == flags and hook_count(model) == 0
     model.eval()
