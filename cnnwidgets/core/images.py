@@ -720,6 +720,15 @@ class ImageSet:
         sub.batch_size, sub.num_workers = self.batch_size, self.num_workers
         return sub
 
+    def __getitem__(self, key: Any) -> Any:
+        """``images[i]``: image i as the model takes it (float32 C x H x W); ``images[a:b]`` or
+        ``images[[i, j, ...]]``: those images as an ImageSet (:meth:`subset`)."""
+        if isinstance(key, slice):
+            return self.subset(np.arange(len(self))[key])
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            return self.item(int(key) + (len(self) if key < 0 else 0))[0]
+        return self.subset(np.asarray(key, np.int64))
+
     def _where(self, i: int) -> str:
         return self._items.where(i) if self._items is not None else f"image {i}"
 

@@ -231,6 +231,7 @@ def stream_pass(
     progress: Callable[[int, int], Any] | None = None,
     stop: threading.Event | Callable[[], bool] | None = None,
     cache: bool = True,
+    on_open: Callable[[PassResult], Any] | None = None,
 ) -> PassResult:
     """Run ``compute`` over every image of ``images``, batch by batch, and keep its rows.
 
@@ -255,6 +256,9 @@ def stream_pass(
         kept, and the next call resumes after them).
     cache : bool
         False: compute afresh, in memory, whatever is cached.
+    on_open : callable, optional
+        Called with the :class:`PassResult` before the first batch (to read rows as they
+        are done, e.g. thumbnails for a page).
 
     Returns
     -------
@@ -274,6 +278,8 @@ def stream_pass(
     else:
         res = _open(key, n, outputs)
     with res.lock:  # two views asking for the same pass: the second waits and finds it done
+        if on_open is not None:
+            on_open(res)
         if res.done:
             known = np.arange(res.done)
             images._note_labels(known, np.asarray(res.labels[: res.done]))

@@ -104,9 +104,13 @@ class ActivationExplorer(ImageView, SelectionMixin, BaseWidget):
     ----------
     model : nn.Module
         A PyTorch CNN.
-    images : torch.Tensor or numpy.ndarray
-        N x C x H x W float tensor the model takes as is, or uint8 N x H x W x C
-        (normalized with ``mean``/``std`` when given).
+    images
+        The images: an N x C x H x W float tensor the model takes as is, a uint8 array
+        N x H x W x C (normalized with ``mean``/``std``), a torch ``Dataset`` (items an
+        image or ``(image, label)``) or ``DataLoader``, a list of PIL images or file paths, a
+        folder with one subfolder per class, or an :class:`~cnnwidgets.core.images.ImageSet`.
+        Images are read when needed, never all at once; labels and class names come from
+        the data when it has them.
     labels : sequence of int, optional
         True class of each image (length N).
     classes : sequence of str, optional
@@ -115,6 +119,9 @@ class ActivationExplorer(ImageView, SelectionMixin, BaseWidget):
     layer : str, optional
         Qualified name of a layer with 4-D output; default: the first one to run
         (:func:`~cnnwidgets.core.layers.view_defaults`' ``"activation"``).
+    transform : callable, optional
+        Applied to each item's image as it is read (e.g. resize and ``ToTensor``), for
+        datasets, files and PIL images.
     output : int, str or callable, optional
         Which part of a structured model output (tuple, dict, named tuple) holds the class
         scores, for the predicted class (see :func:`~cnnwidgets.core.outputs.select_output`).
@@ -203,6 +210,7 @@ class ActivationExplorer(ImageView, SelectionMixin, BaseWidget):
         mean: Sequence[float] | float | None = None,
         std: Sequence[float] | float | None = None,
         output: OutputSelector = None,
+        transform: Any = None,
     ) -> None:
         self._model = check_model(model)
         self._device = model_device(model)
@@ -210,9 +218,7 @@ class ActivationExplorer(ImageView, SelectionMixin, BaseWidget):
         self._scores = Scores(model, check_output(output))
         #: Why the view shows no prediction (a structured output without ``output=``), or None.
         self._no_prediction: str | None = None
-        self._images = ImageSet(images, check_labels(labels), classes, mean=mean, std=std)
-        self._x = self._images.x
-        self._x_model: torch.Tensor | None = None
+        self._images = ImageSet.of(images, check_labels(labels), classes, mean=mean, std=std, transform=transform)
         self._cache: OrderedDict[int, tuple[torch.Tensor | None, dict[str, torch.Tensor]]] = OrderedDict()
         self._cache_lock = threading.Lock()
         #: What failed in the background, by task ("projection", "top images", ...): view_error.
@@ -274,16 +280,8 @@ class ActivationExplorer(ImageView, SelectionMixin, BaseWidget):
     def _model_input(self, index: int | Sequence[int]) -> torch.Tensor:
         """Image ``index`` (1 x C x H x W), or the images ``index`` lists, as the model takes
         them: on its device, in its dtype."""
-        x = self._x[index : index + 1] if isinstance(index, int) else self._x[list(index)]
+        x = self._images.item(index) if isinstance(index, int) else self._images.take(list(index))
         return x.to(device=self._device, dtype=self._dtype)
-
-    def _dataset(self) -> torch.Tensor:
-        """The whole image set in the model's dtype, for dataset passes (one copy, kept)."""
-        if self._dtype == self._x.dtype:
-            return self._x
-        if self._x_model is None:
-            self._x_model = self._x.to(self._dtype)
-        return self._x_model
 
     def _forward(
         self, index: int, on_output: dict[str, Any] | None = None
@@ -447,7 +445,7 @@ class ActivationExplorer(ImageView, SelectionMixin, BaseWidget):
         channel = self.channel if channel is None else channel
         if channel < 0:
             raise ValueError("choose a channel first (channel=...), or click a map")
-        idx, _ = top_images(self._model, self._dataset(), layer, channel, k, progress=progress)
+        idx, _ = top_images(self._model, self._images, layer, channel, k, progress=progress)
         return idx
 
     def display_image(self, index: int | None = None) -> np.ndarray:
@@ -469,7 +467,7 @@ class ActivationExplorer(ImageView, SelectionMixin, BaseWidget):
         return blend_overlay(img, self._maps[channel], make_lut(OVERLAY_CMAP), self.opacity if opacity is None else opacity)
 
     #: Let go by close(): the model, the images and the cached activations.
-    _released = ("_model", "_images", "_x", "_x_model", "_cache")
+    _released = ("_model", "_images", "_cache")
     #: Page requests, projections and dataset passes (ImageView.wait / close).
     _workers = ("_worker", "_recon_worker", "_dataset_worker")
     _stops = ("_stop_dataset",)
@@ -562,7 +560,7 @@ class ActivationExplorer(ImageView, SelectionMixin, BaseWidget):
             return
         n = bounded_int(n, "n", 1, self.MAX_K, "images in the batch view")
         start = self.index
-        idx = list(range(start, min(self._x.shape[0], start + n)))
+        idx = list(range(start, min(len(self._images), start + n)))
         layer = self.layer
         self._dataset_worker.submit(self._job("batch view", lambda: self._make_batch(idx, layer)))
 
@@ -798,7 +796,7 @@ class ActivationExplorer(ImageView, SelectionMixin, BaseWidget):
             self._set_scales()
 
     def _find_top(self, layer: str, channel: int, k: int) -> None:
-        total = self._x.shape[0]
+        total = len(self._images)
 
         def progress(done, total_=total):
             if self._stop_dataset.is_set() or self._closed:
@@ -808,7 +806,7 @@ class ActivationExplorer(ImageView, SelectionMixin, BaseWidget):
         self.progress = 0.0
         self.status = f"finding the top {k} images for channel {channel} of {layer} ..."
         try:
-            idx, scores = top_images(self._model, self._dataset(), layer, channel, k, progress=progress)
+            idx, scores = top_images(self._model, self._images, layer, channel, k, progress=progress)
         except _Stopped:
             why = self._stop_reason
             self.status = f"stopped: {why}" if why else "stopped"
@@ -836,7 +834,7 @@ class ActivationExplorer(ImageView, SelectionMixin, BaseWidget):
     def __repr__(self) -> str:
         if self._closed:
             return "ActivationExplorer(closed)"
-        return f"ActivationExplorer(n_images={self._x.shape[0]}, layer={self.layer!r}, index={self.index})"
+        return f"ActivationExplorer(n_images={len(self._images)}, layer={self.layer!r}, index={self.index})"
 
 
 class _Stopped(Exception):

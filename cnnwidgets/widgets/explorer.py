@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ipywidgets as ipw
+import numpy as np
 import torch
 from torch import nn
 
-from ..core.inputs import as_batch
+from ..core.images import ImageSet
 from ..core.layers import view_defaults
 from ..core.model import check_model, model_dtype
 from ..core.outputs import OutputSelector, check_output
-from ._base import close_widgets, held_widgets
+from ._base import check_labels, close_widgets, held_widgets
 from .activation_explorer import ActivationExplorer
 from .filter_grid import FilterGrid
 from .oip_optimizer import OIPOptimizer
@@ -37,7 +38,7 @@ class _Shared:
     itself keeps no reference to the model or the images)."""
 
     model: nn.Module
-    x: torch.Tensor  # N x C x H x W, as the model takes it
+    x: ImageSet  # the images of every view (read on demand, caches shared)
     labels: Sequence[int] | torch.Tensor | None
     classes: Sequence[str] | None
     selection: Selection
@@ -95,24 +96,23 @@ def _filters(s: _Shared) -> FilterGrid:
 
 
 def _activations(s: _Shared) -> ActivationExplorer:
-    return ActivationExplorer(s.model, s.x, s.labels, s.classes, **s.layer("activations", "activation"), **s.kw)
+    return ActivationExplorer(s.model, s.x, **s.layer("activations", "activation"), **s.kw)
 
 
 def _saliency(s: _Shared) -> SaliencyViewer:
-    return SaliencyViewer(s.model, s.x, s.labels, s.classes, **s.layer("saliency", "cam"), **s.kw)
+    return SaliencyViewer(s.model, s.x, **s.layer("saliency", "cam"), **s.kw)
 
 
 def _optimizer(s: _Shared) -> OIPOptimizer:
-    return OIPOptimizer(s.model, images=s.x[:1], **s.layer("optimizer", "optimizer"), **s.kw)
+    return OIPOptimizer(s.model, images=s.x.subset([0]), **s.layer("optimizer", "optimizer"), **s.kw)
 
 
 def _tsne(s: _Shared) -> TSNEScatter:
     n = min(int(s.tsne_images), len(s.x))
-    labels = None if s.labels is None else s.labels[:n]
     kw = s.layer("tsne", "feature")
     if s.layers.get("tsne") is None and s.defaults.get("feature") is not None and s.defaults.get("feature_pool") is not None:
         kw["pool"] = s.defaults["feature_pool"]  # a layer given to the Explorer uses TSNEScatter's own pool
-    return TSNEScatter(s.model, s.x[:n], labels, s.classes, **kw, **s.kw)
+    return TSNEScatter(s.model, s.x.subset(np.arange(n)), **kw, **s.kw)
 
 
 #: The dashboard's views, in the order they are shown.
@@ -171,11 +171,16 @@ class Explorer(ipw.VBox):
     Parameters
     ----------
     model : nn.Module
-    images : tensor or array
-        N x C x H x W floats the model takes, or uint8 N x H x W x C.
+    images
+        A tensor or array (N x C x H x W floats the model takes, or uint8 N x H x W x C), a
+        torch Dataset or DataLoader, a list of PIL images or file paths, a folder with one
+        subfolder per class, or an :class:`~cnnwidgets.core.images.ImageSet`: one ImageSet,
+        read on demand, is shared by every view.
     labels, classes : optional
     mean, std : optional
         The model's input normalization.
+    transform : callable, optional
+        Applied to each item's image as it is read (datasets, files, PIL images).
     tsne_images : int
         How many images the t-SNE map shows (the first ones), to keep it quick.
     output : int, str or callable, optional
@@ -232,18 +237,20 @@ class Explorer(ipw.VBox):
         optimizer_layer: str | None = None,
         tsne_layer: str | None = None,
         views: Sequence[str] | None = None,
+        transform: Any = None,
     ) -> None:
         specs = _chosen(views)
         check_model(model)
         check_output(output)
-        x = as_batch(images, mean=mean, std=std)  # once, for every view (floats are taken as they are)
+        # one ImageSet for every view (its caches shared), read on demand
+        x = ImageSet.of(images, check_labels(labels), classes, mean=mean, std=std, transform=transform)
         # every view's default layer from one forward pass on the first image
-        self.defaults = view_defaults(model, x[:1].to(model_dtype(model)))
+        self.defaults = view_defaults(model, x.item(0).to(model_dtype(model)))
         self.selection = Selection()
         self._specs = specs
         for spec in VIEWS:
             setattr(self, spec.name, None)
-        kw: dict[str, Any] = {"mean": mean, "std": std, "selection": self.selection}
+        kw: dict[str, Any] = {"selection": self.selection}
         if output is not None:  # only then: a view without output= still works for plain outputs
             kw["output"] = output
         shared = _Shared(model, x, labels, classes, self.selection, kw, self.defaults,

@@ -210,7 +210,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     ) -> None:
         self._model = check_model(model)
         self._device = model_device(model)
-        self._images = ImageSet(images, mean=mean, std=std) if images is not None else None
+        self._images = ImageSet.of(images, mean=mean, std=std) if images is not None else None
         if input_shape is not None:
             shape = tuple(input_shape)
             if len(shape) != 3:
@@ -399,10 +399,10 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             i = self._images.check_index(self.dataset_index)
             from ..core.inputs import to_display
 
-            img = torch.from_numpy(to_display(self._images.x[i], mean=self._images.mean, std=self._images.std))
+            img = torch.from_numpy(to_display(self._images.item(i)[0], mean=self._images.mean, std=self._images.std))
             img = img.permute(2, 0, 1).float().div(255.0)[None]
             if img.shape[1] != self._shape[0]:
-                img = self._images.x[i : i + 1].clamp(0, 1)
+                img = self._images.item(i).clamp(0, 1)
             return img.repeat(b, 1, 1, 1)
         if self.init == "multiscale":
             return opt.multiscale(self._shape, b, self.seed)

@@ -156,8 +156,13 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
         sigmoid module is bypassed for the gradients and applied once for the probabilities
         shown (the banner says so). float16/bfloat16 models work: the images are cast to the
         model's dtype, maps and probabilities are float32.
-    images : tensor or array
-        N x C x H x W floats the model takes as is, or uint8 N x H x W x C.
+    images
+        The images: an N x C x H x W float tensor the model takes as is, a uint8 array
+        N x H x W x C (normalized with ``mean``/``std``), a torch ``Dataset`` (items an
+        image or ``(image, label)``) or ``DataLoader``, a list of PIL images or file paths, a
+        folder with one subfolder per class, or an :class:`~cnnwidgets.core.images.ImageSet`.
+        Images are read when needed, never all at once; labels and class names come from
+        the data when it has them.
     labels, classes : optional
         True labels (N) and class names (at least as many as the model's classes; for a
         single-logit model one name X gives the classes ``["not X", "X"]``).
@@ -172,6 +177,9 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
         ``view_defaults(model, x)["cam"]``: the last layer that ran with a feature map larger
         than 1 x 1; layers that never run, such as auxiliary heads, are skipped). :attr:`layers`
         lists the valid ones.
+    transform : callable, optional
+        Applied to each item's image as it is read (e.g. resize and ``ToTensor``), for
+        datasets, files and PIL images.
     output : int, str or callable, optional
         Which part of a structured model output holds the scores (a tuple index, a dict key or
         named-tuple field, or a function of the output); see
@@ -288,10 +296,11 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
         selection: Any = None,
         mean: Sequence[float] | float | None = None,
         std: Sequence[float] | float | None = None,
+        transform: Any = None,
     ) -> None:
         self._model = check_model(model)
         self._device = model_device(model)
-        self._images = ImageSet(images, check_labels(labels), classes, mean=mean, std=std)
+        self._images = ImageSet.of(images, check_labels(labels), classes, mean=mean, std=std, transform=transform)
         self._output = check_output(output)
         self._region = self._check_region_shape(region)
         if selection is not None and not isinstance(selection, Selection):
@@ -377,7 +386,7 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
 
     def _batch(self, index: int) -> torch.Tensor:
         """Image ``index`` as the model takes it: 1 x C x H x W on its device, in its dtype."""
-        x = self._images.x[index : index + 1]
+        x = self._images.item(index)
         return x.to(device=self._device, dtype=model_dtype(self._model))
 
     def _read(self, index: int, output: Any = _UNSET, region: Any = _UNSET) -> tuple[Scores, torch.Tensor, torch.Tensor]:

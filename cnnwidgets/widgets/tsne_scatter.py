@@ -27,6 +27,7 @@ from ..core.embedding import (
     umap_2d,
 )
 from ..core.images import ImageSet
+from ..core.passes import stream_pass
 from ..core.layers import feature_layer
 from ..core.model import check_model, get_layer, model_device, model_dtype
 from ..core.outputs import OutputSelector, check_output, class_names_for
@@ -51,20 +52,31 @@ Phase = Literal["idle", "features", "embedding", "done", "stopped", "failed"]
 THUMB_MAX = 32
 
 
-def _thumbnails(images: ImageSet) -> np.ndarray:
-    """Display thumbnails (N, h, w, c) uint8, downscaled to at most THUMB_MAX pixels a side."""
+#: Bytes of thumbnails a map sends to the page in all: with many images each one is smaller
+#: (32 px a side up to ~16,000 RGB images, 12 px at 100,000, 8 px from ~250,000).
+THUMB_BUDGET = 48 << 20
+#: Smallest thumbnail side in pixels.
+THUMB_MIN = 8
+
+
+def thumbnail_factor(n: int, shape: tuple[int, int, int]) -> int:
+    """The average-pooling factor that makes N thumbnails of images ``shape`` (C, H, W) fit
+    :data:`THUMB_BUDGET` (sides between THUMB_MIN and THUMB_MAX pixels where the image allows)."""
+    c, h, w = shape
+    per = 1 if c == 1 else 3
+    side = int(np.sqrt(THUMB_BUDGET / max(1, n * per)))
+    side = max(THUMB_MIN, min(THUMB_MAX, side))
+    return max(1, int(np.ceil(max(h, w) / side)))
+
+
+def _thumbnails_of(x: torch.Tensor, f: int, mean: Any, std: Any) -> np.ndarray:
+    """Display thumbnails (B, h, w, c) uint8 of a CPU batch, average-pooled by ``f``."""
     from ..core.inputs import to_display
 
-    x = images.x
-    h, w = x.shape[2:]
-    f = max(1, int(np.ceil(max(h, w) / THUMB_MAX)))
-    out = []
-    for start in range(0, x.shape[0], 1024):
-        xb = x[start : start + 1024]
-        if f > 1:
-            xb = torch.nn.functional.avg_pool2d(xb, f, ceil_mode=True)
-        out.append(to_display(xb, mean=images.mean, std=images.std))
-    return np.concatenate(out)
+    x = x.float()
+    if f > 1:
+        x = torch.nn.functional.avg_pool2d(x, f, ceil_mode=True)
+    return to_display(x, mean=mean, std=std)
 
 
 class TSNEScatter(SelectionMixin, BaseWidget):
@@ -81,8 +93,13 @@ class TSNEScatter(SelectionMixin, BaseWidget):
     Parameters
     ----------
     model : nn.Module
-    images : tensor or array
-        N x C x H x W floats the model takes, or uint8 N x H x W x C.
+    images
+        The images: an N x C x H x W float tensor the model takes as is, a uint8 array
+        N x H x W x C (normalized with ``mean``/``std``), a torch ``Dataset`` (items an
+        image or ``(image, label)``) or ``DataLoader``, a list of PIL images or file paths, a
+        folder with one subfolder per class, or an :class:`~cnnwidgets.core.images.ImageSet`.
+        Images are read when needed, never all at once; labels and class names come from
+        the data when it has them.
     labels, classes : optional
         True labels and class names (for a single-logit model, one name X reads as
         ``["not X", "X"]``).
@@ -99,6 +116,9 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         ``"flatten"`` for a ``layer`` given.
     mean, std : optional
         Input normalization, for display.
+    transform : callable, optional
+        Applied to each item's image as it is read (e.g. resize and ``ToTensor``), for
+        datasets, files and PIL images.
     output : int, str or callable, optional
         Which part of a structured model output (tuple, dict, named tuple) holds the class
         scores, for ``predicted`` (see :func:`~cnnwidgets.core.outputs.select_output`).
@@ -191,6 +211,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         std: Sequence[float] | float | None = None,
         output: OutputSelector = None,
         n_iter: int = 750,
+        transform: Any = None,
     ) -> None:
         self._model = check_model(model)
         self._device = model_device(model)
@@ -198,7 +219,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         self._scores = Scores(model, check_output(output))
         #: Why the view shows no predictions (a structured output without ``output=``), or None.
         self._no_prediction: str | None = None
-        self._images = ImageSet(images, check_labels(labels), classes, mean=mean, std=std)
+        self._images = ImageSet.of(images, check_labels(labels), classes, mean=mean, std=std, transform=transform)
         n = len(self._images)
         if n < 5:
             raise ValueError(f"a map needs at least 5 images, got {n}")
@@ -208,7 +229,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         self._n_iter = bounded_int(n_iter, "n_iter", 1, 100_000, "t-SNE iterations; 750 by default")
         if selection is not None and not isinstance(selection, Selection):
             self._join(selection)  # raises the TypeError with its hint
-        x1 = self._model_input(0, 1)
+        x1 = self._images.item(0).to(device=self._device, dtype=self._dtype)
         if layer is None:
             layer, default_pool = feature_layer(self._model, x1)  # the penultimate feature vector
             pool = pool or default_pool
@@ -228,7 +249,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         self._closed = False
         self._last_push = 0.0
         self._ready = False
-        self._thumbs = _thumbnails(self._images)
+        self._thumbs: np.ndarray | None = None  # all thumbnails, once the feature pass has read every image
         super().__init__()
         try:  # a failure closes the widget (its comm) and the thread, if started
             n_classes = None
@@ -251,7 +272,6 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             self.set_trait("n_iter", self._n_iter)
             labels_arr = self._images.labels if self._images.labels is not None else np.full(n, -1)
             self._labels = labels_arr.astype(np.int16)
-            self._thumbnails = self._thumbs
             self._ready = True
             self._join(selection)
             self.start()
@@ -357,7 +377,11 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         if space == "feature":
             return neighbors(self.features, index, k)
         if space == "pixel":
-            return pixel_neighbors(self._images.x.reshape(len(self._images), -1).numpy(), index, k)
+            mem = self._images.in_memory  # the images themselves when they are in memory, else thumbnails
+            if mem is not None:
+                return pixel_neighbors(mem.reshape(len(self._images), -1).numpy(), index, k)
+            self._wait_for(lambda: self._thumbs is not None)
+            return pixel_neighbors(self._thumbs.reshape(len(self._images), -1), index, k)
         raise ValueError(f"space must be {' or '.join(map(repr, get_args(NeighborSpace)))}, got {space!r}")
 
     def mosaic(self, grid: int | None = None) -> np.ndarray:
@@ -365,7 +389,9 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         if grid is not None:  # G x G thumbnails: bounded, or one call could allocate gigabytes
             limit = max(256, int(np.ceil(np.sqrt(len(self._images)))))
             grid = bounded_int(grid, "grid", 1, limit, "cells per side of the mosaic")
-        return mosaic(self._thumbs, self.embedding, grid)
+        pos = self.embedding  # waits for the feature pass, which makes the thumbnails
+        assert self._thumbs is not None
+        return mosaic(self._thumbs, pos, grid)
 
     # ------------------------------------------------------------------ validation
     @t.validate("index")
@@ -534,10 +560,6 @@ class TSNEScatter(SelectionMixin, BaseWidget):
             self.running = False
             self._done.set()
 
-    def _model_input(self, start: int, stop: int) -> torch.Tensor:
-        """Images ``start:stop`` as the model takes them: on its device, in its dtype."""
-        return self._images.x[start:stop].to(device=self._device, dtype=self._dtype)
-
     def _read_head(self, x: torch.Tensor) -> None:
         """Run the model once on ``x`` to learn how its output reads as classes
         (``_scores.head``); a structured output without ``output=`` sets ``_no_prediction``."""
@@ -552,36 +574,63 @@ class TSNEScatter(SelectionMixin, BaseWidget):
     BATCH = 256
 
     def _features_and_predictions(self, progress) -> tuple[np.ndarray, np.ndarray | None]:
-        """The layer's pooled features (float32 N x D) and the predicted classes (int64 N, or
-        None without class scores), from one forward pass per batch.
+        """The layer's pooled features (float32 N x D), the predicted classes (int64 N, or None
+        without class scores) and the hover thumbnails, from one streamed pass over the images
+        (:func:`~cnnwidgets.core.passes.stream_pass`: cached per model weights, layer and data,
+        resumed after a Stop).
 
-        Each pass runs under :func:`~cnnwidgets.core.runner.logits_only` (the probabilities
+        Each batch runs under :func:`~cnnwidgets.core.runner.logits_only` (the probabilities
         apply a final softmax once); without predictions to make it stops after the layer.
-        Images are cast to the model's dtype; features are pooled in float32.
+        Images are cast to the model's dtype; features are pooled in float32. Thumbnails reach
+        the page while the pass goes (at 1,024, 2,048, 4,096, ... images and at the end).
         """
         n = len(self._images)
         layer, pool = self.layer, self._pool
         want_pred = self._no_prediction is None
-        feats: np.ndarray | None = None
-        pred = np.empty(n, np.int64) if want_pred else None
-        for start in range(0, n, self.BATCH):
-            if self._stop.is_set():
-                raise Stopped(start, n)
-            xb = self._model_input(start, start + self.BATCH)
+        x1 = self._images.item(0).to(device=self._device, dtype=self._dtype)
+        with using_model(self._model) as run, torch.no_grad(), LayerTap(run, layer, check=require_tensor) as tap:
+            d = int(_pool_features(tap.run(x1)[1][layer].float(), pool, 1, layer).shape[1])
+        f = thumbnail_factor(n, self._images.shape)
+        th = _thumbnails_of(self._images.item(0), f, self._images.mean, self._images.std).shape[1:]
+        outputs = {"features": ((d,), np.float32), "thumbs": (tuple(th), np.uint8)}
+        if want_pred:
+            outputs["pred"] = ((), np.int64)
+        mean, std = self._images.mean, self._images.std
+        sent = [0, 1024]  # images whose thumbnails the page has; the next step
+
+        def compute(xb: torch.Tensor, batch) -> dict[str, Any]:
             b = int(xb.shape[0])
             # the model is held (a model without a private view) for one batch at a time
             with (using_model(self._model) as run, logits_only(run), torch.no_grad(),
                   LayerTap(run, layer, need_output=want_pred, check=require_tensor) as tap):
                 out, acts = tap.run(xb)
-                f = _pool_features(acts[layer].float(), pool, b, layer).cpu()
-                if pred is not None:
-                    pred[start : start + b] = self._scores.probabilities(out).argmax(dim=1).cpu().numpy()
-            if feats is None:
-                feats = np.empty((n, f.shape[1]), np.float32)
-            feats[start : start + b] = f.numpy()
-            progress(start + b, n)
-        assert feats is not None
-        return feats, pred
+                rows = {"features": _pool_features(acts[layer].float(), pool, b, layer),
+                        "thumbs": _thumbnails_of(batch.x, f, mean, std)}
+                if want_pred:
+                    rows["pred"] = self._scores.probabilities(out).argmax(dim=1)
+            return rows
+
+        res_box: list[Any] = []
+
+        def on_progress(done: int, total: int) -> None:
+            progress(done, total)
+            if res_box and (done >= sent[1] or done >= total) and done > sent[0]:
+                sent[0], sent[1] = done, max(sent[1] * 2, done + 1)
+                self._thumbnails = np.array(res_box[0].arrays["thumbs"][:done])
+
+        res = stream_pass(self._images, ("tsne", layer, pool, want_pred, f), outputs, compute, model=self._model,
+                          device=self._device, dtype=self._dtype, batch_size=self.BATCH,
+                          progress=on_progress, stop=self._stop, on_open=res_box.append)
+        self._thumbs = np.array(res.arrays["thumbs"])
+        if sent[0] < n:
+            self._thumbnails = self._thumbs
+        labels = self._images.labels
+        if labels is not None and (np.asarray(self._labels) < 0).all():
+            self._labels = labels.astype(np.int16)  # learned from the data's items on the way
+            if not self.class_names:
+                self.set_trait("class_names", [str(i) for i in range(int(labels.max()) + 1)])
+        pred = np.array(res.arrays["pred"]) if want_pred else None
+        return np.array(res.arrays["features"]), pred
 
     def __repr__(self) -> str:
         if self._closed:

@@ -73,7 +73,7 @@ def test_five_views_one_selection(ex, demo):
     assert all(v.selection is ex.selection for v in views)
     assert ex.selection in ex.children
     assert ex.activations.n_images == N and ex.saliency.n_images == N
-    torch.testing.assert_close(ex.tsne._images.x, demo.images[:N_TSNE])
+    torch.testing.assert_close(ex.tsne._images.in_memory, demo.images[:N_TSNE])
     np.testing.assert_array_equal(ex.tsne._images.labels, demo.labels[:N_TSNE].numpy())
     assert ex.optimizer._shape == (1, 28, 28)
 

@@ -489,7 +489,7 @@ def test_uint8_nchw_images_are_read_as_nchw(demo):
     w = ActivationExplorer(demo.model, nchw, **_kw(demo))
     try:
         ref = ActivationExplorer(demo.model, nhwc, **_kw(demo))
-        torch.testing.assert_close(w._x, ref._x)
+        torch.testing.assert_close(w._images.batch(0, 4), ref._images.batch(0, 4))
         ref.close()
     finally:
         w.close()
