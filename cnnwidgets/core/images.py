@@ -184,8 +184,9 @@ class _Items:
         return self._tensor(item, i), label
 
     def _tensor(self, item: Any, i: int) -> torch.Tensor:
+        given = item
         if _is_pil(item):
-            item = np.asarray(item)
+            item = np.array(item)  # a writable copy (torch warns on read-only arrays)
         if isinstance(item, np.ndarray) and item.dtype == np.uint8:
             arr = item if item.ndim == 3 else item[..., None] if item.ndim == 2 else None
             if arr is None:
@@ -206,8 +207,8 @@ class _Items:
             if item.is_floating_point() and item.dim() in (2, 3):
                 return (item if item.dim() == 3 else item[None]).detach().to("cpu", torch.float32)
         raise TypeError(
-            f"image {i} ({self.where(i)}) is a {type(item).__name__}"
-            + (f" of shape {tuple(item.shape)} and dtype {item.dtype}" if hasattr(item, "shape") else "")
+            f"image {i} ({self.where(i)}) is a {type(given).__name__}"
+            + (f" of shape {tuple(given.shape)} and dtype {given.dtype}" if hasattr(given, "shape") else "")
             + "; expected a float tensor C x H x W (as the model takes it), a uint8 array H x W x C or a "
             "PIL image. Hint: pass transform= to convert each item"
         )
@@ -484,7 +485,11 @@ class ImageSet:
         """``images`` itself when it is an ImageSet (``labels``/``classes`` then replace its
         own when given; normalization and reading options must not be passed), else a new one."""
         if isinstance(images, ImageSet):
-            extra = [k for k, v in kw.items() if v is not None]
+            c = images.shape[0]
+            same = {"mean": images.mean, "std": images.std}
+            extra = [k for k, v in kw.items() if v is not None and not (
+                k in same and same[k] is not None and np.asarray(v, np.float32).size in (1, c)
+                and np.allclose(np.asarray(v, np.float32).reshape(-1), same[k]))]
             if extra:
                 raise ValueError(f"images is an ImageSet, which has its own {', '.join(extra)}; "
                                  "pass them when making the ImageSet")
@@ -599,9 +604,10 @@ class ImageSet:
         return None if v < 0 else v
 
     # ------------------------------------------------------------------ reading
-    def _load(self, i: int) -> tuple[torch.Tensor, int]:
-        """Image ``i`` (float32 C x H x W, cached) and its label; ValueError naming the item when
-        it cannot be read."""
+    def _load(self, i: int, keep: bool = True) -> tuple[torch.Tensor, int]:
+        """Image ``i`` (float32 C x H x W) and its label; ValueError naming the item when it
+        cannot be read. ``keep``: put it in the cache (a pass over the data reads each image
+        once and does not)."""
         assert self._items is not None
         hit = self._cache.get(i)
         if hit is not None:
@@ -617,7 +623,8 @@ class ImageSet:
                 f"{'x'.join(map(str, self._first.shape))}; pass size= (e.g. size=224) or a transform that "
                 "resizes, so every image has one size"
             )
-        self._cache.put(i, x)
+        if keep:
+            self._cache.put(i, x)
         if hasattr(self, "_labels"):
             self._note_labels(np.array([i]), np.array([label]))
         return x, label
@@ -674,6 +681,15 @@ class ImageSet:
     def _absorb(self, b: Batch) -> None:
         self.broken.update(b.errors)
         self._note_labels(b.indices, b.labels)
+
+    def broken_note(self) -> str | None:
+        """A sentence on the images that could not be read (for a view's note), or None."""
+        if not self.broken:
+            return None
+        first = next(iter(self.broken.values()))
+        k = len(self.broken)
+        return (f"{k} image{'s' if k > 1 else ''} could not be read and {'are' if k > 1 else 'is'} left out of "
+                f"passes over the data (first: {first}).")
 
     # ------------------------------------------------------------------ display
     def display(self, index: int) -> np.ndarray:
@@ -785,7 +801,7 @@ class _Reader(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, int, str | None]:
         try:
             if self.owner is not None:
-                x, label = self.owner._load(i)
+                x, label = self.owner._load(i, keep=False)
             else:
                 x, label = self.items.load(i)
                 if tuple(x.shape) != tuple(self.shape):

@@ -821,6 +821,7 @@ class ActivationExplorer(ImageView, SelectionMixin, BaseWidget):
             raise ValueError(why) from exc
         finally:
             self.progress = -1.0
+            self.note("data", self._images.broken_note())
         if layer != self.layer:  # the layer changed meanwhile: _drop_dataset_panels said so
             self.status = f"top images of {layer!r} dropped: the layer is now {self.layer!r}"
             return

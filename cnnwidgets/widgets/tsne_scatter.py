@@ -621,6 +621,7 @@ class TSNEScatter(SelectionMixin, BaseWidget):
         res = stream_pass(self._images, ("tsne", layer, pool, want_pred, f), outputs, compute, model=self._model,
                           device=self._device, dtype=self._dtype, batch_size=self.BATCH,
                           progress=on_progress, stop=self._stop, on_open=res_box.append)
+        self.note("data", self._images.broken_note())
         self._thumbs = np.array(res.arrays["thumbs"])
         if sent[0] < n:
             self._thumbnails = self._thumbs
