@@ -819,6 +819,124 @@ def bench_tsne(quick: bool) -> list[Row]:
     return rows
 
 
+# ---------------------------------------------------------------------------- your own data
+_DATA_SCRIPT = r"""
+import json, resource, sys, time
+import numpy as np, torch
+from torch import nn
+sys.path.insert(0, sys.argv[3])
+from cnnwidgets.core.activations import channel_stats
+n, side = int(sys.argv[1]), sys.argv[2]
+torch.set_num_threads(2)
+
+class Images(torch.utils.data.Dataset):
+    # 3 x 64 x 64 uint8 images made per item, then a transform (scale + normalize), as a
+    # torchvision pipeline would
+    def __len__(self):
+        return n
+    def __getitem__(self, i):
+        g = np.random.default_rng(i)
+        return (g.random((64, 64, 3)) * 255).astype(np.uint8), i % 10
+
+def transform(a):
+    return (torch.from_numpy(a).permute(2, 0, 1).float() / 255 - 0.5) / 0.25
+
+torch.manual_seed(0)
+net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
+                    nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+                    nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+ds = Images()
+t0 = time.perf_counter()
+if side == "ours":
+    from cnnwidgets.core.images import ImageSet
+    st = channel_stats(net, ImageSet(ds, transform=transform, batch_size=128), "7", cache=False)
+    top = np.argsort(-st.max[:, 5], kind="stable")[:9]
+else:
+    class T(torch.utils.data.Dataset):
+        def __len__(self):
+            return n
+        def __getitem__(self, i):
+            a, y = ds[i]
+            return transform(a), y
+    scores = []
+    with torch.no_grad():
+        for xb, _ in torch.utils.data.DataLoader(T(), batch_size=128):
+            scores.append(net[:8](xb)[:, 5].flatten(1).amax(1))
+    top = torch.argsort(torch.cat(scores), descending=True, stable=True)[:9].numpy()
+dt = time.perf_counter() - t0
+print(json.dumps({"s": dt, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "top": top.tolist()}))
+"""
+
+
+def _data_run(n: int, side: str) -> dict:
+    import subprocess
+    import tempfile
+
+    env = {**os.environ, "CNNW_CACHE_DIR": tempfile.mkdtemp(prefix="cnnw-bench-")}
+    r = subprocess.run([sys.executable, "-c", _DATA_SCRIPT, str(n), side, str(ROOT)], capture_output=True,
+                       text=True, env=env, timeout=3600)
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@benchmark(
+    "data",
+    notes=(
+        "data = a Dataset of N images of 3 x 64 x 64 (uint8 made per item, then a transform to a\n"
+        "    normalized float tensor), batch 128, 2 threads, each side in a fresh process\n"
+        "ours = core.channel_stats(net, ImageSet(dataset, transform=...), layer, cache=False): the\n"
+        "    pass behind top images (max and mean of all 64 channels of the layer, into N x 64 arrays)\n"
+        "baseline = a plain DataLoader loop running the net only up to that layer and keeping one\n"
+        "    channel's max per image; peak RSS is the process's maximum resident set (ru_maxrss)\n"
+        "t-SNE rows: openTSNE (FFT gradients) on N x 128 features beside scikit-learn's Barnes-Hut on\n"
+        "    a 10,000-point subsample, whose time is scaled by (N log N) / (10,000 log 10,000)"
+    ),
+)
+def bench_data(quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    sizes = (5_000,) if quick else (5_000, 20_000)
+    for n in sizes:
+        ours = _data_run(n, "ours")
+        base = _data_run(n, "plain")
+        assert ours["top"] == base["top"], (ours["top"], base["top"])  # the same answer
+        rows.append(overhead_row(f"top images over {n:,} images 3x64x64 (Dataset + transform) vs plain DataLoader",
+                                 Timing(ours["s"], 1), Timing(base["s"], 1), 1.1))
+        rows.append(Row(f"  peak RSS at N = {n:,}: ours {ours['rss_mb']:.0f} MB, plain loop {base['rss_mb']:.0f} MB "
+                        f"(the data as float32: {n * 3 * 64 * 64 * 4 / 2**20:.0f} MB)", None, None, None, "-", None))
+    rows.extend(_tsne_large_rows(quick))
+    return rows
+
+
+def _tsne_large_rows(quick: bool) -> list[Row]:
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    from cnnwidgets.core.embedding import tsne
+
+    n = 20_000 if quick else 100_000
+    sub = 5_000 if quick else 10_000
+    x = tsne_features(n, dim=128)
+    with threadpool_limits(limits=2):
+        ours = measure(lambda: tsne(x, perplexity=30, seed=0, n_iter=750, n_jobs=2), warmup=0, repeats=1)
+        base = measure(lambda: TSNE(n_components=2, perplexity=30, init="pca", random_state=0, max_iter=750,
+                                    method="barnes_hut", n_jobs=2).fit_transform(x[:sub]), warmup=0, repeats=1)
+    scaled = base.median * (n * math.log(n)) / (sub * math.log(sub))
+    return [ratio_row(f"t-SNE {n:,} x 128, 750 iter, 2 threads: openTSNE vs sklearn ({sub:,} measured, "
+                      f"{base.median:.1f} s, scaled by N log N)", ours, Timing(scaled, 1), 1.0)]
+
+
+@benchmark("tsne_200k", notes="tsne_200k: figures from tests/browser/test_tsne_large_browser.py (run it first)")
+def bench_tsne_200k(quick: bool) -> list[Row]:
+    path = ROOT / "tests" / "browser" / "_artifacts" / "tsne_200k.json"
+    if not path.exists():
+        return [Row("200,000-point map in the browser: run tests/browser/test_tsne_large_browser.py first",
+                    None, None, None, "-", None)]
+    fig = json.loads(path.read_text())
+    text = ", ".join(f"{k} {v:.1f}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in fig.items())
+    return [Row(f"200,000-point map (browser test): {text}", None, None, None, "-", None)]
+
+
 # ---------------------------------------------------------------------------- output
 def _fmt_time(s: float | None, unit: str = "s") -> str:
     if s is None:
