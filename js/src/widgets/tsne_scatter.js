@@ -15,6 +15,7 @@ import { boundNumber, boundSelect, h, labelled, live, viewShell } from "../lib/d
 import { observeWidth } from "../lib/resize.js";
 import { luminance, onThemeChange, themeColors } from "../lib/theme.js";
 import { sender } from "../lib/messages.js";
+import { pointLayer } from "../lib/points.js";
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
   "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"];
@@ -156,6 +157,13 @@ function render({ model, el }) {
   const neigh = h("div", { class: "cnnw-neighbors" });
   root.append(neigh);
   const ctx = canvas.getContext("2d");
+  // the points: one WebGL draw call (copied into the canvas, the overlay drawn on top), or
+  // Canvas 2D where WebGL is not available
+  const gl = pointLayer();
+  root.dataset.renderer = gl ? "webgl" : "canvas";
+  let glPositions = null; // the positions array last uploaded
+  let glColorKey = "";
+  let dataVersion = 0; // bumped when labels or predictions change
 
   let pos = new Float32Array(0);
   let labels = new Int16Array(0);
@@ -234,6 +242,20 @@ function render({ model, el }) {
   const visible = (i) => !hiddenSet.size || !hiddenSet.has(classOf(i));
   const visibleSelection = () => (model.get("selected") || []).filter((i) => i >= 0 && i < n && visible(i));
 
+  /** RGBA per point for the WebGL layer (alpha 0: hidden in the legend). */
+  function pointColors() {
+    const out = new Uint8Array(4 * n);
+    const rgb = new Map();
+    for (let i = 0; i < n; i++) {
+      if (!visible(i)) continue;
+      const g = groupOf(i);
+      let c = rgb.get(g);
+      if (!c) rgb.set(g, (c = rgbOf(colorOf(g))));
+      out[4 * i] = c[0]; out[4 * i + 1] = c[1]; out[4 * i + 2] = c[2]; out[4 * i + 3] = 255;
+    }
+    return out;
+  }
+
   function draw() {
     if (!W) return;
     if (!theme) readTheme();
@@ -257,18 +279,34 @@ function render({ model, el }) {
       return;
     }
     const r = model.get("point_size");
-    const groups = new Map();
-    for (let i = 0; i < n; i++) {
-      if (!visible(i)) continue;
-      const g = groupOf(i);
-      if (!groups.has(g)) groups.set(g, []);
-      groups.get(g).push(i);
-    }
-    for (const [g, idx] of groups) {
-      ctx.fillStyle = colorOf(g);
-      ctx.beginPath();
-      for (const i of idx) ctx.rect(sx(i) - r / 2, sy(i) - r / 2, r, r);
-      ctx.fill();
+    if (gl && !gl.lost) {
+      if (glPositions !== pos) {
+        gl.setPositions(pos.subarray(0, 2 * n));
+        glPositions = pos;
+      }
+      const key = [n, dataVersion, model.get("color_by"), [...hiddenSet].join(","), theme.bg, colors.palette[0]].join("|");
+      if (key !== glColorKey) {
+        gl.setColors(pointColors());
+        glColorKey = key;
+      }
+      gl.draw(W, H, dpr, view, r, rgbOf(theme.bg || "rgb(255, 255, 255)"));
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.drawImage(gl.canvas, 0, 0);
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    } else {
+      const groups = new Map();
+      for (let i = 0; i < n; i++) {
+        if (!visible(i)) continue;
+        const g = groupOf(i);
+        if (!groups.has(g)) groups.set(g, []);
+        groups.get(g).push(i);
+      }
+      for (const [g, idx] of groups) {
+        ctx.fillStyle = colorOf(g);
+        ctx.beginPath();
+        for (const i of idx) ctx.rect(sx(i) - r / 2, sy(i) - r / 2, r, r);
+        ctx.fill();
+      }
     }
     const sel = visibleSelection(); // marks only for points that are shown
     if (sel.length) {
@@ -353,9 +391,12 @@ function render({ model, el }) {
       root.dataset.hoverIndex = "-1";
       return;
     }
-    thumbs.draw(tipCanvas, i, 3);
+    // thumbnails arrive while the feature pass reads the images: a point may not have one yet
+    const has = thumbs.draw(tipCanvas, i, Math.max(1, Math.round(84 / Math.max(thumbs.th, thumbs.tw, 1))));
+    tipCanvas.hidden = !has;
     const lab = labels[i] >= 0 ? `label ${nameOf(labels[i])} · ` : "";
-    tipText.textContent = `#${i} · ${lab}` + (pred[i] >= 0 ? `predicted ${nameOf(pred[i])}` : "no prediction");
+    tipText.textContent = `#${i} · ${lab}` + (pred[i] >= 0 ? `predicted ${nameOf(pred[i])}` : "no prediction")
+      + (has ? "" : " · thumbnail loading ...");
     tip.style.display = "block";
     // inside the map: to the left of / above the point near the right / bottom edge
     const tw = tip.offsetWidth, th = tip.offsetHeight;
@@ -614,6 +655,7 @@ function render({ model, el }) {
     labels = Int16Array.from(decodeArray(model.get("_labels")).data);
     const p = decodeArray(model.get("_predicted")).data;
     pred = p.length === labels.length ? Int16Array.from(p) : new Int16Array(labels.length).fill(-1);
+    dataVersion += 1;
   }
   const onHidden = () => {
     hiddenSet = new Set(model.get("hidden_classes") || []);
@@ -662,6 +704,7 @@ function render({ model, el }) {
     }),
   );
 
+  if (gl) disposers.push(() => gl.dispose());
   return () => disposers.forEach((d) => d());
 }
 
