@@ -355,11 +355,10 @@ class ImageSet:
         data_classes: list[str] | None = None
         self.batch_size = 256
         self.num_workers = 0
-        loader_cls = torch.utils.data.DataLoader
         self.source = type(images).__name__
         if isinstance(images, ImageSet):
             raise TypeError("images is already an ImageSet: use ImageSet.of(images) or pass it to a view as is")
-        if isinstance(images, loader_cls):
+        if isinstance(images, torch.utils.data.DataLoader):  # items are read one by one; its collate_fn is not used
             ds = images.dataset
             if isinstance(ds, torch.utils.data.IterableDataset):
                 raise TypeError("the DataLoader reads an IterableDataset, which has no indices to go back to; "
@@ -371,8 +370,6 @@ class ImageSet:
             self._order = np.asarray(order, np.int64)
             if self._order.size != len(ds) or not np.array_equal(self._order, np.arange(len(ds))):
                 self._fp_parts.append(_hash_bytes(self._order.tobytes()))
-            if transform is None and images.collate_fn is not torch.utils.data.default_collate:
-                pass  # a custom collate works on batches; items are still read one by one
             images = ds
             self.source = f"DataLoader({type(ds).__name__})"
         if isinstance(images, (str, os.PathLike)):
@@ -722,7 +719,7 @@ class ImageSet:
             sub._items = _Items(_SubGet(self, idx), int(idx.size), lambda i, p=self, ix=idx: p._where(int(ix[i])),
                                 transform=None, size=None, mean=None, std=None)
             sub._tensor = None
-            sub._first = self._load_any(int(idx[0]))
+            sub._first = self.item(int(idx[0]))[0]
             sub._cache = _BytesLRU(self.CACHE_BYTES // 4)
             sub._display = _BytesLRU(self.DISPLAY_BYTES // 4)
             sub.broken = {}
@@ -747,9 +744,6 @@ class ImageSet:
 
     def _where(self, i: int) -> str:
         return self._items.where(i) if self._items is not None else f"image {i}"
-
-    def _load_any(self, i: int) -> torch.Tensor:
-        return self.item(i)[0]
 
     def fingerprint(self) -> str:
         """A digest that changes when the images change (for caching results over the data):
@@ -786,7 +780,7 @@ class _SubGet:
         self.parent, self.idx = parent, idx
 
     def __call__(self, i: int) -> torch.Tensor:
-        return self.parent._load_any(int(self.idx[i]))
+        return self.parent.item(int(self.idx[i]))[0]
 
 
 class _Reader(torch.utils.data.Dataset):
