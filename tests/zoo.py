@@ -1046,6 +1046,14 @@ CLASSIFIERS: tuple[str, ...] = ("resnet", "densenet", "mobilenet_v3", "efficient
 #: Models with ReLU activations, as modules (nn.ReLU) or functional calls (F.relu).
 RELU_FAMILY: tuple[str, ...] = ("resnet", "densenet", "mobilenet_v3", "googlenet", "softmax_net", "binary", "binary_sigmoid", "segnet")
 
+#: Models LRP refuses (it covers ReLU CNNs), with what its message names: the first operation
+#: that has no LRP rule.
+LRP_REFUSED: dict[str, str] = {
+    "mobilenet_v3": "Hardswish in 'features.0.2'", "efficientnet": "SiLU in 'features.0.2'",
+    "convnext": "LayerNorm in 'features.0.1'", "detector": "PReLU in 'prelu1'", "detector_namedtuple": "PReLU in 'prelu1'",
+    "vit": "LayerNorm in 'encoder.layers.encoder_layer_0.ln_1'",
+}
+
 #: The natural output selector of each model with a structured output (dict key or tuple index / field).
 OUTPUT_SELECTORS: dict[str, str | int] = {"segnet": "out", "detector": 1, "detector_namedtuple": "scores"}
 

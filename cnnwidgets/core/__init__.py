@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .activations import map_stats, maps_codes, order_channels, top_channels, top_images
+from .channel import Box, ChannelCardData, ReceptiveField, channel_card, receptive_field, receptive_field_grid
 from .colormaps import lut
 from .deconv import reconstruct
 from .embedding import (
@@ -21,21 +22,31 @@ from .embedding import (
     pixel_neighbors,
     tsne,
 )
+from .faithfulness import Faithfulness, Randomization, deletion_insertion, randomization_check, spearman_correlation
 from .images import ImageSet
 from .relu_rules import relu_rule
 from .saliency import (
     METHODS,
+    ablationcam,
     attribute,
     deconvnet,
+    eigencam,
     grad_x_input,
     gradcam,
+    gradcam_plus_plus,
     guided_backprop,
     guided_gradcam,
+    hirescam,
     integrated_gradients,
     layer_gradient,
+    layercam,
+    lrp,
+    occlusion,
+    scorecam,
     smoothgrad,
     to_heatmap,
     vanilla_gradient,
+    xgradcam,
 )
 from .filters import FilterTiles, conv_weight, first_conv_layer, grid_shape, kernel_tiles, render_grid
 from .inputs import as_batch, to_display
@@ -79,6 +90,26 @@ __all__ = [
     "to_heatmap",
     "tsne",
     "vanilla_gradient",
+    "xgradcam",
+    "ablationcam",
+    "eigencam",
+    "gradcam_plus_plus",
+    "hirescam",
+    "layercam",
+    "lrp",
+    "occlusion",
+    "scorecam",
+    "Box",
+    "ChannelCardData",
+    "Faithfulness",
+    "Randomization",
+    "ReceptiveField",
+    "channel_card",
+    "deletion_insertion",
+    "randomization_check",
+    "receptive_field",
+    "receptive_field_grid",
+    "spearman_correlation",
     "as_batch",
     "capture_activations",
     "check_model",

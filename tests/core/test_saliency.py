@@ -15,6 +15,7 @@ from torch import nn
 from cnnwidgets.core.saliency import (
     BASELINES,
     METHODS,
+    REGISTRY,
     attribute,
     deconvnet,
     grad_x_input,
@@ -31,6 +32,10 @@ from cnnwidgets.core.saliency import (
 from ..conftest import hook_count, requires_grad_flags, training_flags
 
 TARGETED = [m for m in METHODS if m != "layer_gradient"]
+#: The methods that read a layer's feature maps for a class score (Grad-CAM and its family).
+CAMS = [m for m, spec in REGISTRY.items() if spec.takes_layer and spec.targeted]
+#: One map per image, N x H x W (the class activation maps).
+PER_IMAGE = [m for m, spec in REGISTRY.items() if not spec.input_shaped]
 FAST_PARAMS = {"smoothgrad": {"samples": 3, "seed": 0}, "integrated_gradients": {"steps": 4}}
 
 
@@ -488,9 +493,12 @@ def test_final_softmax_is_bypassed_with_one_warning(final, method):
         warnings.simplefilter("always")
         got = attribute(with_softmax, x, method, target=None, **FAST_PARAMS.get(method, {}))
     messages = [w for w in caught if "logits before the softmax" in str(w.message)]
-    assert len(messages) == 1 and len(caught) == 1
-    assert messages[0].category is UserWarning
-    assert messages[0].filename == __file__  # points at the caller
+    if method == "eigencam":  # reads no score at all: nothing to bypass, nothing to say
+        assert caught == []
+    else:
+        assert len(messages) == 1 and len(caught) == 1
+        assert messages[0].category is UserWarning
+        assert messages[0].filename == __file__  # points at the caller
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     assert "forward" not in vars(final)
     with torch.no_grad():
@@ -529,9 +537,11 @@ def test_model_state_restored_after_every_method_and_after_errors(tiny_resnet, r
 
     out = attribute(net, rgb_batch, method, target=target, **params)
     assert not out.requires_grad
-    assert out.shape == ((2, 8, 8) if method == "gradcam" else (2, 3, 8, 8))
+    assert out.shape == ((2, 8, 8) if method in PER_IMAGE else (2, 3, 8, 8))
     check()
-    if method != "layer_gradient":
+    if method == "eigencam":  # class-agnostic: the pass stops at its layer, no score is read
+        attribute(net, rgb_batch, method, target=[0, 5], **params)
+    elif method != "layer_gradient":
         with pytest.raises(ValueError, match="target must be in 0..4"):
             attribute(net, rgb_batch, method, target=[0, 5], **params)
     else:
@@ -552,7 +562,7 @@ def test_input_never_modified_by_an_inplace_first_layer():
     net = nn.Sequential(nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4, 2))
     x = torch.tensor([[[[-1.0, 2.0], [3.0, -4.0]]]])
     for method in TARGETED:
-        if method in ("gradcam", "guided_gradcam"):
+        if method in CAMS:
             continue  # no conv layer
         attribute(net, x, method, target=0, **FAST_PARAMS.get(method, {}))
         assert x.tolist() == [[[[-1.0, 2.0], [3.0, -4.0]]]]
@@ -654,8 +664,13 @@ def test_one_registry_lists_every_method_with_its_options():
     assert tuple(sal.REGISTRY) == METHODS == typing.get_args(sal.Method)
     for spec in sal.REGISTRY.values():
         assert getattr(sal, spec.function.__name__) is spec.function and spec.label
-    assert [m for m, s in sal.REGISTRY.items() if s.takes_layer] == ["gradcam", "guided_gradcam", "layer_gradient"]
+    assert [m for m, s in sal.REGISTRY.items() if s.takes_layer] == [
+        "gradcam", "guided_gradcam", "gradcam_plus_plus", "xgradcam", "hirescam", "layercam", "scorecam", "eigencam",
+        "ablationcam", "layer_gradient"]
+    assert [m for m, s in sal.REGISTRY.items() if not s.input_shaped] == [
+        "gradcam", "gradcam_plus_plus", "xgradcam", "hirescam", "layercam", "scorecam", "eigencam", "ablationcam"]
+    assert [m for m, s in sal.REGISTRY.items() if s.takes_window] == ["occlusion"]
+    assert [m for m, s in sal.REGISTRY.items() if s.takes_rule] == ["lrp"]
     assert [m for m, s in sal.REGISTRY.items() if s.takes_steps] == ["integrated_gradients"]
     assert [m for m, s in sal.REGISTRY.items() if s.takes_samples] == ["smoothgrad"]
     assert [m for m, s in sal.REGISTRY.items() if not s.targeted] == ["layer_gradient"]
-    assert [m for m, s in sal.REGISTRY.items() if not s.input_shaped] == ["gradcam"]

@@ -23,7 +23,11 @@ import cnnwidgets
 from cnnwidgets import SaliencyViewer, Selection
 from cnnwidgets.core import attribute, to_display, to_heatmap
 from cnnwidgets.core.colormaps import heat_codes, lut
+from cnnwidgets.core.saliency import REGISTRY
 from cnnwidgets.widgets.saliency_viewer import BASE_LEVEL, METHOD_TIPS as SV_TIPS, attribution_overlay
+
+#: Grad-CAM and its family: they read a layer's feature maps for a class score.
+CAMS = [m for m, spec in REGISTRY.items() if spec.takes_layer and spec.targeted]
 
 N = 100  # first N validation digits; digit 94 is misclassified by the demo model
 MISCLASSIFIED = 94
@@ -88,8 +92,13 @@ def core_params(sv: SaliencyViewer, method: str) -> dict:
         return {"samples": sv.samples, "noise": sv.noise, "seed": 0}
     if method == "integrated_gradients":
         return {"steps": sv.steps, "baseline": sv.baseline, "seed": 0}
-    if method in ("gradcam", "guided_gradcam"):
+    if method in CAMS:
         return {"layer": sv.layer}
+    if method == "occlusion":
+        window, stride = sv.occlusion_window()
+        return {"window": window, "stride": stride}
+    if method == "lrp":
+        return {"rule": sv.lrp_rule}
     if method == "layer_gradient":
         return {"layer": sv.layer, "channel": sv.channel if sv.channel >= 0 else None}
     return {}
@@ -143,7 +152,7 @@ def test_attribution_equals_core_attribute(sv_ro, demo, logits, method):
         got = sv_ro.attribution(i, method)
         want = reference(demo.model, demo.images[i : i + 1], method, target, **core_params(sv_ro, method))
         assert got.dtype == np.float32
-        assert got.shape == ((28, 28) if method == "gradcam" else (1, 28, 28))
+        assert got.shape == ((28, 28) if not REGISTRY[method].input_shaped else (1, 28, 28))
         assert np.abs(got).max() > 0  # a real map, not zeros
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
@@ -765,7 +774,8 @@ def test_method_labels_and_options_come_from_the_core_registry(sv):
     for name, spec in REGISTRY.items():
         assert sv.method_info[name] == {"label": spec.label, "reference": spec.reference,
                                         "tip": SV_TIPS[name], "layer": spec.takes_layer,
-                                        "steps": spec.takes_steps, "samples": spec.takes_samples}
+                                        "steps": spec.takes_steps, "samples": spec.takes_samples,
+                                        "window": spec.takes_window, "rule": spec.takes_rule}
         assert "\n" not in SV_TIPS[name] and len(SV_TIPS[name]) < 110  # one line
     assert sv.method_info["gradcam"]["label"] == "Grad-CAM" and sv.method_info["layer_gradient"]["layer"]
 

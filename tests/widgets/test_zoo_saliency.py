@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 
 import numpy as np
 import pytest
@@ -26,9 +27,11 @@ from cnnwidgets.widgets.saliency_viewer import attribution_overlay
 from cnnwidgets.core.layers import not_a_cnn_notice
 from cnnwidgets.core.saliency import METHODS, REGISTRY, attribute
 from tests.conftest import hook_count, requires_grad_flags, training_flags
-from tests.zoo import OUTPUT_SELECTORS, RELU_FAMILY, ZOO, compiled, example_input, half
+from tests.zoo import LRP_REFUSED, OUTPUT_SELECTORS, RELU_FAMILY, ZOO, compiled, example_input, half
 
 SIZE = 64
+#: Grad-CAM and its family: they read a layer's feature maps for a class score.
+CAMS = [m for m, spec in REGISTRY.items() if spec.takes_layer and spec.targeted]
 N_IMAGES = 3
 FAST = {"steps": 4, "samples": 3}  # few passes per map: the checks are about plumbing, not quality
 #: name -> (zoo model, wrapper): float16 copies and a torch.compile'd model besides the zoo itself.
@@ -140,15 +143,19 @@ def test_every_method_on_every_zoo_model(case):
         cam_refused = name == "vit"
         maps = {}
         for m in METHODS:
-            if cam_refused and m in ("gradcam", "guided_gradcam"):
+            if cam_refused and m in CAMS:
                 with pytest.raises(ValueError, match="vision transformer"):
+                    sv.attribution(1, m)
+                continue
+            if m == "lrp" and name in LRP_REFUSED:
+                with pytest.raises(ValueError, match=re.escape(LRP_REFUSED[name])):
                     sv.attribution(1, m)
                 continue
             a = sv.attribution(1, m)
             assert a.dtype == np.float32
-            assert a.shape == ((SIZE, SIZE) if m == "gradcam" else (3, SIZE, SIZE)), m
+            assert a.shape == ((SIZE, SIZE) if not REGISTRY[m].input_shaped else (3, SIZE, SIZE)), m
             assert np.isfinite(a).all(), m
-            if m not in ("gradcam", "guided_gradcam"):  # a CAM may be all zero after its ReLU
+            if m not in CAMS:  # a CAM may be all zero after its ReLU
                 assert np.abs(a).max() > 0, m
             maps[m] = a
         # the viewer's maps are the core's, with the viewer's output and settings
@@ -164,8 +171,11 @@ def test_every_method_on_every_zoo_model(case):
         items = run_compare(sv, METHODS)
         assert sv._panels.shape == (len(METHODS), SIZE, SIZE)
         for k, it in enumerate(items):
-            if cam_refused and it["method"] in ("gradcam", "guided_gradcam"):
+            if cam_refused and it["method"] in CAMS:
                 assert "vision transformer" in it["error"]
+                continue
+            if it["method"] == "lrp" and name in LRP_REFUSED:
+                assert LRP_REFUSED[name] in it["error"]
                 continue
             assert "error" not in it, it
             assert sv.panel_overlay(k).shape == (SIZE, SIZE, 3)
@@ -174,7 +184,7 @@ def test_every_method_on_every_zoo_model(case):
         assert "rule on" in by["guided_backprop"]["note"] and "rule on" in by["deconvnet"]["note"]
         if name in RELU_FAMILY:
             assert "ReLU" in by["guided_backprop"]["note"]
-        failed = 2 if cam_refused else 0
+        failed = (len(CAMS) if cam_refused else 0) + (name in LRP_REFUSED)
         assert sv._panels_meta["failed"] == failed
         assert (f"{failed} of {len(METHODS)} panels failed" in sv.status) == bool(failed)
     finally:
@@ -391,7 +401,7 @@ def test_common_options_for_every_method():
         common = {"steps": 8, "samples": 2, "noise": 0.1, "baseline": "black", "seed": 1, "batch_size": 4,
                   "integration": "gausslegendre", "channel": 1}
         for m in METHODS:
-            if REGISTRY[m].targeted:  # a class score: the final softmax is bypassed, and said so
+            if REGISTRY[m].targeted and m != "eigencam":  # a class score: the softmax is bypassed, and said so
                 with pytest.warns(UserWarning, match="Softmax"):
                     a = sv.attribution(0, m, **common)
             else:

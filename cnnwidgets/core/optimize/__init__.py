@@ -13,7 +13,8 @@ piece               module          what it is
 ==================  ==============  ===================================================
 objective           ``objectives``  :class:`Objective` ``obj(acts, logits) -> (B,)``;
                                     ``+ - *`` combine them: :func:`channel`,
-                                    :func:`neuron`, :func:`class_logit`
+                                    :func:`neuron`, :func:`class_logit`,
+                                    :func:`diversity` (a batch's images differ)
 parameterization    ``param``       :func:`pixel_param`, :func:`fourier_param`:
                                     ``(params, image_fn)``
 starting image      ``param``       :func:`gray_noise`, :func:`multiscale`, or a tensor
@@ -62,7 +63,7 @@ from ._common import INITS, PARAMS, STEP_RULES, InitName, ParamName, StepRule
 from ._common import GRAY, Index, Shape  # noqa: F401  (public names outside __all__, as before)
 from ._forward import CHANNELS_LAST_MIN_PIXELS  # noqa: F401  (read there: set it on ._forward)
 from .image_ops import ImageOp, blur_every, clip_weak_pixels
-from .objectives import Objective, channel, class_logit, neuron
+from .objectives import Objective, channel, class_logit, diversity, neuron
 from .objectives import ObjectiveFn  # noqa: F401
 from .param import fourier_param, gray_noise, multiscale, pixel_param
 from .param import ImageFn  # noqa: F401
@@ -90,6 +91,7 @@ __all__ = [
     "class_probabilities",
     "clip_weak_pixels",
     "compose",
+    "diversity",
     "fourier_param",
     "gaussian_blur",
     "gray_noise",

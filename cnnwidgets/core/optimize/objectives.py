@@ -1,8 +1,9 @@
 """Objectives: per-image quantities :func:`~cnnwidgets.core.optimize.optimize` maximizes.
 
 An :class:`Objective` is ``obj(acts, logits) -> (B,)``: :func:`channel` (the mean of a
-feature map), :func:`neuron` (one position of it, or one unit of a linear layer) and
-:func:`class_logit`; ``+ - * /`` combine them.
+feature map), :func:`neuron` (one position of it, or one unit of a linear layer),
+:func:`class_logit` and :func:`diversity` (how different the images of a batch are, lucent's
+objective); ``+ - * /`` combine them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import torch
+import torch.nn.functional as F
 
 from ._common import Index, _check_index
 
@@ -346,3 +348,58 @@ def class_logit(k: Index) -> Objective:
         return logits[torch.arange(n, device=logits.device), cls]
 
     return Objective(fn, set(), True, f"class:{_label(idx)}", _list_len(idx))
+
+
+def diversity(layer: str) -> Objective:
+    """How different the images of a batch are: lucent's ``objectives.diversity``.
+
+    Each image's Gram matrix of ``layer``'s activations, ``G_b = A_b A_b^T`` with ``A_b`` the
+    K x (h*w) feature maps (the channels' correlations: the image's "style"), is normalized to
+    unit Frobenius norm; the value of image ``b`` is minus the sum of its cosine similarities to
+    the other images, ``-sum_{j != b} <G_b, G_j>``. Added to an objective, it pushes the images
+    of one batch apart (Olah et al. 2017, "Feature Visualization", section Diversity), e.g. four
+    different patterns that all drive one channel::
+
+        channel("features.6", 5) + 2.0 * diversity("features.6")   # batch=4
+
+    The batch mean of the values is lucent's ``diversity(layer)``
+    (``-sum_i sum_{j != i} <G_i, G_j> / B``), and ``obj + w * diversity(layer)`` here is
+    lucent's ``obj - w * diversity(layer)`` (lucent's objectives are losses, but its diversity
+    keeps lucid's sign): the same gradients up to the factor B that :func:`optimize` (which
+    sums the images' values) applies to every term alike, so lucent's weights carry over. A
+    batch of one image has the value 0 (nothing to differ from).
+
+    Parameters
+    ----------
+    layer : str
+        Qualified layer name with a 4-D output (B x K x h x w); often the target's layer or one
+        below it.
+
+    Returns
+    -------
+    Objective
+        Value (B,) in [-(B - 1), 0] for non-negative activations (e.g. after a ReLU).
+
+    Examples
+    --------
+    >>> a = torch.zeros(3, 2, 1, 2)
+    >>> a[0, 0] = a[1, 0] = a[2, 1] = 1.0  # images 0 and 1 alike, image 2 different
+    >>> diversity("conv")({"conv": a}, None)
+    tensor([-1., -1., -0.])
+    """
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a qualified module name (str), got {type(layer).__name__}")
+
+    def fn(acts: dict[str, torch.Tensor], logits: torch.Tensor | None) -> torch.Tensor:
+        a = _layer_output(acts, layer)
+        if a.dim() != 4:
+            raise ValueError(f"diversity() needs a 4-D layer output B x K x h x w; {layer!r} gives {tuple(a.shape)}")
+        b, k = a.shape[:2]
+        flat = a.reshape(b, k, -1)
+        grams = F.normalize(torch.bmm(flat, flat.transpose(1, 2)).reshape(b, -1), p=2, dim=1)
+        sims = grams @ grams.T  # B x B cosine similarities
+        others = ~torch.eye(b, dtype=torch.bool, device=a.device)
+        return -(sims * others).sum(dim=1)
+
+    # reads every channel of the layer (channels=None): no pruning of its convolution
+    return Objective(fn, {layer}, False, f"diversity:{layer}")

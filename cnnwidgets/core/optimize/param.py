@@ -198,12 +198,25 @@ _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.0
 _COLOR_SQRT = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
 
 
-def _spectrum_scale(h: int, w: int) -> torch.Tensor:
-    """1/f scaling of the rfft2 coefficients (H x W//2+1), so all frequencies learn alike."""
-    fy = torch.fft.fftfreq(h).view(-1, 1)
-    fx = torch.fft.rfftfreq(w).view(1, -1)
+def _spectrum_scale(h: int, w: int, decay_power: float = 1.0) -> torch.Tensor:
+    """1/f scaling of the rfft2 coefficients (H x W//2+1): lucent's ``fft_image`` scale.
+
+    ``1 / max(f, 1 / max(H, W)) ** decay_power`` with ``f = sqrt(fx**2 + fy**2)`` the frequency
+    of each coefficient in cycles per pixel (``fftfreq`` along H, ``rfftfreq`` along W), so
+    that all frequencies learn alike. With the orthonormal inverse FFT of :func:`fourier_param`
+    this is the whole scaling (lucid writes the same as ``scale * sqrt(H * W)`` because its
+    inverse FFT is not normalized; an orthonormal one must not multiply by ``sqrt(H * W)``
+    again, which makes the image ``sqrt(H * W)`` times too steep).
+    """
+    fy = torch.fft.fftfreq(h, dtype=torch.float64).view(-1, 1)
+    fx = torch.fft.rfftfreq(w, dtype=torch.float64).view(1, -1)
     freqs = torch.sqrt(fx * fx + fy * fy)
-    return (1.0 / freqs.clamp(min=1.0 / max(h, w))) * math.sqrt(h * w) / 4.0
+    return (1.0 / freqs.clamp(min=1.0 / max(h, w)) ** decay_power).float()
+
+
+#: The image of :func:`fourier_param` is the inverse FFT divided by this (lucid/lucent's
+#: "magic" constant: it keeps the sigmoid away from saturation).
+_FOURIER_DIVISOR: float = 4.0
 
 
 def fourier_param(
@@ -214,14 +227,21 @@ def fourier_param(
     init: torch.Tensor | None = None,
     sd: float = 0.01,
     *,
+    decay_power: float = 1.0,
     device: torch.device | str | None = None,
 ) -> tuple[list[torch.Tensor], ImageFn]:
-    """Optimize the image's Fourier coefficients (scaled by 1/frequency), as in lucid/lucent.
+    """Optimize the image's Fourier coefficients (scaled by 1/frequency), as lucent's ``fft_image``.
 
-    The image is ``sigmoid(M @ irfft2(spectrum * s))`` with ``s`` ~ 1/frequency, which
-    favours smooth, low-frequency patterns; ``M`` is a fixed colour-decorrelation matrix
-    (ImageNet statistics) when ``decorrelate`` and C == 3, else the identity (plain Fourier:
-    for C != 3 ``decorrelate`` is ignored).
+    The image is ``sigmoid(M @ irfft2(spectrum * s) / 4)``: ``irfft2`` is the orthonormal
+    inverse real FFT, ``s = 1 / max(f, 1 / max(H, W)) ** decay_power`` scales each coefficient
+    by the inverse of its frequency ``f`` (cycles per pixel), which favours smooth,
+    low-frequency patterns, and 4 is lucid's constant against saturation. ``M`` is a fixed
+    colour-decorrelation matrix (ImageNet statistics, lucent's normalized
+    ``color_correlation_svd_sqrt``) when ``decorrelate`` and C == 3, else the identity (plain
+    Fourier: for C != 3 ``decorrelate`` is ignored, as lucent's ``image(..., channels=c)``
+    does). The same spectrum gives the same image as ``lucent.optvis.param.image`` (its
+    ``fft=True`` default), so the same optimizer and learning rate behave alike: Adam at
+    ``lr=0.05`` is lucent's recipe.
 
     Parameters
     ----------
@@ -232,17 +252,21 @@ def fourier_param(
     init : torch.Tensor, optional
         Starting image(s) B x C x H x W (or 1 x C x H x W) in [0, 1]: the spectrum is set so
         that ``image_fn()`` reproduces them (pixel values clamped to [0.001, 0.999] first, as
-        the sigmoid never reaches 0 or 1). When None, the spectrum is N(0, sd^2) noise: an
-        image close to 0.5 gray.
+        the sigmoid never reaches 0 or 1). When None, the spectrum is N(0, sd^2) noise (as
+        lucent's): an image very close to 0.5 gray.
     sd : float
-        Standard deviation of the random spectrum.
+        Standard deviation of the random spectrum (lucent's default 0.01).
+    decay_power : float
+        Exponent of the 1/frequency scaling (lucent's ``decay_power``, 1 by default; 0 gives
+        every frequency the same scale).
     device : torch.device or str, optional
         Where the parameters live (CPU by default).
 
     Returns
     -------
     params : list of torch.Tensor
-        One leaf tensor B x C x H x (W//2+1) x 2 (real and imaginary parts).
+        One leaf tensor B x C x H x (W//2+1) x 2 (real and imaginary parts). (Lucent keeps
+        one unused extra column when W is odd; it does not change the image.)
     image_fn : callable
         ``image_fn()`` returns the B x C x H x W image in (0, 1).
 
@@ -255,7 +279,8 @@ def fourier_param(
     c, h, w = _check_shape(shape)
     batch = _check_int(batch, "batch", 1)
     sd = _check_float(sd, "sd", nonneg=True)
-    s = _spectrum_scale(h, w)
+    decay_power = _check_float(decay_power, "decay_power", nonneg=True)
+    s = _spectrum_scale(h, w, decay_power) / _FOURIER_DIVISOR  # /4 is exact: the same image as lucent's
     mix = _COLOR_SQRT if decorrelate and c == 3 else None
     if init is None:
         spec = torch.randn(batch, c, h, w // 2 + 1, 2, generator=_generator(seed)) * sd

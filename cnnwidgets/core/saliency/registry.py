@@ -17,9 +17,12 @@ import torch
 from torch import nn
 
 from ._common import Target
-from .cam import gradcam, guided_gradcam
+from .cam import (ablationcam, eigencam, gradcam, gradcam_plus_plus, guided_gradcam, hirescam, layercam, scorecam,
+                  xgradcam)
 from .gradient import grad_x_input, layer_gradient, vanilla_gradient
 from .integrated_gradients import integrated_gradients
+from .lrp import lrp
+from .occlusion import occlusion
 from .relu_methods import deconvnet, guided_backprop
 from .smoothgrad import smoothgrad
 
@@ -32,6 +35,15 @@ Method = Literal[
     "deconvnet",
     "gradcam",
     "guided_gradcam",
+    "gradcam_plus_plus",
+    "xgradcam",
+    "hirescam",
+    "layercam",
+    "scorecam",
+    "eigencam",
+    "ablationcam",
+    "occlusion",
+    "lrp",
     "layer_gradient",
 ]
 
@@ -59,6 +71,10 @@ class MethodSpec:
         Takes ``steps=``, ``baseline=`` and ``integration=`` (Integrated Gradients).
     takes_samples : bool
         Takes ``samples=`` and ``noise=`` (SmoothGrad).
+    takes_window : bool
+        Takes ``window=`` and ``stride=`` (occlusion).
+    takes_rule : bool
+        Takes ``rule=`` (LRP: ``"epsilon"``, ``"gamma"``, ``"alpha_beta"``, ``"zplus"``).
     input_shaped : bool
         The result has the input's shape N x C x H x W; False: one map per image, N x H x W.
 
@@ -75,6 +91,8 @@ class MethodSpec:
     takes_layer: bool = False
     takes_steps: bool = False
     takes_samples: bool = False
+    takes_window: bool = False
+    takes_rule: bool = False
     input_shaped: bool = True
 
 
@@ -89,6 +107,17 @@ REGISTRY: dict[str, MethodSpec] = {
     "deconvnet": MethodSpec(deconvnet, "deconvnet", "Zeiler & Fergus (2014)"),
     "gradcam": MethodSpec(gradcam, "Grad-CAM", "Selvaraju et al. (2017)", takes_layer=True, input_shaped=False),
     "guided_gradcam": MethodSpec(guided_gradcam, "guided Grad-CAM", "Selvaraju et al. (2017)", takes_layer=True),
+    "gradcam_plus_plus": MethodSpec(gradcam_plus_plus, "Grad-CAM++", "Chattopadhyay et al. (2018)", takes_layer=True,
+                                    input_shaped=False),
+    "xgradcam": MethodSpec(xgradcam, "XGrad-CAM", "Fu et al. (2020)", takes_layer=True, input_shaped=False),
+    "hirescam": MethodSpec(hirescam, "HiResCAM", "Draelos & Carin (2020)", takes_layer=True, input_shaped=False),
+    "layercam": MethodSpec(layercam, "Layer-CAM", "Jiang et al. (2021)", takes_layer=True, input_shaped=False),
+    "scorecam": MethodSpec(scorecam, "Score-CAM", "Wang et al. (2020)", takes_layer=True, input_shaped=False),
+    "eigencam": MethodSpec(eigencam, "Eigen-CAM", "Muhammad & Yeasin (2020)", takes_layer=True, input_shaped=False),
+    "ablationcam": MethodSpec(ablationcam, "Ablation-CAM", "Desai & Ramaswamy (2020)", takes_layer=True,
+                              input_shaped=False),
+    "occlusion": MethodSpec(occlusion, "occlusion", "Zeiler & Fergus (2014)", takes_window=True),
+    "lrp": MethodSpec(lrp, "LRP", "Bach et al. (2015)", takes_rule=True),
     "layer_gradient": MethodSpec(layer_gradient, "layer gradient", targeted=False, takes_layer=True),
 }
 
@@ -99,7 +128,7 @@ METHODS: tuple[str, ...] = tuple(REGISTRY)
 #: so one loop over :data:`METHODS` can pass the same settings to all of them.
 COMMON_PARAMS: tuple[str, ...] = (
     "layer", "channel", "steps", "baseline", "integration", "samples", "noise", "seed", "batch_size",
-    "output", "region",
+    "window", "stride", "rule", "output", "region",
 )
 
 
@@ -137,8 +166,9 @@ class Explanation:
         The class explained per image (int64 (N,)), None for ``"layer_gradient"``.
     delta : torch.Tensor or None
         Integrated Gradients' convergence delta per image (N,), else None.
-    rule : RuleReport or None
-        Guided backprop, deconvnet and guided Grad-CAM: which activations got the rule.
+    rule : RuleReport, LRPReport or None
+        Guided backprop, deconvnet and guided Grad-CAM: which activations got the rule; LRP:
+        which layers got which rule, the BatchNorms folded, the conservation of relevance.
     layer : str or None
         The layer Grad-CAM used (its default when none was given).
     head : Head or None
@@ -230,7 +260,8 @@ def attribute(model: nn.Module, x: torch.Tensor, method: Method, target: Target 
     Returns
     -------
     torch.Tensor
-        N x C x H x W, detached; N x H x W for ``"gradcam"``.
+        N x C x H x W, detached; N x H x W for the class activation maps (``"gradcam"`` and
+        the methods with ``input_shaped=False``).
 
     Raises
     ------
