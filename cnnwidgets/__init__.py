@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import core, demo
 from .widgets import (
     ActivationExplorer,
+    ChannelCard,
     Explorer,
     FilterGrid,
     OIPOptimizer,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActivationExplorer",
+    "ChannelCard",
     "Explorer",
     "FilterGrid",
     "OIPOptimizer",

@@ -131,6 +131,13 @@ class LatestWorker:
             return self._cond.wait_for(lambda: self._job is None and not self._busy, timeout=timeout)
 
     @property
+    def pending(self) -> bool:
+        """Whether a job is waiting: a running job that checks this between its steps ends
+        early, since its result would be replaced at once (``stop=lambda: worker.pending``)."""
+        with self._cond:
+            return self._job is not None or self._closed
+
+    @property
     def busy(self) -> bool:
         with self._cond:
             return self._busy or self._job is not None

@@ -2,7 +2,7 @@
 
 The dashboard is a list of view specs (:data:`VIEWS`): each names the view, its class, the
 heading of its cell and how it is built from what the views share (the model, the images once
-converted, the Selection, each view's default layer). Adding a sixth view is one more entry.
+converted, the Selection, each view's default layer). Adding a view is one more entry.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from ..core.model import check_model, model_dtype
 from ..core.outputs import OutputSelector, check_output
 from ._base import check_labels, close_widgets, held_widgets
 from .activation_explorer import ActivationExplorer
+from .channel_card import ChannelCard
 from .filter_grid import FilterGrid
 from .oip_optimizer import OIPOptimizer
 from .saliency_viewer import SaliencyViewer
@@ -115,6 +116,11 @@ def _tsne(s: _Shared) -> TSNEScatter:
     return TSNEScatter(s.model, s.x.subset(np.arange(n)), **kw, **s.kw)
 
 
+def _card(s: _Shared) -> ChannelCard:
+    # no layer or channel of its own: it shows the channel last selected in any view
+    return ChannelCard(s.model, s.x, selection=s.selection)
+
+
 #: The dashboard's views, in the order they are shown.
 VIEWS: tuple[ViewSpec, ...] = (
     ViewSpec("filters", FilterGrid, "Filters",
@@ -129,6 +135,8 @@ VIEWS: tuple[ViewSpec, ...] = (
              "OIPOptimizer · an image grown to excite the selected channel or class", _optimizer),
     ViewSpec("tsne", TSNEScatter, "Feature space (t-SNE)",
              "TSNEScatter · the images placed by their features; click a point to select its image", _tsne),
+    ViewSpec("card", ChannelCard, "Channel card",
+             "ChannelCard · the selected channel: its filter, optimized patterns, top images and statistics", _card),
 )
 
 _BY_NAME = {spec.name: spec for spec in VIEWS}
@@ -196,12 +204,13 @@ class Explorer(ipw.VBox):
         Selection, but a view keeps its own layer until you choose another one.
     views : sequence of str, optional
         Which views to show, in this order: names of :data:`VIEWS` (``"filters"``,
-        ``"activations"``, ``"saliency"``, ``"optimizer"``, ``"tsne"``); default all five. The
+        ``"activations"``, ``"saliency"``, ``"optimizer"``, ``"tsne"``, ``"card"``); default
+        all six. The
         attribute of a view not shown is None.
 
     Attributes
     ----------
-    selection, filters, activations, saliency, optimizer, tsne
+    selection, filters, activations, saliency, optimizer, tsne, card
         The Selection and the views, for use from Python.
     views : list
         The views shown, in their order.

@@ -15,13 +15,17 @@ import torch
 import traitlets as t
 from torch import nn
 
+from ..core.faithfulness import Faithfulness, Randomization, deletion_insertion, randomization_check
 from ..core.colormaps import MAX_CODE, MID_CODE, NONFINITE_CODE, heat_codes
 from ..core.colormaps import lut as make_lut
 from ..core.images import ImageSet
+from ..core.passes import Stopped
 from ..core.layers import layer_labels, not_a_cnn_notice, view_defaults
 from ..core.model import check_model, model_device, model_dtype
 from ..core.outputs import OutputSelector, check_output, class_names_for
 from ..core.runner import Scores, forward_errors, spatial_layers, using_model
+from ..core.saliency.lrp import LrpRule
+from ..core.saliency.occlusion import default_window
 from ..core.saliency import (METHODS, REGISTRY, Baseline, Explanation, HeatmapMode, Method, explain, logits_only,
                              softmax_notice_off, to_heatmap)
 from ._base import (ArrayTrait, BaseWidget, Choice, Float, ImageView, Int, bounded_int, check_labels, checked,
@@ -49,6 +53,9 @@ VALUE_NAMES: dict[str, str] = {
     "vanilla": "gradient", "grad_x_input": "gradient \u00d7 input", "smoothgrad": "mean gradient over noisy copies",
     "integrated_gradients": "integrated gradient", "guided_backprop": "guided gradient", "deconvnet": "deconvnet gradient",
     "gradcam": "Grad-CAM", "guided_gradcam": "guided gradient \u00d7 Grad-CAM", "layer_gradient": "layer gradient",
+    "occlusion": "score drop when occluded", "lrp": "relevance (LRP)",
+    "gradcam_plus_plus": "Grad-CAM++", "xgradcam": "XGrad-CAM", "hirescam": "HiResCAM", "layercam": "Layer-CAM",
+    "scorecam": "Score-CAM", "eigencam": "Eigen-CAM", "ablationcam": "Ablation-CAM",
 }
 #: One line per method for its menu entry's tooltip: what the map is.
 METHOD_TIPS: dict[str, str] = {
@@ -61,6 +68,15 @@ METHOD_TIPS: dict[str, str] = {
     "gradcam": "a chosen layer's feature maps, weighted by their mean gradient, upsampled to the image",
     "guided_gradcam": "guided backprop times Grad-CAM: fine detail inside the Grad-CAM region",
     "layer_gradient": "the gradient of a layer's (or one channel's) summed activation; no class involved",
+    "occlusion": "how much the class score drops when a square patch around each pixel is covered (no gradients)",
+    "lrp": "the class score handed back down layer by layer (LRP rules); the relevance adds up to the score",
+    "gradcam_plus_plus": "a layer's feature maps weighted by their positive gradients, each position weighted too",
+    "xgradcam": "a layer's feature maps weighted by their gradients averaged in proportion to each map's activation",
+    "hirescam": "gradient times activation at each position of a layer, summed over its channels: no averaging",
+    "layercam": "positive gradient times activation at each position of a layer, summed over its channels",
+    "scorecam": "a layer's feature maps weighted by the class score of the image masked by each map (no gradients)",
+    "eigencam": "a layer's feature maps projected on their first principal component; the same for every class",
+    "ablationcam": "a layer's feature maps weighted by the relative drop in the class score when each one is zeroed",
 }
 #: Brightness (0..255) of the brightest pixel of the image drawn under a map: the image is drawn
 #: as dimmed gray, so white ink can never look like the top of the colour scale.
@@ -204,12 +220,13 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
     (1, 28, 28)
     """
     _bundle = "saliency_viewer"
-    _export_keys = ("index", "_image", "_image_meta", "_probs", "_heat", "_heat_meta")
+    _export_keys = ("index", "_image", "_image_meta", "_probs", "_heat", "_heat_meta", "_evidence", "_evidence_meta")
     _shared = ("index", "layer", "channel", "target")
     #: The toolbar's controls and clicks on panels (js/src/widgets/saliency_viewer.js), and
     #: the grid view's size.
     _page_writable = frozenset({"index", "method", "target", "layer", "mode", "opacity", "view", "steps",
-                                "samples", "noise", "baseline", "grid_size"})
+                                "samples", "noise", "baseline", "grid_size", "evidence", "window", "stride",
+                                "lrp_rule"})
     #: Largest Integrated Gradients ``steps`` and SmoothGrad ``samples`` (passes per map), and
     #: largest number of images in the grid view.
     MAX_PASSES = 1000
@@ -244,6 +261,20 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
     samples = Int(25).tag(sync=True)
     noise = Float(0.15).tag(sync=True)
     baseline = Choice(Baseline, "black").tag(sync=True)
+    #: Occlusion: the side of the covered square in pixels (0: about a seventh of the image's
+    #: shorter side), and how far it moves between positions (0: half the window).
+    window = Int(0).tag(sync=True)
+    stride = Int(0).tag(sync=True)
+    #: LRP: the rule of the convolution and linear layers.
+    lrp_rule = Choice(LrpRule, "epsilon").tag(sync=True)
+
+    # --- evidence: is the map faithful?
+    #: Compute the deletion and insertion curves of every map shown (in the background, after
+    #: the map), and in the compare view one row of their areas per method.
+    evidence = t.Bool(True).tag(sync=True)
+    #: Points of the deletion and insertion curves: pixels removed (or added) in
+    #: :data:`EVIDENCE_STEPS` equal steps.
+    evidence_steps = Int(100).tag(sync=True)
 
     # --- status
     busy = t.Bool(False).tag(sync=True)
@@ -278,6 +309,21 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
     #: the panel: the rule report, the convergence delta, the layer) and ``error`` for a panel
     #: whose method failed (its codes are zeros and the page draws the image alone, with the error).
     _panels_meta = t.Dict().tag(sync=True)
+    #: float32 (3, S + 1): the fraction of pixels removed/added, the class probability along
+    #: the deletion curve and along the insertion curve, for the map shown
+    #: (:func:`~cnnwidgets.core.faithfulness.deletion_insertion`).
+    _evidence = ArrayTrait()
+    #: index, method, target, target_name, steps, ``state`` ("computing", "done", "failed",
+    #: "off": not asked for, "none": no map or no class), deletion_auc, insertion_auc, baseline,
+    #: ``error`` (why it failed), ``note`` (what the page says instead of the chart).
+    _evidence_meta = t.Dict().tag(sync=True)
+    #: float32 (L,): the randomization check of the map shown, the rank correlation of the map
+    #: with the original after randomizing the top 1, 2, ..., L layers
+    #: (:func:`~cnnwidgets.core.faithfulness.randomization_check`).
+    _sanity = ArrayTrait()
+    #: index, method, target, target_name, layers (names, in the order randomized), ``state``
+    #: ("computing", "done", "failed", "stopped"), done/total (layers so far), error.
+    _sanity_meta = t.Dict().tag(sync=True)
 
     chart = t.Instance(bq.Figure).tag(sync=True, **ipw.widget_serialization)
 
@@ -321,6 +367,7 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
         self._from_page = False
         self._closed = False
         self._stop = threading.Event()
+        self._sanity_stop = threading.Event()
         self._status_lock = threading.Lock()
         self._status_parts = {"image": "", "heat": "", "panels": ""}
         self._status_failed: set[str] = set()
@@ -331,6 +378,8 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
             super().__init__(chart=chart)
             self._worker = LatestWorker("cnnwidgets-saliency", owner=self)
             self._panel_worker = LatestWorker("cnnwidgets-saliency-panels", owner=self, stop=self._stop)
+            self._evidence_worker = LatestWorker("cnnwidgets-saliency-evidence", owner=self)
+            self._sanity_worker = LatestWorker("cnnwidgets-saliency-sanity", owner=self, stop=self._sanity_stop)
             self.note("head", scores.note)
             if self._patch is not None:
                 self.note("cnn", not_a_cnn_notice(self._patch))
@@ -338,7 +387,8 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
             self.set_trait("methods", list(METHODS))
             self.set_trait("method_info", {m: {"label": spec.label, "reference": spec.reference,
                                                "tip": METHOD_TIPS.get(m, spec.label), "layer": spec.takes_layer,
-                                               "steps": spec.takes_steps, "samples": spec.takes_samples}
+                                               "steps": spec.takes_steps, "samples": spec.takes_samples,
+                                               "window": spec.takes_window, "rule": spec.takes_rule}
                                            for m, spec in REGISTRY.items()})
             self.set_trait("class_names", names)
             self.set_trait("layers", spatial)
@@ -531,7 +581,7 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
             gradient).
         """
         a, e = self._attribute(index, method, target, params, notice=True)
-        if e.rule is not None and e.rule.total == 0:
+        if e.rule is not None and e.rule.total == 0 and e.method != "lrp":
             warnings.warn(f"{REGISTRY[e.method].label}: {e.rule.describe()}.", UserWarning, stacklevel=2)
         return a
 
@@ -542,16 +592,83 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
         report, the convergence delta, the layer, the head and notes)."""
         return self._attribute(index, method, target, params, notice=True)[1]
 
+    def faithfulness(self, index: int | None = None, method: str | None = None, target: int | str | None = None,
+                     *, steps: int | None = None, **params: Any) -> Faithfulness:
+        """The deletion and insertion curves of the map of ``method`` for image ``index`` and
+        class ``target`` (defaults: the widget's), as the evidence chart beside the map shows
+        them: :func:`~cnnwidgets.core.faithfulness.deletion_insertion` with ``steps`` (default
+        :attr:`evidence_steps`, at most one per pixel) and the widget's ``output``/``region``,
+        the pixels ranked as the map shows them (``|attribution|`` for ``mode="abs"``, the
+        signed attribution for ``"signed"``). ``params`` as in :meth:`attribution`.
+
+        Examples
+        --------
+        >>> from cnnwidgets import SaliencyViewer, demo
+        >>> d = demo.mnist("val")
+        >>> sv = SaliencyViewer(d.model, d.images[:4], d.labels[:4], d.classes, method="gradcam")
+        >>> f = sv.faithfulness(0, steps=20)
+        >>> f.deletion.shape, 0.0 <= f.deletion_auc <= 1.0
+        ((21,), True)
+        >>> sv.close()
+        """
+        index = self.index if index is None else self._images.check_index(index)
+        method = self.method if method is None else method
+        a, e = self._attribute(index, method, target, params, notice=False)
+        if e.targets is None:
+            raise ValueError(f"{REGISTRY[method].label} explains no class, so it has no deletion or insertion curve")
+        return self._curves(index, int(e.targets[0]), a, self.evidence_steps if steps is None else steps)
+
+    def randomization(self, index: int | None = None, method: str | None = None, target: int | str | None = None,
+                      *, layers: Any = None, seed: int = 0, **params: Any) -> Randomization:
+        """The model-randomization check (Adebayo et al., 2018) of the map of ``method`` for image
+        ``index`` and class ``target``: :func:`~cnnwidgets.core.faithfulness.randomization_check`
+        with the widget's settings. A map that stays alike while the layers are randomized
+        from the top does not depend on what the model learned. Runs here, in this thread; the
+        view's "randomization check" button runs it in the background."""
+        index = self.index if index is None else self._images.check_index(index)
+        method = self.method if method is None else method
+        code = self.target if target is None else self._parse_target(target)
+        kw = self._settings(params)
+        cls = self._resolve(index, code, kw["output"], kw["region"]) if REGISTRY[method].targeted else None
+        return self._randomize(index, method, cls, kw, layers=layers, seed=seed)
+
+    def _curves(self, index: int, cls: int, a: np.ndarray, steps: int, stop: Any = None) -> Faithfulness:
+        """Deletion and insertion in the order of the map as shown: by magnitude for
+        ``mode="abs"``, positive evidence first for ``"signed"``; at most one step per pixel."""
+        _, h, w = self._images.shape
+        a = np.abs(a) if self.mode == "abs" else a
+        with softmax_notice_off():  # the banner says it once; the probabilities are the model's own
+            return deletion_insertion(self._model, self._batch(index), torch.from_numpy(np.ascontiguousarray(a)), cls,
+                                      steps=min(steps, h * w), output=self._output, region=self._region_for(index),
+                                      stop=stop)
+
+    def _randomize(self, index: int, method: str, cls: int | None, kw: dict[str, Any], *, layers: Any = None,
+                   seed: int = 0, progress: Any = None, stop: Any = None) -> Randomization:
+        kw = dict(kw, region=self._region_for(index, kw.get("region")))
+        kw.pop("seed", None)  # the randomization's own seed seeds the method too
+        with softmax_notice_off():
+            return randomization_check(self._model, self._batch(index), method, cls, layers=layers, seed=seed,
+                                       progress=progress, stop=stop, **kw)
+
     def _settings(self, params: dict[str, Any]) -> dict[str, Any]:
         """The common options (COMMON_PARAMS) from the widget's traits, overridden by ``params``;
         the core keeps, for each method, those it takes."""
         kw: dict[str, Any] = {
             "layer": self.layer or None, "channel": self.channel if self.channel >= 0 else None,
             "steps": self.steps, "baseline": self.baseline, "samples": self.samples, "noise": self.noise, "seed": 0,
+            "window": self.occlusion_window()[0], "stride": self.occlusion_window()[1], "rule": self.lrp_rule,
             "output": self._output, "region": self._region,
         }
         kw.update(params)
         return kw
+
+    def occlusion_window(self) -> tuple[int, int]:
+        """The occlusion window and stride in pixels, as used: :attr:`window` and :attr:`stride`,
+        0 standing for the core's defaults (:func:`~cnnwidgets.core.saliency.occlusion.default_window`:
+        a seventh of the shorter side; half the window)."""
+        _, h, w = self._images.shape
+        window = self.window or default_window(h, w)[0]
+        return window, self.stride or max(1, window // 2)
 
     def _attribute(self, index, method, target, params, *, notice: bool) -> tuple[np.ndarray, Explanation]:
         index = self.index if index is None else self._images.check_index(index)
@@ -574,6 +691,8 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
                 "pass layer=... to run Grad-CAM on a layer of your choice."
             )
         kw = dict(kw, region=self._region_for(index, kw.get("region")))
+        if not REGISTRY[method].takes_steps:
+            kw.pop("baseline", None)  # the menu's baseline is Integrated Gradients' (occlusion covers with 0)
         quiet = contextlib.nullcontext() if notice else softmax_notice_off()
         with quiet:
             e = explain(self._model, self._batch(index), method, cls, **kw)
@@ -603,8 +722,9 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
         (channels reduced by their max), or "signed attribution, gradient × input" (summed)."""
         name = VALUE_NAMES.get(method, REGISTRY[method].label)
         several = self._images.shape[0] > 1 and REGISTRY[method].input_shaped
-        if self.mode == "abs":  # Grad-CAM is >= 0 already (a ReLU of weighted feature maps)
-            return f"attribution, {name if method == 'gradcam' else f'|{name}|'}" + (", max over channels" if several else "")
+        if self.mode == "abs":
+            cam = not REGISTRY[method].input_shaped  # a class activation map is >= 0 already
+            return f"attribution, {name if cam else f'|{name}|'}" + (", max over channels" if several else "")
         return f"signed attribution, {name}" + (", sum over channels" if several else "")
 
     def heat_range(self) -> tuple[float, float]:
@@ -630,8 +750,8 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
     _released = ("_model", "_images")
     #: The single map and the compare/grid panels (ImageView.wait / close; close() also closes
     #: the chart with its figure, bars, scales and axes, which the view holds).
-    _workers = ("_worker", "_panel_worker")
-    _stops = ("_stop",)
+    _workers = ("_worker", "_panel_worker", "_evidence_worker", "_sanity_worker")
+    _stops = ("_stop", "_sanity_stop")
     _wait_timeout = 120.0
 
     # ------------------------------------------------------------------ validation
@@ -668,6 +788,17 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
     def _v_count(self, proposal):
         return int_in(proposal, 1, self.MAX_PASSES, "passes through the model for one map")
 
+    @t.validate("evidence_steps")
+    @checked
+    def _v_evidence_steps(self, proposal):
+        return int_in(proposal, 2, self.MAX_PASSES, "steps of the deletion and insertion curves")
+
+    @t.validate("window", "stride")
+    @checked
+    def _v_window(self, proposal):
+        _, h, w = self._images.shape
+        return int_in(proposal, 0, min(h, w), "occlusion: pixels, at most the image's shorter side; 0 for the default")
+
     @t.validate("grid_size")
     @checked
     def _v_grid_size(self, proposal):
@@ -687,11 +818,18 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
         if self._ready:
             self._schedule(lambda: self._job(self._update_image, self._update_heat, self._refresh_panels))
 
-    @t.observe("method", "target", "layer", "channel", "steps", "samples", "noise", "baseline", "mode", "cmap")
+    @t.observe("method", "target", "layer", "channel", "steps", "samples", "noise", "baseline", "mode", "cmap",
+               "window", "stride", "lrp_rule")
     def _on_params(self, change):
         if self._ready:
             # a pending index change may be superseded by this job: bring the image along
             self._schedule(lambda: self._job(self._sync_image, self._update_heat, self._refresh_panels))
+
+    @t.observe("evidence", "evidence_steps")
+    def _on_evidence(self, change):
+        if self._ready:
+            self._submit_evidence()
+            self._refresh_panels()
 
     def _job(self, *steps) -> None:
         """Run the update ``steps`` in order; the view is not busy afterwards, however they end
@@ -755,8 +893,46 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
         return ""
 
     def _on_stop(self, content) -> None:
-        """The page's Stop button: end the compare/grid run after its current panel."""
+        """The page's Stop button: end the compare/grid run after its current panel, and the
+        randomization check after its current layer."""
         self._stop.set()
+        self._sanity_stop.set()
+
+    def _on_sanity_check(self, content) -> None:
+        """The page's "randomization check" button: the check of the map shown, in the
+        background (its progress and result in ``_sanity_meta``)."""
+        meta = self._heat_meta
+        if meta.get("error") or meta.get("index") is None:
+            self._sanity_meta = {"state": "failed", "error": "there is no map to check: the map itself failed"}
+            return
+        index, method, cls = meta["index"], meta["method"], meta.get("target")
+        key = {"index": index, "method": method, "target": cls, "target_name": self._images.class_name(cls)}
+        kw = self._settings({})
+        self._sanity_stop.clear()
+        self._sanity_meta = dict(key, state="computing", done=0, total=0, layers=[])
+        self._sanity_worker.submit(lambda: self._run_sanity(key, kw))
+
+    def _run_sanity(self, key: dict[str, Any], kw: dict[str, Any]) -> None:
+        worker = self._sanity_worker
+
+        def progress(done: int, total: int) -> None:
+            self._sanity_meta = dict(self._sanity_meta, done=int(done), total=int(total))
+
+        try:
+            r = self._randomize(key["index"], key["method"], key["target"], kw, progress=progress,
+                                stop=lambda: self._closed or self._sanity_stop.is_set() or worker.pending)
+        except Stopped:
+            if not self._closed:
+                self._sanity_meta = dict(self._sanity_meta, state="stopped")
+            return
+        except Exception as exc:  # noqa: BLE001 - shown in the view, beside the button
+            if not self._closed:
+                self._sanity_meta = dict(key, state="failed", error=_error_text(exc))
+            return
+        with self.hold_sync():
+            self._sanity = np.asarray(r.spearman, np.float32)
+            self._sanity_meta = dict(key, state="done", layers=list(r.layers), done=len(r.layers),
+                                     total=len(r.layers))
 
     # ------------------------------------------------------------------ updates
     def _table(self) -> np.ndarray:
@@ -816,7 +992,7 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
         coincides with another method's."""
         parts = []
         if e.rule is not None:
-            if e.rule.total == 0:
+            if e.rule.total == 0 and e.method != "lrp":  # LRP's report says what its map is then
                 parts.append("no rectifying activation: same as the plain gradient" if e.method != "guided_gradcam"
                              else "no rectifying activation: the plain gradient times Grad-CAM")
             else:
@@ -852,6 +1028,8 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
                 self.last_error = msg
                 self._set_status("heat", f"{REGISTRY[method].label} failed: {msg}", failed=True)
                 self.busy = False
+            self._evidence_for = None
+            self._submit_evidence()
             return
         codes = heat_codes(self._heat_of(a), self.mode == "signed")
         vmin, vmax = self._value_range(a)
@@ -865,9 +1043,61 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
                                "note": " ".join(notes)}
             self._set_status("heat", " ".join(notes))
             self.busy = False
+        self._evidence_for = (index, method, cls if REGISTRY[method].targeted else None, a)
+        self._submit_evidence()
         # a click on another bar meanwhile is not undone by this (older) update: the newer one follows
         if self.target == code and list(self._bars.selected or []) != [cls]:
             self._bars.selected = [cls]
+
+    #: The map the evidence is computed for: (index, method, class, attribution), None when
+    #: the map failed.
+    _evidence_for: tuple[int, str, int | None, np.ndarray] | None = None
+    #: Counts the maps whose evidence was asked for: a run for an older one stops.
+    _evidence_gen = 0
+
+    def _submit_evidence(self) -> None:
+        """Deletion and insertion curves of the map shown, on the evidence worker (the map is
+        drawn first; a newer map's curves replace a run that has not finished)."""
+        if self._closed:
+            return
+        self._evidence_gen += 1  # a run for an earlier map stops, and shows nothing
+        found = self._evidence_for
+        if found is None:
+            self._evidence_meta = {"state": "none", "note": "no map, so no evidence"}
+            return
+        index, method, cls, a = found
+        _, h, w = self._images.shape
+        key = {"index": index, "method": method, "target": cls, "target_name": self._images.class_name(cls),
+               "steps": min(self.evidence_steps, h * w)}
+        if not self.evidence:
+            self._evidence_meta = dict(key, state="off", note="evidence is off")
+            return
+        if cls is None:
+            self._evidence_meta = dict(key, state="none",
+                                       note=f"{REGISTRY[method].label} explains no class: no deletion or insertion curve")
+            return
+        self._evidence_meta = dict(key, state="computing")
+        gen = self._evidence_gen
+        self._evidence_worker.submit(lambda: self._compute_evidence(key, a, gen))
+
+    def _compute_evidence(self, key: dict[str, Any], a: np.ndarray, gen: int) -> None:
+        def stale() -> bool:
+            return self._closed or gen != self._evidence_gen
+
+        try:
+            f = self._curves(key["index"], key["target"], a, key["steps"], stop=stale)
+        except Stopped:
+            return  # a newer map's curves follow
+        except Exception as exc:  # noqa: BLE001 - shown in the view, where the chart would be
+            if not stale():
+                self._evidence_meta = dict(key, state="failed", error=_error_text(exc))
+            return
+        if stale():
+            return
+        with self.hold_sync():
+            self._evidence = np.stack([f.fractions, f.deletion, f.insertion]).astype(np.float32)
+            self._evidence_meta = dict(key, state="done", deletion_auc=float(f.deletion_auc),
+                                       insertion_auc=float(f.insertion_auc), baseline=str(f.baseline))
 
     def _refresh_panels(self) -> None:
         if self._closed:
@@ -899,7 +1129,7 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
         _, h, w = self._images.shape
         kw = self._settings({})
         signed = self.mode == "signed"
-        heats, items, imgs = [], [], []
+        heats, items, imgs, maps = [], [], [], []
         failed = 0
         self.progress = 0.0
         for k, (i, m) in enumerate(jobs):
@@ -915,6 +1145,7 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
                 codes = heat_codes(self._heat_of(a), signed)
                 item["vmin"], item["vmax"] = self._value_range(a)
                 item["note"] = self._panel_note(e, kw)
+                maps.append((k, i, cls if REGISTRY[m].targeted else None, a))
             except Exception as exc:  # noqa: BLE001 - one failing method must not empty the other panels
                 if self._closed:
                     return
@@ -932,6 +1163,34 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
             self._panels_meta = {"kind": view, "mode": self.mode, "items": items, "failed": failed}
             self._set_status("panels", f"{failed} of {len(jobs)} {what} failed (each says why under its picture)."
                              if failed else "", failed=bool(failed))
+        if view == "compare" and self.evidence:
+            self._panel_evidence(items, maps, failed)
+
+    def _panel_evidence(self, items: list[dict[str, Any]], maps: list[tuple], failed: int) -> None:
+        """The compare view's row of numbers per method: the areas under its deletion and
+        insertion curves for this image, added to the panels' items one method at a time."""
+        steps = self.evidence_steps
+        for n, (k, i, cls, a) in enumerate(maps):
+            if self._stop.is_set() or self._closed:
+                self._set_status("panels", "stopped")
+                return
+            item = dict(items[k])
+            if cls is None:
+                item["evidence"] = "explains no class"
+            else:
+                try:
+                    f = self._curves(i, cls, a, steps, stop=lambda: self._closed or self._stop.is_set())
+                except Stopped:
+                    self._set_status("panels", "stopped")
+                    return
+                except Exception as exc:  # noqa: BLE001 - this method's row says why
+                    item["evidence"] = f"failed: {_error_text(exc)}"
+                else:
+                    item.update(deletion_auc=float(f.deletion_auc), insertion_auc=float(f.insertion_auc))
+            items[k] = item
+            self.progress = (n + 1) / len(maps)
+            self._panels_meta = {"kind": "compare", "mode": self.mode, "items": list(items), "failed": failed,
+                                 "evidence_steps": steps}
 
     def panel_overlay(self, k: int) -> np.ndarray:
         """Panel ``k`` of the compare/grid view as the page draws it (:func:`attribution_overlay`),

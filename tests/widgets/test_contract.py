@@ -165,7 +165,7 @@ def test_every_message_the_page_sends_is_in_the_table_and_has_a_handler():
     assert {k: tuple(v) for k, v in table.items()} == MESSAGES
     views = {cls._bundle: cls for cls in (cnnwidgets.FilterGrid, cnnwidgets.ActivationExplorer,
                                           cnnwidgets.SaliencyViewer, cnnwidgets.OIPOptimizer,
-                                          cnnwidgets.TSNEScatter, cnnwidgets.Selection)}
+                                          cnnwidgets.TSNEScatter, cnnwidgets.ChannelCard, cnnwidgets.Selection)}
     assert set(views) == set(MESSAGES)
     for bundle, types in MESSAGES.items():
         source = (JS / "widgets" / f"{bundle}.js").read_text()

@@ -12,6 +12,7 @@ import torch
 import cnnwidgets
 from cnnwidgets import (
     ActivationExplorer,
+    ChannelCard,
     Explorer,
     FilterGrid,
     OIPOptimizer,
@@ -63,13 +64,12 @@ def width(demo, layer: str) -> int:
 
 
 # ---------------------------------------------------------------- structure
-def test_five_views_one_selection(ex, demo):
+def test_six_views_one_selection(ex, demo):
     assert isinstance(ex.selection, Selection)
     views = ex.views
-    kinds = [FilterGrid, ActivationExplorer, SaliencyViewer, OIPOptimizer, TSNEScatter]
-    assert len(views) == 5 and all(isinstance(v, k) for v, k in zip(views, kinds))  # (anywidget subclasses each)
-    assert (views[0], views[1], views[2], views[3], views[4]) == (ex.filters, ex.activations, ex.saliency,
-                                                                  ex.optimizer, ex.tsne)
+    kinds = [FilterGrid, ActivationExplorer, SaliencyViewer, OIPOptimizer, TSNEScatter, ChannelCard]
+    assert len(views) == 6 and all(isinstance(v, k) for v, k in zip(views, kinds))  # (anywidget subclasses each)
+    assert tuple(views) == (ex.filters, ex.activations, ex.saliency, ex.optimizer, ex.tsne, ex.card)
     assert all(v.selection is ex.selection for v in views)
     assert ex.selection in ex.children
     assert ex.activations.n_images == N and ex.saliency.n_images == N
@@ -91,6 +91,8 @@ def test_initial_state_agrees(ex, demo):
     assert ex.activations.index == ex.saliency.index == ex.tsne.index == sel.index
     assert ex.activations.channel == ex.filters.channel == ex.saliency.channel == sel.channel == -1
     assert ex.optimizer.channel == 0
+    # the card shows the channel selected in any view: none yet
+    assert ex.card.layer == sel.layer and ex.card.channel == -1
 
 
 def test_a_first_layer_filter_click_leaves_the_other_layers_alone(ex):
@@ -115,8 +117,9 @@ def test_the_views_are_one_list_shown_in_a_grid(ex):
 
     from cnnwidgets.widgets.explorer import VIEWS
 
-    assert [s.name for s in VIEWS] == ["filters", "activations", "saliency", "optimizer", "tsne"]
-    assert [s.cls for s in VIEWS] == [FilterGrid, ActivationExplorer, SaliencyViewer, OIPOptimizer, TSNEScatter]
+    assert [s.name for s in VIEWS] == ["filters", "activations", "saliency", "optimizer", "tsne", "card"]
+    assert [s.cls for s in VIEWS] == [FilterGrid, ActivationExplorer, SaliencyViewer, OIPOptimizer, TSNEScatter,
+                                      ChannelCard]
     assert ex.views == [getattr(ex, s.name) for s in VIEWS]
     selection, grid = ex.children
     assert selection is ex.selection
@@ -392,7 +395,8 @@ def test_close_stops_every_thread(demo):
         started = cnnwidgets_threads() - before
         names = {t.name for t in started}
         required = {"cnnwidgets-activations", "cnnwidgets-deconvnet", "cnnwidgets-top-images", "cnnwidgets-saliency",
-                    "cnnwidgets-saliency-panels", "cnnwidgets-oip"}
+                    "cnnwidgets-saliency-panels", "cnnwidgets-saliency-evidence", "cnnwidgets-saliency-sanity",
+                    "cnnwidgets-oip", "cnnwidgets-card-data", "cnnwidgets-card-patterns"}
         assert required <= names <= required | {"cnnwidgets-tsne"}, names  # the map may be done already
     finally:
         t0 = time.monotonic()
@@ -410,6 +414,7 @@ def test_close_the_shared_explorer(ex):
     ex.optimizer.objective = "channel"
     ex.optimizer.run(steps=100_000, block=False)
     threads = [ex.optimizer._thread, ex.tsne._thread, ex.saliency._worker._thread, ex.saliency._panel_worker._thread,
-               ex.activations._worker._thread]
+               ex.saliency._evidence_worker._thread, ex.activations._worker._thread, ex.card._worker._thread,
+               ex.card._pattern_worker._thread]
     ex.close()
     assert not any(t is not None and t.is_alive() for t in threads)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 import cnnwidgets
-from cnnwidgets import ActivationExplorer, Explorer, FilterGrid, OIPOptimizer, SaliencyViewer, TSNEScatter
+from cnnwidgets import ActivationExplorer, ChannelCard, Explorer, FilterGrid, OIPOptimizer, SaliencyViewer, TSNEScatter
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -202,7 +202,7 @@ def test_half_built_views_close_quietly(monkeypatch, capfd):
     """close() and the finalizer on objects whose constructor never ran (or stopped early)."""
     unraisable = []
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
-    for cls in (ActivationExplorer, SaliencyViewer, TSNEScatter, OIPOptimizer, FilterGrid, Explorer):
+    for cls in (ActivationExplorer, SaliencyViewer, TSNEScatter, OIPOptimizer, FilterGrid, ChannelCard, Explorer):
         w = cls.__new__(cls)
         w.close()
         repr(w)

@@ -21,7 +21,7 @@ from ipywidgets.widgets.widget import _remove_buffers
 from torch import nn
 
 import cnnwidgets
-from cnnwidgets import ActivationExplorer, FilterGrid, OIPOptimizer, SaliencyViewer, Selection, TSNEScatter
+from cnnwidgets import ActivationExplorer, ChannelCard, FilterGrid, OIPOptimizer, SaliencyViewer, Selection, TSNEScatter
 from cnnwidgets.widgets._base import BaseWidget
 
 N = 20  # images per view: enough for every view, quick to build
@@ -85,6 +85,14 @@ def fg(demo):
 
 
 @pytest.fixture
+def card(demo):
+    w = ChannelCard(demo.model, demo.images[:N], demo.labels[:N], demo.classes, patterns=0, **_kw(demo))
+    assert w.wait(60)
+    yield w
+    w.close()
+
+
+@pytest.fixture
 def small_oip(seq_cnn):
     """An optimizer on the 8 x 8 test CNN: hundreds of steps take a fraction of a second."""
     w = OIPOptimizer(seq_cnn, "3", input_shape=(1, 8, 8))
@@ -93,10 +101,10 @@ def small_oip(seq_cnn):
 
 
 @pytest.fixture
-def views(ae, sv, ts, oip, fg):
+def views(ae, sv, ts, oip, fg, card):
     sel = Selection()
     yield {"ActivationExplorer": ae, "SaliencyViewer": sv, "TSNEScatter": ts, "OIPOptimizer": oip,
-           "FilterGrid": fg, "Selection": sel}
+           "FilterGrid": fg, "ChannelCard": card, "Selection": sel}
     sel.close()
 
 
@@ -195,7 +203,9 @@ PAGE_WRITABLE = {  # what each front end sets (js/src/widgets/*.js), plus tsne k
     "ActivationExplorer": {"index", "layer", "channel", "sort", "scale", "opacity"},
     "FilterGrid": {"layer", "mode", "normalize", "cmap", "zoom", "channel"},
     "SaliencyViewer": {"index", "method", "target", "layer", "mode", "opacity", "view", "steps", "samples",
-                     "noise", "baseline", "grid_size"},
+                     "noise", "baseline", "grid_size", "evidence", "window",
+                       "stride", "lrp_rule"},
+    "ChannelCard": {"layer", "channel"},
     "TSNEScatter": {"index", "selected", "color_by", "hidden_classes", "k"},
     "OIPOptimizer": {"layer", "channel", "objective", "negate", "class_index", "steps", "lr", "step_rule", "param",
                    "init", "dataset_index", "seed", "precursors", "converge", "l2", "tv", "blur_every", "blur_sigma",

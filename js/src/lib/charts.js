@@ -76,24 +76,34 @@ export function barChart(container, values, labels, { highlight = -1, marked = -
 }
 
 /**
- * A line of `ys` over steps 1..n (`ys` a Float32Array or array). With no values, a note
- * `empty` instead. Replaces the content of `container`.
+ * Lines over a shared x axis: `series` is a list of `{ ys, label, cls }` (`ys` a Float32Array or
+ * array of the same length as `xs`); `xs` the x values (default 1..n), `xTicks` [[value, text]]
+ * (default the first, middle and last x), `yRange` [lo, hi] (default the data's). A legend names
+ * each series when there are several. With no values, the note `empty`. Replaces the content of
+ * `container`.
  */
-export function lineChart(container, ys, { title = "", xLabel = "", yLabel = "", empty = "no data" } = {}) {
+export function curveChart(container, series, { xs = null, xTicks = null, yRange = null, yTicks = null, title = "",
+  xLabel = "", yLabel = "", empty = "no data", tip = null } = {}) {
   const { width, height, top, bottom, left, right } = SIZE;
   const root = frame(title);
-  const n = ys.length;
+  const n = series.length ? series[0].ys.length : 0;
   root.dataset.points = String(n);
+  root.dataset.series = String(series.length);
   if (!n) {
     root.append(s("text", { class: "cnnw-tick", x: width / 2, y: height / 2, "text-anchor": "middle" }, [empty]));
     container.replaceChildren(root);
     return root;
   }
-  let lo = Infinity, hi = -Infinity;
-  for (const v of ys) {
-    if (!Number.isFinite(v)) continue;
-    if (v < lo) lo = v;
-    if (v > hi) hi = v;
+  const xv = xs || Array.from({ length: n }, (_, i) => i + 1);
+  let [lo, hi] = yRange || [Infinity, -Infinity];
+  if (!yRange) {
+    for (const { ys } of series) {
+      for (const v of ys) {
+        if (!Number.isFinite(v)) continue;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+    }
   }
   if (lo > hi) {
     lo = 0;
@@ -102,23 +112,45 @@ export function lineChart(container, ys, { title = "", xLabel = "", yLabel = "",
     lo -= 0.5;
     hi += 0.5;
   }
+  const x0 = xv[0], x1 = xv[n - 1];
   const plotW = width - left - right, plotH = height - top - bottom;
-  const toX = (i) => left + (n > 1 ? (plotW * i) / (n - 1) : plotW / 2);
+  const toX = (v) => left + (x1 !== x0 ? (plotW * (v - x0)) / (x1 - x0) : plotW / 2);
   const toY = (v) => top + (plotH * (hi - v)) / (hi - lo);
-  yAxis(root, [lo, (lo + hi) / 2, hi].map((v) => [v, formatNumber(v)]), toY, yLabel);
-  const xTicks = n > 1 ? [...new Set([1, Math.round((n + 1) / 2), n])] : [1];
-  for (const st of xTicks) {
-    root.append(s("text", { class: "cnnw-tick", x: fx(toX(st - 1)), y: height - bottom + 14, "text-anchor": "middle" }, [String(st)]));
+  yAxis(root, yTicks || [lo, (lo + hi) / 2, hi].map((v) => [v, formatNumber(v)]), toY, yLabel);
+  const ticks = xTicks || [...new Set([0, Math.floor((n - 1) / 2), n - 1])].map((i) => [xv[i], formatNumber(xv[i])]);
+  for (const [v, text] of ticks) {
+    root.append(s("text", { class: "cnnw-tick", x: fx(toX(v)), y: height - bottom + 14, "text-anchor": "middle" }, [text]));
   }
   root.append(
     s("line", { class: "cnnw-axis", x1: left, x2: width - right, y1: top + plotH, y2: top + plotH }),
     s("text", { class: "cnnw-axis-label", x: left + plotW / 2, y: height - 6, "text-anchor": "middle" }, [xLabel]),
   );
-  const pts = [];
-  // non-finite values (a diverged run) are left out of the line
-  for (let i = 0; i < n; i++) if (Number.isFinite(ys[i])) pts.push(`${fx(toX(i))},${fx(toY(ys[i]))}`);
-  root.append(s("polyline", { class: "cnnw-line", points: pts.join(" ") },
-    [s("title", {}, [`last value ${formatNumber(ys[n - 1])} at step ${n}`])]));
+  series.forEach(({ ys, label = "", cls = "" }, k) => {
+    const pts = [];
+    // non-finite values (a diverged run) are left out of the line
+    for (let i = 0; i < n; i++) if (Number.isFinite(ys[i])) pts.push(`${fx(toX(xv[i]))},${fx(toY(ys[i]))}`);
+    const hover = tip ? tip(k) : `last value ${formatNumber(ys[n - 1])} at ${formatNumber(xv[n - 1])}`;
+    root.append(s("polyline", { class: `cnnw-line ${cls}`.trim(), points: pts.join(" "), "data-series": k },
+      [s("title", {}, [hover])]));
+    if (series.length > 1) {
+      const ly = top - 8, lx = left + 8 + k * ((plotW - 8) / series.length);
+      root.append(
+        s("line", { class: `cnnw-line ${cls}`.trim(), x1: fx(lx), x2: fx(lx + 14), y1: ly, y2: ly }),
+        s("text", { class: "cnnw-legend", x: fx(lx + 18), y: ly + 4 }, [label]),
+      );
+    }
+  });
   container.replaceChildren(root);
   return root;
+}
+
+/**
+ * A line of `ys` over steps 1..n (`ys` a Float32Array or array). With no values, a note
+ * `empty` instead. Replaces the content of `container`.
+ */
+export function lineChart(container, ys, { title = "", xLabel = "", yLabel = "", empty = "no data" } = {}) {
+  const n = ys.length;
+  const ticks = [...new Set([1, Math.round((n + 1) / 2), n])].map((v) => [v, String(v)]);
+  return curveChart(container, [{ ys }], { xTicks: ticks, title, xLabel, yLabel, empty,
+    tip: () => `last value ${formatNumber(ys[n - 1])} at step ${n}` });
 }

@@ -5,16 +5,19 @@
 //   codes), _heat_lut (256 x 3), _panels (K x h x w codes), _panel_images (K x H x W x C);
 //   _image_meta, _heat_meta (vmin/vmax: the attribution at the ends of the colour scale; value:
 //   what it is; note; error), _panels_meta (kind, mode, failed, items[k]: index, method,
-//   target_name, vmin, vmax, value, note, error); chart (a bqplot Figure, rendered as a child
-//   view; in an exported page, with no widget manager, a static SVG bar chart from _probs).
+//   target_name, vmin, vmax, value, note, error, deletion_auc, insertion_auc, evidence); chart (a
+//   bqplot Figure, rendered as a child view; in an exported page, with no widget manager, a static
+//   SVG bar chart from _probs); evidence, _evidence (3 x S+1: fractions, deletion, insertion),
+//   _evidence_meta (state, deletion_auc, insertion_auc, error, note), _sanity (L: Spearman per
+//   randomized layer), _sanity_meta (state, layers, done, total, error).
 // Traits written: index, method, target, layer, mode, opacity, view, grid_size, steps, samples,
-//   noise, baseline. Message sent: stop.
+//   noise, baseline, window, stride, lrp_rule, evidence. Messages sent: stop, sanity_check.
 import { bindTraits } from "../lib/bind.js";
-import { barChart } from "../lib/charts.js";
+import { barChart, curveChart } from "../lib/charts.js";
 import { decodeArray } from "../lib/codecs.js";
 import { mountChild } from "../lib/children.js";
 import { colorbar } from "../lib/colorbar.js";
-import { boundNumber, boundSelect, h, labelled, live, viewShell } from "../lib/dom.js";
+import { boundCheck, boundNumber, boundSelect, formatNumber, h, labelled, live, viewShell } from "../lib/dom.js";
 import { attributionOverlay, drawImage, fitScale } from "../lib/image.js";
 import { sender } from "../lib/messages.js";
 import { imageStepper } from "../lib/stepper.js";
@@ -61,10 +64,20 @@ function render({ model, el }) {
     title: "SmoothGrad: how many noisy copies of the image are averaged (1-1000; Enter applies)" }));
   const noise = keep(boundNumber(model, "noise", "cnnw-noise", { min: 0, max: 1, step: "0.05", width: "5em",
     title: "SmoothGrad: the noise, as a fraction of the image's value range (0-1; Enter applies)" }));
+  const windowIn = keep(boundNumber(model, "window", "cnnw-window", { int: true, min: 0, width: "4.5em",
+    title: "occlusion: the side of the covered square in pixels (0: a seventh of the image; Enter applies)" }));
+  const strideIn = keep(boundNumber(model, "stride", "cnnw-stride", { int: true, min: 0, width: "4.5em",
+    title: "occlusion: how many pixels the square moves between positions (0: half the window; Enter applies)" }));
   const kernel = (node) => {
     node.setAttribute("data-needs-kernel", "");
     return node;
   };
+  const ruleSel = keep(boundSelect(model, "lrp_rule", [["epsilon", "epsilon"], ["gamma", "gamma"],
+    ["alpha_beta", "alpha-beta"], ["zplus", "z+"]], "cnnw-lrp-rule",
+  { title: "LRP: the rule of the convolution and linear layers (epsilon conserves the score; gamma and z+ favour positive evidence)" }));
+  const ruleField = kernel(labelled("rule", ruleSel.node));
+  const windowField = kernel(labelled("window", windowIn.node));
+  const strideField = kernel(labelled("stride", strideIn.node));
   const methodField = kernel(labelled("method", methodSel.node));
   const targetField = kernel(labelled("explain class", targetSel));
   const layerField = kernel(labelled("layer", layerSel.node));
@@ -84,13 +97,19 @@ function render({ model, el }) {
     { title: "one map; several methods side by side for this image; this method on the next images" }));
   const gridSize = keep(boundNumber(model, "grid_size", "cnnw-grid-size", { int: true, min: 1, max: 100, width: "4.5em",
     title: "how many images the grid shows, from the current one (1-100; Enter applies)" }));
+  const evidenceBox = keep(boundCheck(model, "evidence", "cnnw-evidence-toggle",
+    { title: "compute the deletion and insertion curves of each map: does removing its top pixels lower the class probability?" }));
+  const sanityButton = kernel(h("button", { class: "cnnw-sanity-run",
+    title: "randomize the model's layers from the top, one more at a time, and see how much the map changes",
+    onclick: () => send("sanity_check") }, ["randomization check"]));
   const modeField = kernel(labelled("display", modeSel.node));
   const viewField = kernel(labelled("view", viewSel.node));
   const gridField = kernel(labelled("images", gridSize.node));
   root.append(
     h("div", { class: "cnnw-toolbar" }, [stepper.node, methodField, targetField, layerField, stepsField, baselineField,
-      samplesField, noiseField]),
-    h("div", { class: "cnnw-toolbar" }, [modeField, labelled("opacity", opacity), viewField, gridField]),
+      samplesField, noiseField, windowField, strideField, ruleField]),
+    h("div", { class: "cnnw-toolbar" }, [modeField, labelled("opacity", opacity), viewField, gridField,
+      kernel(labelled("evidence", evidenceBox.node)), sanityButton]),
   );
 
   // ---- main panel: the map over the image with its colour scale, and the class chart
@@ -103,11 +122,19 @@ function render({ model, el }) {
   const stop = kernel(h("button", { class: "cnnw-stop", title: "stop computing the compare/grid panels",
     onclick: () => send("stop") }, ["Stop"]));
   const panels = h("div", { class: "cnnw-thumbs cnnw-panels-grid" });
+  // the evidence beside the map: deletion and insertion curves, their areas, the randomization check
+  const evidenceChart = h("div", { class: "cnnw-chart cnnw-sv-evidence-chart" });
+  const evidenceText = h("div", { class: "cnnw-info cnnw-sv-evidence-text", "aria-live": "polite" });
+  const sanityChart = h("div", { class: "cnnw-chart cnnw-sv-sanity-chart" });
+  const sanityText = h("div", { class: "cnnw-info cnnw-sv-sanity-text", "aria-live": "polite" });
+  const evidence = h("div", { class: "cnnw-panel cnnw-sv-evidence" }, [evidenceChart, evidenceText, sanityChart, sanityText]);
+  const table = h("div", { class: "cnnw-sv-faithfulness" });
   root.append(
     h("div", { class: "cnnw-panels cnnw-sv-main" }, [
-      h("div", { class: "cnnw-panel cnnw-sv-heat" }, [heatCanvas, heatBar.node, caption]), chartBox]),
+      h("div", { class: "cnnw-panel cnnw-sv-heat" }, [heatCanvas, heatBar.node, caption]), chartBox, evidence]),
     h("div", { class: "cnnw-toolbar cnnw-sv-status" }, [progress, stop, status]),
     panels,
+    table,
   );
   let chartView = null;
   let closed = false;
@@ -230,6 +257,103 @@ function render({ model, el }) {
     root.dataset.panelsKind = m.kind;
   }
 
+  const pct = (v) => `${Math.round(100 * v)}%`;
+  const probTicks = [0, 0.5, 1].map((v) => [v, pct(v)]);
+
+  // the deletion and insertion curves of the map shown (drawn once they match it)
+  function drawEvidence() {
+    const em = model.get("_evidence_meta") || {};
+    const hm = model.get("_heat_meta") || {};
+    const current = em.index === hm.index && em.method === hm.method && em.target === hm.target;
+    root.dataset.evidenceState = current ? (em.state || "") : "stale";
+    evidenceText.classList.toggle("cnnw-wrong", current && em.state === "failed");
+    if (!current || em.state !== "done") {
+      evidenceChart.replaceChildren();
+      evidenceText.textContent = !current || em.state === "computing" ? "evidence: computing the deletion and insertion curves ..."
+        : em.state === "failed" ? `evidence failed: ${em.error}` : (em.note || "");
+      return;
+    }
+    const ev = decodeArray(model.get("_evidence"));
+    const [, n] = ev.shape;
+    const row = (r) => ev.data.subarray(r * n, (r + 1) * n);
+    const chart = curveChart(evidenceChart, [
+      { ys: row(1), label: `deletion (AUC ${em.deletion_auc.toFixed(3)})`, cls: "cnnw-line-deletion" },
+      { ys: row(2), label: `insertion (AUC ${em.insertion_auc.toFixed(3)})`, cls: "cnnw-line-insertion" },
+    ], { xs: row(0), xTicks: probTicks, yRange: [0, 1], yTicks: probTicks, title: `is the map faithful? class ${em.target_name}`,
+      xLabel: "pixels removed / added, in map order", yLabel: "probability",
+      tip: (k) => (k === 0 ? "deletion: the class probability as the map's top pixels are removed (lower area: more faithful)"
+        : "insertion: the class probability as the map's top pixels are added to a blurred image (higher area: more faithful)") });
+    chart.dataset.deletionAuc = String(em.deletion_auc);
+    chart.dataset.insertionAuc = String(em.insertion_auc);
+    evidenceText.textContent = `deletion AUC ${em.deletion_auc.toFixed(3)} (lower is better) · insertion AUC `
+      + `${em.insertion_auc.toFixed(3)} (higher is better) · ${em.steps} steps, removed pixels set to the ${em.baseline} baseline`;
+    root.dataset.deletionAuc = String(em.deletion_auc);
+    root.dataset.insertionAuc = String(em.insertion_auc);
+  }
+
+  // the randomization check: Spearman correlation with the original map per randomized layer
+  function drawSanity() {
+    const sm = model.get("_sanity_meta") || {};
+    const hm = model.get("_heat_meta") || {};
+    const current = sm.state && sm.index === hm.index && sm.method === hm.method && sm.target === hm.target;
+    root.dataset.sanityState = current ? sm.state : "";
+    sanityText.classList.toggle("cnnw-wrong", sm.state === "failed");
+    if (sm.state === "failed" && !shown(sm.index)) {
+      sanityChart.replaceChildren();
+      sanityText.textContent = `randomization check failed: ${sm.error}`;
+      return;
+    }
+    if (!current) {
+      sanityChart.replaceChildren();
+      sanityText.textContent = "";
+      return;
+    }
+    if (sm.state !== "done") {
+      sanityChart.replaceChildren();
+      sanityText.textContent = sm.state === "computing"
+        ? `randomization check: ${sm.total ? `layer ${sm.done} of ${sm.total}` : "starting"} ...`
+        : sm.state === "stopped" ? "randomization check stopped" : `randomization check failed: ${sm.error}`;
+      return;
+    }
+    const rho = decodeArray(model.get("_sanity")).data;
+    const layers = sm.layers || [];
+    const n = rho.length;
+    const ticks = n ? [...new Set([0, Math.floor((n - 1) / 2), n - 1])].map((i) => [i + 1, String(i + 1)]) : [];
+    curveChart(sanityChart, [{ ys: rho }], { xTicks: ticks, yRange: [-1, 1], yTicks: [[-1, "-1"], [0, "0"], [1, "1"]],
+      title: "randomization check", xLabel: "layers randomized, from the top", yLabel: "rank correlation",
+      tip: () => layers.map((l, i) => `${i + 1}. ${l}: ${formatNumber(rho[i])}`).join("\n") });
+    const last = n ? rho[n - 1] : NaN;
+    sanityText.textContent = `with all ${n} layers randomized the map's rank correlation with the original is `
+      + `${formatNumber(last)}: ${Math.abs(last) < 0.3 ? "the map depends on what the model learned"
+        : "the map stays alike on a random model, so it shows the image more than the model"}`;
+    root.dataset.sanityLast = String(last);
+  }
+
+  // compare view: one row of numbers per method, the most faithful in bold
+  function drawTable() {
+    const m = model.get("_panels_meta") || {};
+    if (model.get("view") !== "compare" || !m.items || !m.items.some((it) => shown(it.deletion_auc) || it.evidence)) {
+      table.replaceChildren();
+      delete root.dataset.tableRows;
+      return;
+    }
+    const rows = m.items.filter((it) => !it.error);
+    const del = rows.filter((it) => shown(it.deletion_auc)).map((it) => it.deletion_auc);
+    const ins = rows.filter((it) => shown(it.insertion_auc)).map((it) => it.insertion_auc);
+    const best = (v, vs, low) => shown(v) && vs.length > 1 && v === (low ? Math.min(...vs) : Math.max(...vs));
+    const cell = (v, vs, low) => h("td", { class: best(v, vs, low) ? "cnnw-best" : "" },
+      [shown(v) ? v.toFixed(3) : "…"]);
+    table.replaceChildren(h("table", { class: "cnnw-table" }, [
+      h("caption", {}, [`faithfulness of each map for image ${rows[0]?.index ?? ""} (${m.evidence_steps || ""} steps)`]),
+      h("thead", {}, [h("tr", {}, [h("th", {}, ["method"]), h("th", { title: "area under the deletion curve" }, ["deletion AUC ↓"]),
+        h("th", { title: "area under the insertion curve" }, ["insertion AUC ↑"])])]),
+      h("tbody", {}, rows.map((it) => h("tr", { "data-method": it.method }, shown(it.deletion_auc)
+        ? [h("th", {}, [label(it.method)]), cell(it.deletion_auc, del, true), cell(it.insertion_auc, ins, false)]
+        : [h("th", {}, [label(it.method)]), h("td", { colspan: "2" }, [it.evidence || "…"])]))),
+    ]));
+    root.dataset.tableRows = String(rows.filter((it) => shown(it.deletion_auc)).length);
+  }
+
   function fillMenus() {
     methodSel.fill((model.get("methods") || []).map((m) => [m, label(m)]));
     for (const opt of methodSel.node.options) {
@@ -253,6 +377,8 @@ function render({ model, el }) {
     layerField.hidden = !spec.layer;
     stepsField.hidden = baselineField.hidden = !spec.steps;
     samplesField.hidden = noiseField.hidden = !spec.samples;
+    windowField.hidden = strideField.hidden = !spec.window;
+    ruleField.hidden = !spec.rule;
     gridField.hidden = model.get("view") !== "grid";
     opacity.value = String(model.get("opacity"));
   }
@@ -276,7 +402,12 @@ function render({ model, el }) {
       drawHeat();
       drawPanels();
     },
-    "_panels _panels_meta _panel_images view": drawPanels,
+    "_panels _panels_meta _panel_images view": () => {
+      drawPanels();
+      drawTable();
+    },
+    "_evidence _evidence_meta _heat_meta": drawEvidence,
+    "_sanity _sanity_meta _heat_meta": drawSanity,
     "methods method_info layers layer_labels class_names": () => {
       fillMenus();
       syncControls();
