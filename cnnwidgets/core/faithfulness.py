@@ -172,7 +172,7 @@ def deletion_insertion(
     target: int | None = None,
     *,
     steps: int = 100,
-    baseline: DeletionBaseline | float | torch.Tensor = "blur",
+    baseline: DeletionBaseline | float | torch.Tensor = "zeros",
     batch_size: int | None = None,
     output: OutputSelector = None,
     region: Any = None,
@@ -207,12 +207,16 @@ def deletion_insertion(
         Points after the start, 1 .. H * W (100: 1% of the pixels per step).
     baseline : {"blur", "zeros", "mean"}, float or tensor
         What a removed pixel shows, for both curves (deletion ends, and insertion starts, at the
-        baseline image). ``"blur"`` (default): the image blurred by a Gaussian with sigma
+        baseline image). ``"zeros"`` (default): 0.0 in the model's input space (black for [0, 1]
+        pixels, the data set's mean colour for normalized ones), RISE's deletion and Quantus's
+        usual choice. ``"blur"``: the image blurred by a Gaussian with sigma
         ``BLUR_SIGMA_FRACTION * max(H, W)`` (as Integrated Gradients' ``"blur"`` baseline), the
-        substrate of RISE's insertion; it introduces no sharp edges, which a flat colour would,
-        and which a CNN may react to on their own. ``"zeros"``: 0.0 (black for [0, 1] pixels, the
-        mean colour for normalized ones; RISE's deletion used it). ``"mean"``: each channel's
-        mean over the image. A number or a tensor broadcastable to 1 x C x H x W is used as is.
+        substrate of RISE's insertion; it adds no sharp edges, but where the blurred image is
+        still recognized (a blurred MNIST digit is) both curves stay near the full probability
+        and tell the methods apart no better than a random ranking: on the demo digit 0, random
+        pixel orders score deletion 0.98 with "blur" against 0.41 with "zeros", the methods 0.55-0.96
+        against 0.07-0.25. ``"mean"``: each channel's mean over the image. A number or a tensor
+        broadcastable to 1 x C x H x W is used as is.
     batch_size : int, optional
         Images per forward pass; None: as many as make about
         :data:`~cnnwidgets.core.saliency.BATCH_VALUES` input values (41 at 3 x 224 x 224).

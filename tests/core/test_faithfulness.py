@@ -142,8 +142,9 @@ def test_baselines_and_the_predicted_class():
         p_blur = torch.softmax(model(blurred), dim=1)[0]
         p_mean = torch.softmax(model(x.mean(dim=(2, 3), keepdim=True).expand_as(x)), dim=1)[0]
     top = int(probs.argmax())
-    f = deletion_insertion(model, x, a, steps=8)  # defaults: the predicted class, the blurred image
+    f = deletion_insertion(model, x, a, steps=8, baseline="blur")  # default class: the predicted one
     assert f.target == top and f.baseline == "blur"
+    assert deletion_insertion(model, x, a, steps=8).baseline == "zeros"  # the default baseline
     assert f.deletion[0] == pytest.approx(float(probs[top]), abs=1e-6)
     assert f.deletion[-1] == pytest.approx(float(p_blur[top]), abs=1e-6)
     torch.testing.assert_close(torch.as_tensor(f.deletion),

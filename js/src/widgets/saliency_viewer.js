@@ -282,11 +282,13 @@ function render({ model, el }) {
     ], { xs: row(0), xTicks: probTicks, yRange: [0, 1], yTicks: probTicks, title: `is the map faithful? class ${em.target_name}`,
       xLabel: "pixels removed / added, in map order", yLabel: "probability",
       tip: (k) => (k === 0 ? "deletion: the class probability as the map's top pixels are removed (lower area: more faithful)"
-        : "insertion: the class probability as the map's top pixels are added to a blurred image (higher area: more faithful)") });
+        : "insertion: the class probability as the map's top pixels are added to the baseline image (higher area: more faithful)") });
     chart.dataset.deletionAuc = String(em.deletion_auc);
     chart.dataset.insertionAuc = String(em.insertion_auc);
+    const base = em.baseline === "zeros" ? "0 (black, or the mean colour of normalized images)"
+      : em.baseline === "blur" ? "a blurred copy of the image" : em.baseline === "mean" ? "the image's mean colour" : em.baseline;
     evidenceText.textContent = `deletion AUC ${em.deletion_auc.toFixed(3)} (lower is better) · insertion AUC `
-      + `${em.insertion_auc.toFixed(3)} (higher is better) · ${em.steps} steps, removed pixels set to the ${em.baseline} baseline`;
+      + `${em.insertion_auc.toFixed(3)} (higher is better) · ${em.steps} steps; a removed pixel is set to ${base}`;
     root.dataset.deletionAuc = String(em.deletion_auc);
     root.dataset.insertionAuc = String(em.insertion_auc);
   }
