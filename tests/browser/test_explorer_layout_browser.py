@@ -23,6 +23,7 @@ VIEWS = {  # cell name (explorer.VIEWS) -> the view's root
     "saliency": ".cnnw-saliency-viewer",
     "optimizer": ".cnnw-oip-optimizer",
     "tsne": ".cnnw-tsne-scatter",
+    "card": ".cnnw-channel-card",
 }
 SV = ".cnnw-saliency-viewer"
 
@@ -178,6 +179,11 @@ def test_explorer_grid_reflows_is_legible_and_linked(open_notebook):
     page.mouse.click(x, y)
     _wait_attr(nb, EX, "overlayChannel", str(order[cell]), timeout=30_000)
     nb.wait_kernel("[ex.selection.channel, ex.filters.channel]", [order[cell], order[cell]])
+    # the channel card (the sixth cell) shows the channel selected, on the selection's layer
+    layer = nb.kernel_json("ex.selection.layer")
+    nb.wait_kernel("[ex.card.layer, ex.card.channel]", [layer, order[cell]])
+    _wait_attr(nb, VIEWS["card"], "channel", str(order[cell]), timeout=30_000)
+    _wait_attr(nb, VIEWS["card"], "layer", layer, timeout=30_000)
 
     print(*problems, sep="\n")
     assert problems == []

@@ -176,8 +176,8 @@ def test_saliency_export_static_bars(browser, demo, tmp_path):
 
     ctx, page, errors, requests = _open(browser, path)
     page.wait_for_function(f"() => document.querySelector('{SV}').dataset.chartIndex === '0'")
-    # no bqplot figure was mounted: the chart box holds only the static SVG
-    assert page.evaluate(f"() => document.querySelectorAll('{SV} .cnnw-chart > *').length") == 1
+    # no bqplot figure was mounted: the class chart's box holds only the static SVG
+    assert page.evaluate(f"() => document.querySelectorAll('{SV} .cnnw-sv-chart > *').length") == 1
     bars0 = _bars(page, SV)
     _check_bars(bars0, probs[0], targets[0], list(demo.classes))
 
@@ -321,6 +321,7 @@ ROOTS = {
     "SaliencyViewer": ".cnnw-saliency-viewer",
     "OIPOptimizer": ".cnnw-oip-optimizer",
     "TSNEScatter": ".cnnw-tsne-scatter",
+    "ChannelCard": ".cnnw-channel-card",
 }
 
 #: Controls that make the kernel compute (a layer, a method, a run, top images ...): in an
@@ -331,6 +332,8 @@ NEEDS_KERNEL = (
     "select.cnnw-sort", "button.cnnw-top-button", "button.cnnw-batch-button",
     "button.cnnw-start", "button.cnnw-pause", "button.cnnw-stop", "button.cnnw-reset",
     "select.cnnw-mode", "select.cnnw-normalize", "select.cnnw-cmap", "[data-trait='objective']", ".cnnw-k",
+    "input.cnnw-channel", "input.cnnw-window", "input.cnnw-stride", "select.cnnw-lrp-rule", "input.cnnw-evidence-toggle",
+    "button.cnnw-sanity-run",
 )
 
 #: Controls the page works from its own state (besides the image stepper), by view.
@@ -341,6 +344,7 @@ KERNEL_FREE = {
     "OIPOptimizer": set(),
     "TSNEScatter": {"cnnw-color-by", "cnnw-box-mode", "cnnw-reset-view", "cnnw-clear-selection", "cnnw-show-all",
                     "cnnw-legend-item"},
+    "ChannelCard": set(),
 }
 
 CONTROLS_JS = """
@@ -445,6 +449,8 @@ def exported(demo, tmp_path_factory):
     fg = cnnwidgets.FilterGrid(demo.model, "features.0", zoom=8)
     oip = cnnwidgets.OIPOptimizer(demo.model, "features.3", channel=2, images=demo.images[:1], steps=20, **kw)
     ts = cnnwidgets.TSNEScatter(demo.model, demo.images[:200], demo.labels[:200], demo.classes, method="pca", **kw)
+    card = cnnwidgets.ChannelCard(demo.model, demo.images[:50], demo.labels[:50], demo.classes, layer="features.3",
+                                  channel=2, steps=20, **kw)
     try:
         pages["ActivationExplorer"] = ae.save_html(out / "maps.html", images=IMAGES)
         pages["SaliencyViewer"] = sv.save_html(out / "saliency.html", images=IMAGES)
@@ -453,9 +459,11 @@ def exported(demo, tmp_path_factory):
         pages["OIPOptimizer"] = oip.save_html(out / "oip.html")
         ts.wait()
         pages["TSNEScatter"] = ts.save_html(out / "tsne.html")
+        card.wait()
+        pages["ChannelCard"] = card.save_html(out / "card.html")
         yield pages, {"ActivationExplorer": ae, "SaliencyViewer": sv}
     finally:
-        for w in (ae, sv, fg, oip, ts):
+        for w in (ae, sv, fg, oip, ts, card):
             w.close()
 
 

@@ -3,7 +3,8 @@
 import { formatNumber } from "./dom.js";
 
 const NS = "http://www.w3.org/2000/svg";
-const SIZE = { width: 420, height: 240, top: 40, bottom: 40, left: 60, right: 10 };
+// right: room for half of the last x tick label ("100%"), centred on the plot's right edge
+const SIZE = { width: 420, height: 240, top: 40, bottom: 40, left: 60, right: 24 };
 
 function s(tag, attrs = {}, children = []) {
   const node = document.createElementNS(NS, tag);
@@ -39,9 +40,12 @@ function yAxis(root, ticks, toY, label) {
 
 /**
  * Bars of `values` (in [0, 1]) labelled with `labels`; the bar `highlight` is drawn in the
- * accent colour and the label of `marked` in bold. Replaces the content of `container`.
+ * accent colour and the label of `marked` in bold. Where the bars are too narrow for every
+ * label, only those of `highlight` and `marked` are shown, and with `ends` those of the first,
+ * middle and last bar too (a histogram's axis). Replaces the content of `container`.
  */
-export function barChart(container, values, labels, { highlight = -1, marked = -1, title = "", xLabel = "", yLabel = "" } = {}) {
+export function barChart(container, values, labels, { highlight = -1, marked = -1, title = "", xLabel = "", yLabel = "",
+  ends = false } = {}) {
   const { width, height, top, bottom, left, right } = SIZE;
   const root = frame(title);
   const plotH = height - top - bottom;
@@ -59,7 +63,8 @@ export function barChart(container, values, labels, { highlight = -1, marked = -
     root.append(s("rect", { class: cls, "data-class": i, x: fx(left + i * slot + gap / 2), y: fx(y),
       width: fx(Math.max(0.5, slot - gap)), height: fx(top + plotH - y) },
     [s("title", {}, [`class ${name}: ${(100 * values[i]).toFixed(1)}%`])]));
-    if (showAll || i === highlight || i === marked) {
+    const end = ends && (i === 0 || i === n - 1 || i === Math.floor((n - 1) / 2));
+    if (showAll || i === highlight || i === marked || end) {
       const cl = "cnnw-tick" + (i === marked ? " cnnw-bar-predicted" : "");
       root.append(s("text", { class: cl, x: fx(left + (i + 0.5) * slot), y: height - bottom + 14, "text-anchor": "middle" }, [name]));
     }

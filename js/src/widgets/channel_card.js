@@ -210,6 +210,7 @@ function render({ model, el }) {
     const labels = Array.from(counts, (_, i) => formatNumber((edges[i] + edges[i + 1]) / 2));
     barChart(histBox, Array.from(counts, (v) => (top ? v / top : 0)), labels, {
       title: `maximum activation per image (${m.n_valid} images)`, xLabel: "maximum activation", yLabel: "share of the tallest bin",
+      ends: true,
     });
     const q = m.quantiles || [];
     statsNote.textContent = m.dead ? `dead on these images: the channel never rises above 0 in any of the ${m.n_valid} images`
