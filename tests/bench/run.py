@@ -14,6 +14,9 @@ with ``@benchmark("x")``; it is then run in registration order (``--only x`` run
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib
+import importlib.util
 import itertools
 import json
 import math
@@ -23,6 +26,7 @@ import statistics
 import sys
 import threading
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -1230,6 +1234,159 @@ def _oip_batch_row(vgg: nn.Module, opt, n_threads: int, quick: bool, *, target: 
     return Row(name, ours.median, base.median, r, ">= 1.4x filter-steps/s", r >= 1.4, f"{ours.repeats}/{base.repeats}")
 
 
+# ---------------------------------------------------------------------------- OIP beside Lucent
+OIP_LUCENT_NOTES = (
+    "the issue's recipe on both sides: the demo CNN (1 x 28 x 28, MNIST normalization), channels 0..7\n"
+    "    of features.6 (pre-ReLU conv), one run of 128 steps per channel (batch 1), Fourier image\n"
+    "    (lucent param.image(28, channels=1): sigmoid, no colour decorrelation for 1 channel; ours\n"
+    "    param='fourier', the same parameterization), Adam at lr 0.05 (lucent: torch.optim.Adam on\n"
+    "    -mean; ours step_rule='adam', maximize), seed s = torch.manual_seed(s) + np.random.seed(s)\n"
+    "    for lucent and seed=s for ours (the same starting spectrum); 1 torch thread\n"
+    "lucent: render_vis(preprocess=False, transforms=[..., (x - 0.1307) / 0.3081], fixed_image_size=28):\n"
+    "    its normalize() is ImageNet's 3-channel one, and without fixed_image_size it upsamples\n"
+    "    images under 224 px to 224 before the model\n"
+    "objective = one function on both sides' final images: mean of the channel's map of\n"
+    "    features[:7] on (img - mean) / std, averaged over the 8 channels (and the seeds)\n"
+    "'same jitter' row: both sides get lucent's own jitter(2) callable (0..1 px, zero fill; ours\n"
+    "    accepts any fn(img) -> img), so only the parameterization, optimizer and loop differ;\n"
+    "    'own jitter' row: each library's jitter(2) -- ours moves by -2..2 px (reflection), a\n"
+    "    stronger augmentation than lucent's 0..1 px, for information\n"
+    "time ratio = Lucent's time / ours for the 8 runs, pairs alternated (higher = ours faster); in the\n"
+    "    'same jitter' row ours runs lucent's kornia translate (a warp) instead of its own crop\n"
+    "    and is slower than with its own jitter; lucent also runs the whole model every step (no\n"
+    "    early stop after the target layer, hooks on every module)\n"
+    "lucent is not a dependency: without it the row prints how to install it and adds nothing. Run by\n"
+    "    hand in /tmp/lucentvenv (torch-lucent 0.1.8, kornia 0.4.1), full mode (seeds 0, 1, 2): same\n"
+    "    jitter: ours 11.040 vs Lucent 11.040 (8 of 8 channels >=), 1.74x faster; own jitter(2) each:\n"
+    "    ours 10.760 vs 11.040, 3.26x faster. Rerun there after merging into run.py: the same objectives,\n"
+    "    1.68x and 2.69x faster; --quick (seed 0): 11.178 vs 11.178 (8 of 8), 2.05x; 10.648 vs 11.178, 2.22x"
+)
+
+
+def _lucent_optvis():
+    """lucent.optvis's (param, transform, objectives, render), or None when lucent is missing.
+
+    A placeholder torchvision (with an inert ``transforms.Normalize``) stands in during the
+    import when the real one is absent or does not import; it is removed afterwards."""
+    if importlib.util.find_spec("lucent") is None:
+        return None
+    added: list[str] = []
+    if "torchvision" not in sys.modules:
+        try:
+            importlib.import_module("torchvision")
+        except Exception:  # noqa: BLE001 - e.g. "operator torchvision::nms does not exist"
+            for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+                del sys.modules[name]
+            tv, tr = types.ModuleType("torchvision"), types.ModuleType("torchvision.transforms")
+
+            class Normalize:  # what lucent.optvis.transform imports; only its normalize() uses it
+                def __init__(self, *args, **kwargs):
+                    raise RuntimeError("torchvision placeholder (tests/bench): lucent's normalize() is not used")
+
+            tr.Normalize = Normalize
+            tv.transforms = tr
+            sys.modules["torchvision"], sys.modules["torchvision.transforms"] = tv, tr
+            added = ["torchvision", "torchvision.transforms"]
+    try:
+        from lucent.optvis import objectives, param, render, transform
+    except Exception as exc:  # noqa: BLE001 - kornia too new, ...
+        print(f"  lucent does not import ({type(exc).__name__}: {exc})", flush=True)
+        return None
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+    return param, transform, objectives, render
+
+
+def _oip_scores(model, images: torch.Tensor, chans: list[int], mean: float, std: float) -> torch.Tensor:
+    """The one scoring function: mean of map c of features.6 for image c's final image."""
+    with torch.no_grad():
+        maps = model.features[:7]((images.float() - mean) / std)
+    return maps[torch.arange(len(chans)), chans].mean(dim=(1, 2))
+
+
+@benchmark("oip_lucent", notes=OIP_LUCENT_NOTES)
+def bench_oip_lucent(quick: bool) -> list[Row]:
+    lucent = _lucent_optvis()
+    if lucent is None:
+        print("  lucent is not installed: in a throwaway venv, pip install --no-deps torch-lucent "
+              "\"kornia==0.4.1\" decorator future (see ../shared/PEERS.md)", flush=True)
+        return []
+    param, transform, objectives, render = lucent
+    import cnnwidgets
+    from cnnwidgets.core import optimize as opt
+
+    d = cnnwidgets.demo.mnist("val")
+    model = d.model.eval()
+    mean, std = d.mean[0], d.std[0]
+    chans = list(range(8))
+    steps = 128
+    seeds = [0] if quick else [0, 1, 2]
+
+    def lucent_runs(seed: int, jitter) -> torch.Tensor:
+        out = []
+        for c in chans:
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            imgs = render.render_vis(
+                model, objectives.channel("features_6", c),
+                param_f=lambda: param.image(28, channels=1),
+                optimizer=lambda p: torch.optim.Adam(p, lr=0.05),
+                transforms=[jitter(), lambda x: (x - mean) / std],
+                thresholds=(steps,), preprocess=False, progress=False, show_image=False, fixed_image_size=28)
+            out.append(torch.from_numpy(imgs[-1]).permute(0, 3, 1, 2))
+        return torch.cat(out)
+
+    def our_runs(seed: int, jitter) -> torch.Tensor:
+        out = []
+        for c in chans:
+            np.random.seed(seed)  # lucent's jitter draws from numpy's generator
+            res = opt.optimize(model, opt.channel("features.6", c), (1, 28, 28), steps=steps, lr=0.05,
+                               step_rule="adam", param="fourier", transforms=[jitter()], mean=d.mean, std=d.std,
+                               seed=seed, snapshots=None)
+            out.append(res.images)
+        return torch.cat(out)
+
+    cases = [
+        ("same jitter (lucent's jitter(2) on both sides)", lambda: transform.jitter(2), lambda: transform.jitter(2)),
+        ("own jitter(2) each (ours -2..2 px, lucent's 0..1 px)", lambda: opt.jitter(2), lambda: transform.jitter(2)),
+    ]
+    rows: list[Row] = []
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        for k, (label, ours_jitter, their_jitter) in enumerate(cases):
+            ours_s, theirs_s, ratios = [], [], []
+            per_ours, per_theirs = [], []
+            for seed in seeds:
+                got: dict[str, torch.Tensor] = {}
+                timed = k == 0  # the time ratio once: the jitter does not change it
+                o, b, r = _paired_ratio(lambda: got.__setitem__("ours", our_runs(seed, ours_jitter)),
+                                        lambda: got.__setitem__("lucent", lucent_runs(seed, their_jitter)),
+                                        warmup=0 if quick or not timed else 1, repeats=1 if quick or not timed else 3)
+                ours_s.append(o.median)
+                theirs_s.append(b.median)
+                ratios.append(r)
+                per_ours.append(_oip_scores(model, got["ours"], chans, mean, std))
+                per_theirs.append(_oip_scores(model, got["lucent"], chans, mean, std))
+            so, sl = torch.stack(per_ours).mean(0), torch.stack(per_theirs).mean(0)
+            mo, ml = float(so.mean()), float(sl.mean())
+            print(f"  {label}: objective per channel (mean over seeds {seeds}):\n"
+                  f"    ours   {' '.join(f'{v:6.2f}' for v in so.tolist())}  mean {mo:.3f}\n"
+                  f"    lucent {' '.join(f'{v:6.2f}' for v in sl.tolist())}  mean {ml:.3f}\n"
+                  f"    ours >= lucent on {int((so >= sl - 1e-4).sum())} of {len(chans)} channels; "
+                  f"time lucent / ours {statistics.median(ratios):.2f}x", flush=True)
+            name = (f"OIP vs Lucent render_vis, demo features.6 ch 0-7, {steps} steps, Fourier + Adam 0.05, {label}: "
+                    f"objective {mo:.2f} vs {ml:.2f}")
+            met = mo >= ml * (1 - 1e-3) if k == 0 else None  # the target: at least Lucent's, same recipe
+            rows.append(Row(name, statistics.median(ours_s), statistics.median(theirs_s), statistics.median(ratios),
+                            "objective >= Lucent's" if k == 0 else "- (information)", met,
+                            f"{len(seeds)}x{1 if quick or k else 3}/{len(seeds)}x{1 if quick or k else 3}"))
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
 # ---------------------------------------------------------------------------- private model view
 def _resnet_like() -> nn.Module:
     """A ResNet-18-shaped tree (4 stages x 2 basic blocks, BatchNorm, 64..512 channels): the
@@ -1326,6 +1483,331 @@ def bench_captum(quick: bool) -> list[Row]:
         rows.append(Row(f"{label}: cnnwidgets vs Captum, ResNet-18-shaped, 8 x 3x160x160", o.median, b.median,
                         1 / r, "<= 1.05x baseline", 1 / r <= 1.05, f"{o.repeats}/{b.repeats}"))
     return rows
+
+
+# ---------------------------------------------------------------------------- peer libraries
+def _peer(name: str, install: str):
+    """Peer library ``name`` imported by tests/peers.py (placeholders for the torchvision / ttach
+    modules it imports but does not need), or None after printing how to install it."""
+    if importlib.util.find_spec(name) is None:
+        print(f"  {name} is not installed: {install}", flush=True)
+        return None
+    from _pytest.outcomes import Skipped  # what peer()'s pytest.skip raises (a BaseException)
+
+    from tests.peers import peer
+
+    try:
+        return peer(name)
+    except Skipped as exc:  # peer() found it missing after all
+        print(f"  {exc}: {install}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - a peer that does not import
+        print(f"  {name} does not import ({type(exc).__name__}: {exc}); {install}", flush=True)
+    return None
+
+
+# ---------------------------------------------------------------------------- occlusion, deletion + insertion
+#: Occlusion benchmark sizes: one 3 x 224 x 224 image, a 48 x 48 window every 32 pixels:
+#: ceil((224 - 48) / 32) + 1 = 7 positions per side (the last window cut at the border, since 32
+#: does not divide 176), 49 occluded copies + 1 clean pass; ~1-1.5 s per call on the 2 shared cores.
+OCCLUSION_BENCH = dict(window=48, stride=32)
+
+
+def _occlusion_case() -> tuple[nn.Module, torch.Tensor, int, int]:
+    """(ResNet-18-shaped net, one 3 x 224 x 224 image, target 3, our default batch at that size)."""
+    from cnnwidgets.core.saliency._common import _batch_size
+
+    torch.manual_seed(0)
+    model = _resnet_like().eval()
+    x = torch.randn(1, 3, 224, 224)
+    return model, x, 3, _batch_size(None, x)  # 41 at 3 x 224 x 224
+
+
+@benchmark("occlusion", notes=(
+    "cnnwidgets.core.saliency.occlusion vs Captum 0.9.0 Occlusion on the ResNet-18-shaped net (1000\n"
+    "classes), one 3 x 224 x 224 image, target 3, window 48 x 48, stride 32 (7 x 7 = 49 windows, the last\n"
+    "cut at the border), baseline 0, torch's default threads. Captum gets perturbations_per_eval = our\n"
+    "batch size (41 copies per pass at 224 px, from BATCH_VALUES), so both run the same 41 + 8 occluded\n"
+    "copies; Captum's default (1 copy per pass) is shown once for information (full run only).\n"
+    "Alternated pairs after one warm-up pair, 3 in --quick, 7 in the full run (a single pair swung\n"
+    "1.0x-1.6x on the shared cores); ratio = ours / Captum (lower is better)."))
+def bench_occlusion(quick: bool) -> list[Row]:
+    try:
+        from captum.attr import Occlusion
+    except ImportError:
+        print("  captum is not installed: pip install captum==0.9.0", flush=True)
+        return []
+    from cnnwidgets.core.saliency.occlusion import occlusion
+
+    model, x, t, per_eval = _occlusion_case()
+    win, st = OCCLUSION_BENCH["window"], OCCLUSION_BENCH["stride"]
+    rows: list[Row] = []
+
+    o, b, r = _paired_ratio(
+        lambda: occlusion(model, x, t, window=win, stride=st),
+        lambda: Occlusion(model).attribute(x, sliding_window_shapes=(3, win, win), strides=(3, st, st), baselines=0.0,
+                                           target=t, perturbations_per_eval=per_eval),
+        warmup=1, repeats=3 if quick else 7)  # ~1 s a call: one pair alone swings 1.0x-1.6x
+    rows.append(Row(f"occlusion {win}x{win} stride {st}: cnnwidgets vs Captum (perturbations_per_eval={per_eval}), "
+                    "ResNet-18-shaped, 1 x 3x224x224", o.median, b.median, 1 / r, "<= 1.05x baseline", 1 / r <= 1.05,
+                    f"{o.repeats}/{b.repeats}"))
+    if not quick:
+        default = measure(lambda: Occlusion(model).attribute(x, sliding_window_shapes=(3, win, win),
+                                                             strides=(3, st, st), baselines=0.0, target=t),
+                          warmup=0, repeats=1)
+        rows.append(info_row("occlusion: Captum with its default perturbations_per_eval=1 (one copy per pass)",
+                             default))
+    return rows
+
+
+@benchmark("faithfulness", notes=(
+    "deletion + insertion curves (cnnwidgets.core.faithfulness.deletion_insertion) for one 3 x 224 x 224\n"
+    "image on the ResNet-18-shaped net, target 3, a random attribution map, 100 steps (2 x 100 images: the\n"
+    "curves share their ends), the default zero baseline and batch size (41), torch's default threads:\n"
+    "time to the finished result vs the bare no-grad forward + softmax of the same 200 images in the same\n"
+    "batches of 41 (the floor), alternated pairs after one warm-up pair; ratio = ours / floor, the\n"
+    "median of the pairs' ratios. Ours includes the private view, ranking the pixels and building the\n"
+    "step images from the ranking."))
+def bench_faithfulness(quick: bool) -> list[Row]:
+    from cnnwidgets.core.faithfulness import deletion_insertion
+
+    model, x, t, per_eval = _occlusion_case()
+    steps = 100
+    a = torch.randn(3, 224, 224, generator=torch.Generator().manual_seed(1))
+    order = torch.sort(a.sum(0).flatten(), descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel())
+    counts = (torch.arange(steps + 1) * order.numel()) // steps
+    keep = torch.cat([counts, counts[1:-1]])
+    ins = torch.cat([torch.zeros(steps + 1, dtype=torch.bool), torch.ones(steps - 1, dtype=torch.bool)])
+    base = torch.zeros_like(x)
+
+    def bare() -> None:
+        with torch.no_grad():
+            for s in range(0, len(keep), per_eval):
+                m = (rank.view(1, 1, 224, 224) < keep[s:s + per_eval].view(-1, 1, 1, 1)) != ins[s:s + per_eval].view(
+                    -1, 1, 1, 1)
+                torch.softmax(model(torch.where(m, base, x)), dim=1)[:, t]
+
+    # one warm-up pair: the first call pays for the batch shapes (41, 36) both sides then reuse
+    ours, floor, r = _paired_ratio(lambda: deletion_insertion(model, x, a, t, steps=steps), bare,
+                                   warmup=1, repeats=1 if quick else 3)
+    return [
+        Row(f"deletion + insertion, {steps} steps (2 x {steps} images), ResNet-18-shaped, 1 x 3x224x224: "
+            "time to the result vs the bare forward passes", ours.median, floor.median, 1 / r, "<= 1.1x baseline",
+            1 / r <= 1.1, f"{ours.repeats}/{floor.repeats}"),
+        info_row(f"deletion + insertion, {steps} steps, ResNet-18-shaped 224 px: absolute time", ours),
+    ]
+
+
+# ---------------------------------------------------------------------------- beside zennit
+def _vgg_like() -> nn.Module:
+    """A VGG-11-shaped plain CNN at half width (no residuals): 8 conv3x3 + BatchNorm + ReLU in 5
+    blocks of 32..256 channels with max pooling, adaptive average pooling to 7 x 7, classifier
+    Linear(256*49, 512)-ReLU-Dropout-Linear(512, 1000). ~1.9 G multiply-adds per 224 x 224 image."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    c = 3
+    for v in (32, "M", 64, "M", 128, 128, "M", 256, 256, "M", 256, 256, "M"):
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(c, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+            c = v
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(256 * 7 * 7, 512),
+                          nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(512, 1000))
+    with torch.no_grad():  # BatchNorm statistics that are not the identity, so folding does something
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    return model.eval()
+
+
+@benchmark("lrp", notes=(
+    "LRP with the epsilon rule (epsilon = 1e-6) on every conv and linear layer, by\n"
+    "cnnwidgets.core.saliency.lrp and by zennit 0.5.1 (LayerMapComposite: Epsilon on conv/linear, Pass on\n"
+    "ReLU and BatchNorm, Norm on average pooling; SequentialMergeBatchNorm canonizer; Gradient attributor\n"
+    "with output one-hot x logit, the composite registered inside the timed call, as zennit is used), on a\n"
+    "half-width VGG-11-shaped CNN with BatchNorm (no residuals), batch 8 x 3 x 224 x 224, target class 3,\n"
+    "at 1 and at 2 torch threads (both sides alike), alternated pairs. zennit runs on its own copy of the\n"
+    "model (it changes the parameters while it runs). Ratio = ours / zennit (lower is better). Ours\n"
+    "includes the private view, the torch-function mode that applies the rules, BatchNorm folding and the\n"
+    "conservation figure it reports."))
+def bench_lrp(quick: bool) -> list[Row]:
+    install = "pip install --no-deps zennit==0.5.1"
+    zennit = _peer("zennit", install)
+    if zennit is None:
+        return []
+    try:
+        import zennit.attribution
+        import zennit.canonizers
+        import zennit.composites
+        import zennit.rules
+        import zennit.types
+    except ImportError as exc:
+        print(f"  zennit does not import ({exc}); {install}", flush=True)
+        return []
+    from cnnwidgets.core.saliency.lrp import lrp
+
+    model = _vgg_like()
+    theirs_model = copy.deepcopy(model)
+    x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    t = 3
+    zt, zr = zennit.types, zennit.rules
+    composite = zennit.composites.LayerMapComposite(
+        layer_map=[(zt.Activation, zr.Pass()), (zt.BatchNorm, zr.Pass()), (zt.AvgPool, zr.Norm()),
+                   (zt.Linear, zr.Epsilon(epsilon=1e-6))],
+        canonizers=[zennit.canonizers.SequentialMergeBatchNorm()],
+    )
+    one_hot = torch.zeros(1, 1000)
+    one_hot[0, t] = 1
+
+    def ours() -> torch.Tensor:
+        return lrp(model, x, t, rule="epsilon", epsilon=1e-6)
+
+    def theirs() -> torch.Tensor:
+        with zennit.attribution.Gradient(theirs_model, composite) as attributor:
+            _, rel = attributor(x.clone(), lambda out: one_hot * out)
+        return rel
+
+    a, b = ours(), theirs()  # the same map (zennit's merged BatchNorm keeps a 1/sqrt(1 + eps) factor)
+    r_corr = float(torch.corrcoef(torch.stack([a.flatten().double(), b.flatten().double()]))[0, 1])
+    print(f"  lrp vs zennit: Pearson r = {r_corr:.6f}, max |diff| / max |rel| = "
+          f"{float((a - b).abs().max() / b.abs().max()):.2e}", flush=True)
+    rows: list[Row] = []
+    for threads in (1, 2):
+        prev = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            o, base, r = _paired_ratio(ours, theirs, warmup=1, repeats=3 if quick else 7)
+        finally:
+            torch.set_num_threads(prev)
+        rows.append(Row(f"LRP epsilon: cnnwidgets vs zennit, VGG-11-shaped (half width, BatchNorm), 8 x 3x224x224, "
+                        f"{threads} thread{'s' if threads > 1 else ''}", o.median, base.median, 1 / r,
+                        "<= 1.05x baseline", 1 / r <= 1.05, f"{o.repeats}/{base.repeats}"))
+    return rows
+
+
+# ---------------------------------------------------------------------------- beside pytorch-grad-cam
+PGC_INSTALL = "pip install --no-deps grad-cam==1.5.7 opencv-python-headless tqdm (see ../shared/PEERS.md)"
+
+
+def _min_max(maps: torch.Tensor) -> torch.Tensor:
+    """Each map (N x H x W) scaled to [0, 1], as pytorch-grad-cam scales its own."""
+    m = maps.double()
+    lo = m.flatten(1).amin(1).view(-1, 1, 1)
+    hi = m.flatten(1).amax(1).view(-1, 1, 1)
+    return (m - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def _map_agreement(label: str, ours: torch.Tensor, theirs: np.ndarray) -> None:
+    """Print the Pearson r, image by image, of our map (min-max scaled) and pytorch-grad-cam's."""
+    a, b = _min_max(ours), torch.from_numpy(np.asarray(theirs)).double()
+    r = [float(torch.corrcoef(torch.stack([a[i].flatten(), b[i].flatten()]))[0, 1]) for i in range(a.shape[0])]
+    print(f"  {label} vs pytorch-grad-cam, each min-max scaled: Pearson r per image min {min(r):.6f} "
+          f"(of {len(r)}), max |diff| {float((a - b).abs().max()):.2e}", flush=True)
+
+
+def _pgc_rows(method: str, cls_name: str, n: int, threads: list[int], kw: dict, *, warmup: int,
+              repeats: int) -> list[Row]:
+    """``attribute(model, x, method, 3, layer="7.1", **kw)`` vs pytorch-grad-cam's ``cls_name`` on a
+    deep copy of the ResNet-18-shaped net (the same block, ``model[7][1]``), N x 3 x 224 x 224."""
+    pgc = _peer("pytorch_grad_cam", PGC_INSTALL)
+    if pgc is None:
+        return []
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from cnnwidgets.core.saliency import attribute
+
+    torch.manual_seed(0)
+    model = _resnet_like().eval()
+    theirs_model = copy.deepcopy(model)  # pytorch-grad-cam puts its hooks on the model it is given
+    x = torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    t = 3
+    targets = [ClassifierOutputTarget(t)] * n
+    got: dict[str, object] = {}
+
+    def ours() -> None:
+        got["ours"] = attribute(model, x, method, t, layer="7.1", **kw)
+
+    def theirs() -> None:
+        with getattr(pgc, cls_name)(model=theirs_model, target_layers=[theirs_model[7][1]]) as cam:
+            if "batch_size" in kw:
+                cam.batch_size = kw["batch_size"]  # ScoreCAM's masked inputs per forward pass
+            got["theirs"] = cam(input_tensor=x, targets=targets)
+
+    label = {"scorecam": "Score-CAM", "gradcam_plus_plus": "Grad-CAM++"}[method]
+    extra = f", batch_size {kw['batch_size']}" if "batch_size" in kw else ""
+    rows: list[Row] = []
+    prev = torch.get_num_threads()
+    try:
+        for k, n_threads in enumerate(threads):
+            torch.set_num_threads(n_threads)
+            o, b, r = _paired_ratio(ours, theirs, warmup=warmup, repeats=repeats)
+            if k == 0:
+                _map_agreement(label, got["ours"], got["theirs"])
+            rows.append(Row(f"{label} (layer 7.1{extra}): cnnwidgets vs pytorch-grad-cam, ResNet-18-shaped, "
+                            f"{n} x 3x224x224, {n_threads} thread{'s' if n_threads > 1 else ''}", o.median, b.median,
+                            1 / r, "<= 1.05x baseline", 1 / r <= 1.05, f"{o.repeats}/{b.repeats}"))
+    finally:
+        torch.set_num_threads(prev)
+    return rows
+
+
+@benchmark("scorecam", notes=(
+    "Score-CAM by cnnwidgets.core.attribute(model, x, 'scorecam', 3, layer='7.1', batch_size=32) and by\n"
+    "pytorch-grad-cam 1.5.7 ScoreCAM(model=copy, target_layers=[copy[7][1]]) with cam.batch_size = 32,\n"
+    "targets=[ClassifierOutputTarget(3)] * 1, on the ResNet-18-shaped net (1000 classes), 1 x 3 x 224 x 224,\n"
+    "layer 7.1 = the last stage's second block, as in the Captum Grad-CAM row (512 channels of 7 x 7): 512\n"
+    "masked inputs, so 512 forward passes per call in 16 batches of 32 on both sides (32 divides 512: the\n"
+    "same batches; our default would be 41). One image and 1 torch thread (both sides) so that one call\n"
+    "takes ~20 s, not minutes: at 2 threads the same call swung between 11 and 32 s with the other\n"
+    "workers on the 2 cores, at 1 thread between 20 and 26 s. One pair in --quick, 3 in the full run.\n"
+    "The peer gets a deep copy of the model (made once; it puts hooks on what it is given); its CAM\n"
+    "object is built inside the timed call (a with block, which removes the hooks); its tqdm progress\n"
+    "bar is replaced by a plain loop (no output). Alternated pairs; ratio = ours / theirs (lower is\n"
+    "better). Same map: Pearson r >= 0.99999 once ours is min-max scaled, max |diff| 8e-4. Differences:\n"
+    "pytorch-grad-cam upsamples the masks with align_corners=True (ours False), adds 1e-8 to the masks'\n"
+    "range, builds all 512 masked images at once (308 MB) before the loop, reads each score with\n"
+    ".item(), and min-max normalizes the map and resizes it with cv2 in numpy; ours builds each batch's\n"
+    "masked images as it goes, returns the raw map upsampled by torch (bilinear, align_corners=False),\n"
+    "and includes the private view."))
+def bench_scorecam(quick: bool) -> list[Row]:
+    if _peer("pytorch_grad_cam", PGC_INSTALL) is None:
+        return []
+    import pytorch_grad_cam.score_cam as score_cam
+
+    bar = score_cam.tqdm
+    score_cam.tqdm = types.SimpleNamespace(tqdm=lambda it, **_: it)  # no progress bars in the table's output
+    try:
+        return _pgc_rows("scorecam", "ScoreCAM", 1, [1], {"batch_size": 32}, warmup=0,
+                         repeats=1 if quick else 3)
+    finally:
+        score_cam.tqdm = bar
+
+
+@benchmark("gradcam_pp", notes=(
+    "Grad-CAM++ by cnnwidgets.core.attribute(model, x, 'gradcam_plus_plus', 3, layer='7.1') and by\n"
+    "pytorch-grad-cam 1.5.7 GradCAMPlusPlus(model=copy, target_layers=[copy[7][1]]),\n"
+    "targets=[ClassifierOutputTarget(3)] * 8, on the ResNet-18-shaped net, 8 x 3 x 224 x 224 (one forward +\n"
+    "one backward per call), at 1 thread and at torch's default (2 here), both sides alike; alternated\n"
+    "pairs; ratio = ours / theirs (lower is better). The peer gets a deep copy of the model (made once;\n"
+    "it puts hooks on what it is given); its CAM object is built inside the timed call (a with block,\n"
+    "which removes the hooks). Same map: Pearson r >= 0.996 per image once ours is min-max scaled, max\n"
+    "|diff| 0.07: pytorch-grad-cam adds 1e-6 to alpha's denominator, which shifts the small gradients of\n"
+    "this random-weight net (checked by hand: with the last Linear's weights and bias x 100 that term is\n"
+    "negligible and r = 1.000000, max |diff| 2.4e-4). Differences in the work: pytorch-grad-cam runs\n"
+    "loss.backward() through the whole net into every parameter's .grad (model.zero_grad() first),\n"
+    "computes alpha in numpy, then min-max normalizes and resizes each map with cv2; ours takes the\n"
+    "gradient of the summed target scores with respect to the layer's output only\n"
+    "(torch.autograd.grad), in torch, includes the private view and returns the raw map upsampled by\n"
+    "torch (bilinear, align_corners=False)."))
+def bench_gradcam_pp(quick: bool) -> list[Row]:
+    default = torch.get_num_threads()
+    return _pgc_rows("gradcam_plus_plus", "GradCAMPlusPlus", 8, list(dict.fromkeys([1, default])), {},
+                     warmup=1, repeats=3 if quick else 7)
 
 
 # ---------------------------------------------------------------------------- kernel-thread latency

@@ -4,7 +4,7 @@ The Fourier parameterization is meant to be lucent's ``param.image(..., fft=True
 references below transcribe lucent 0.1.8's ``lucent/optvis/param/spatial.py`` (``rfft2d_freqs``,
 ``fft_image``) and ``color.py`` (``_linear_decorrelate_color``, ``to_valid_rgb``) in numpy /
 torch, and :func:`diversity` its ``objectives.diversity``. The known answers on the demo CNN
-are this project's own runs (tests/bench/_draft_lucent.py compares with lucent itself).
+are this project's own runs (the benchmark "oip_lucent" of tests/bench/run.py compares with lucent itself).
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def test_lucent_recipe_known_answer_on_the_demo(demo):
     of features.6, as one batch: the mean objective of the final images is 10.89 here (seed 0;
     10.74 and 10.82 for seeds 1 and 2). Lucent's render_vis gives 11.18 / 10.91 / 11.03 (seeds
     0-2, its own jitter(2), which moves by 0..1 pixel where ours moves by -2..2); with the same
-    transform on both sides the two are equal (tests/bench/_draft_lucent.py). Before the
+    transform on both sides the two are equal (the benchmark "oip_lucent" of tests/bench/run.py). Before the
     spectrum scale was fixed this run gave 9.83 (8.93..9.83 over the seeds); the margin holds
     the floating-point drift of another CPU."""
     chans = list(range(8))
