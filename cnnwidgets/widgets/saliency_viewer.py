@@ -163,6 +163,11 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
     scale whose ends are the attribution they stand for (:meth:`heat_range`). The class chart
     explains the class of any column clicked, however low its bar.
 
+    Beside the map, the evidence that it is faithful (:attr:`evidence`): its deletion and
+    insertion curves, computed in the background after the map (:meth:`faithfulness`); in the
+    compare view a table of their areas per method; and on request the model-randomization
+    check (:meth:`randomization`, the page's "randomization check" button).
+
     Parameters
     ----------
     model : nn.Module
@@ -183,9 +188,13 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
         True labels (N) and class names (at least as many as the model's classes; for a
         single-logit model one name X gives the classes ``["not X", "X"]``).
     method : str
-        One of :attr:`methods` (the core's ``Method`` alias): ``"vanilla"``, ``"grad_x_input"``, ``"smoothgrad"``,
-        ``"integrated_gradients"``, ``"guided_backprop"``, ``"deconvnet"``, ``"gradcam"``,
-        ``"guided_gradcam"``, ``"layer_gradient"``.
+        One of :attr:`methods` (the core's ``Method`` alias, in the order of
+        :data:`~cnnwidgets.core.saliency.REGISTRY`): ``"vanilla"``, ``"grad_x_input"``,
+        ``"smoothgrad"``, ``"integrated_gradients"``, ``"guided_backprop"``, ``"deconvnet"``, the
+        CAM family (``"gradcam"``, ``"guided_gradcam"``, ``"gradcam_plus_plus"``, ``"xgradcam"``,
+        ``"hirescam"``, ``"layercam"``, ``"scorecam"``, ``"eigencam"``, ``"ablationcam"``),
+        ``"occlusion"`` (:attr:`window`, :attr:`stride`), ``"lrp"`` (:attr:`lrp_rule`) and
+        ``"layer_gradient"``.
     target : "predicted", "true", int or class name
         The class whose score is explained.
     layer : str, optional
