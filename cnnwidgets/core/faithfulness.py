@@ -219,7 +219,8 @@ def deletion_insertion(
         broadcastable to 1 x C x H x W is used as is.
     batch_size : int, optional
         Images per forward pass; None: as many as make about
-        :data:`~cnnwidgets.core.saliency.BATCH_VALUES` input values (41 at 3 x 224 x 224).
+        :data:`~cnnwidgets.core.saliency._common.FORWARD_BATCH_VALUES` input values (10 at
+        3 x 224 x 224).
     output, region
         As in :func:`~cnnwidgets.core.saliency.vanilla_gradient` (``region`` picks the
         pixels a segmentation class is predicted from when ``target`` is None).
@@ -270,7 +271,7 @@ def deletion_insertion(
         base, name = _deletion_baseline(xd, baseline)
         rank = rank.to(xd.device).view(1, 1, h, w)
         keep, inserting = keep.to(xd.device), inserting.to(xd.device)
-        bs = _batch_size(batch_size, xd)
+        bs = _batch_size(batch_size, xd, forward_only=True)
         cls = t[:1]
         probs = torch.empty(total, dtype=torch.float64)
         with torch.no_grad():

@@ -1519,15 +1519,15 @@ def _occlusion_case() -> tuple[nn.Module, torch.Tensor, int, int]:
     torch.manual_seed(0)
     model = _resnet_like().eval()
     x = torch.randn(1, 3, 224, 224)
-    return model, x, 3, _batch_size(None, x)  # 41 at 3 x 224 x 224
+    return model, x, 3, _batch_size(None, x, forward_only=True)  # 10 at 3 x 224 x 224
 
 
 @benchmark("occlusion", notes=(
     "cnnwidgets.core.saliency.occlusion vs Captum 0.9.0 Occlusion on the ResNet-18-shaped net (1000\n"
     "classes), one 3 x 224 x 224 image, target 3, window 48 x 48, stride 32 (7 x 7 = 49 windows, the last\n"
     "cut at the border), baseline 0, torch's default threads. Captum gets perturbations_per_eval = our\n"
-    "batch size (41 copies per pass at 224 px, from BATCH_VALUES), so both run the same 41 + 8 occluded\n"
-    "copies; Captum's default (1 copy per pass) is shown once for information (full run only).\n"
+    "batch size (10 copies per pass at 224 px, from FORWARD_BATCH_VALUES), so both run the same 4 x 10 + 9\n"
+    "occluded copies; Captum's default (1 copy per pass) is shown once for information (full run only).\n"
     "Alternated pairs after one warm-up pair, 3 in --quick, 7 in the full run (a single pair swung\n"
     "1.0x-1.6x on the shared cores); ratio = ours / Captum (lower is better)."))
 def bench_occlusion(quick: bool) -> list[Row]:

@@ -206,9 +206,9 @@ def test_one_forward_per_batch_without_gradients_and_the_model_left_as_found():
 
 
 def test_224_pixels_at_100_steps_go_through_the_model_in_a_few_batches():
-    """2 * steps images at 224 x 224 in batches of about BATCH_VALUES input values (41 images):
-    5 forward passes, not one per step or per pixel (the cost is measured in tests/bench)."""
-    from cnnwidgets.core.saliency import BATCH_VALUES
+    """2 * steps images at 224 x 224 in batches of about FORWARD_BATCH_VALUES input values (10
+    images): 20 forward passes, not one per step or per pixel (the cost is measured in tests/bench)."""
+    from cnnwidgets.core.saliency._common import FORWARD_BATCH_VALUES
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
@@ -220,7 +220,8 @@ def test_224_pixels_at_100_steps_go_through_the_model_in_a_few_batches():
         f = deletion_insertion(net, x, a, 0, steps=100)
     finally:
         hook.remove()
-    per_batch = BATCH_VALUES // (3 * 224 * 224)
+    per_batch = FORWARD_BATCH_VALUES // (3 * 224 * 224)
+    assert per_batch == 10
     assert f.deletion.shape == (101,)
     assert sum(seen) <= 2 * 100 + 1 and max(seen) <= per_batch
     assert len(seen) <= -(-(2 * 100 + 1) // per_batch) + 1

@@ -25,11 +25,18 @@ Target = Union[int, Sequence[int], np.ndarray, torch.Tensor, None]
 #: path images of an MNIST digit at once. Larger batches run faster on the CPU (on a
 #: ResNet-18-shaped net, IG at 160 px took 1.4-1.8x longer in batches of 20 than of 100-400).
 BATCH_VALUES: int = 128 * 3 * 128 * 128
+#: The same for passes without gradients (occlusion, Score-CAM, Ablation-CAM, deletion and
+#: insertion): a quarter, 10 images of 3 x 224 x 224. With no activations kept for a backward
+#: pass, smaller batches stay in the CPU's caches: a ResNet-18-shaped forward at 224 px cost
+#: 0.020 s per image in batches of 8-10 and 0.024 s in batches of 41 (occlusion of 49 windows:
+#: 0.95 s against 1.19 s).
+FORWARD_BATCH_VALUES: int = BATCH_VALUES // 4
 
 
-def _batch_size(batch_size: int | None, x: torch.Tensor) -> int:
+def _batch_size(batch_size: int | None, x: torch.Tensor, *, forward_only: bool = False) -> int:
     if batch_size is None:
-        return max(1, BATCH_VALUES // max(1, x[0].numel()))
+        values = FORWARD_BATCH_VALUES if forward_only else BATCH_VALUES
+        return max(1, values // max(1, x[0].numel()))
     return batch_size
 
 

@@ -318,7 +318,7 @@ def scorecam(
         As in :func:`gradcam`.
     batch_size : int, optional
         Masked inputs per forward pass (N x K of them in all); default: as many as hold about
-        :data:`~cnnwidgets.core.saliency.BATCH_VALUES` input values.
+        :data:`~cnnwidgets.core.saliency._common.FORWARD_BATCH_VALUES` input values.
 
     Returns
     -------
@@ -347,7 +347,7 @@ def scorecam(
                 m = torch.where(hi > lo, (m - lo) / (hi - lo), torch.zeros_like(m))
                 return contextlib.nullcontext(xd[i] * m.to(xd.dtype))
 
-            logits = _channel_scores(run, scores, xd, t, n, k, _batch_size(batch_size, xd), masked)
+            logits = _channel_scores(run, scores, xd, t, n, k, _batch_size(batch_size, xd, forward_only=True), masked)
             return _finish(_cam_map(torch.softmax(logits, dim=1), a, xd))
 
 
@@ -447,7 +447,7 @@ def ablationcam(
         As in :func:`gradcam`.
     batch_size : int, optional
         Ablated copies per forward pass (N x K of them in all); default: as many as hold about
-        :data:`~cnnwidgets.core.saliency.BATCH_VALUES` input values.
+        :data:`~cnnwidgets.core.saliency._common.FORWARD_BATCH_VALUES` input values.
 
     Returns
     -------
@@ -478,7 +478,7 @@ def ablationcam(
                 with _calls(module, replace=(p.calls - 1, copies)):  # the last call
                     yield xd[i]
 
-            s_k = _channel_scores(run, scores, xd, t, n, k, _batch_size(batch_size, xd), ablated)
+            s_k = _channel_scores(run, scores, xd, t, n, k, _batch_size(batch_size, xd, forward_only=True), ablated)
             s = p.target_scores.to(s_k.dtype).unsqueeze(1)
             weights = torch.where(s != 0, (s - s_k) / s, torch.zeros_like(s_k))
             return _finish(_cam_map(weights, p.a, xd))

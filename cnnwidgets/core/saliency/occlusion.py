@@ -125,7 +125,8 @@ def occlusion(
         ``"blur"`` baseline).
     batch_size : int, optional
         Occluded copies per forward pass; None: as many as make about
-        :data:`~cnnwidgets.core.saliency.BATCH_VALUES` input values.
+        :data:`~cnnwidgets.core.saliency._common.FORWARD_BATCH_VALUES` input values (10 at
+        3 x 224 x 224).
     output, region
         As in :func:`~cnnwidgets.core.saliency.vanilla_gradient`.
 
@@ -182,7 +183,7 @@ def occlusion(
         base = _occlusion_baseline(xd, baseline)
         rows = _cover(_windows(h, wh, sh), h, xd.device)  # R x H
         cols = _cover(_windows(w, ww, sw), w, xd.device)  # Q x W
-        return _finish(_occlusion(run, scores, xd, base, t, rows, cols, _batch_size(batch_size, xd)))
+        return _finish(_occlusion(run, scores, xd, base, t, rows, cols, _batch_size(batch_size, xd, forward_only=True)))
 
 
 def _occlusion(
