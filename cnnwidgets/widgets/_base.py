@@ -241,6 +241,19 @@ def bundle_css() -> pathlib.Path:
     return STYLESHEET
 
 
+def error_text(exc: BaseException) -> str:
+    """An exception as a view shows it: the message of a ValueError (written for users), the
+    type and message of anything else."""
+    return str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
+
+
+def images_uint8(images: Any) -> Any:
+    """Images B x C x H x W in [0, 1] (a tensor) as the page draws them: uint8 B x H x W x C."""
+    import torch
+
+    return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
 def frontend_safe(method):
     """Decorate a handler of front-end events so that a bad event never raises in the kernel.
 

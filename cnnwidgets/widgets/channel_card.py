@@ -27,7 +27,7 @@ from ..core.layers import layer_labels, view_defaults
 from ..core.model import check_model, get_layer, model_dtype
 from ..core.passes import Stopped
 from ..core.runner import spatial_layers
-from ._base import ArrayTrait, BaseWidget, Float, ImageView, Int, check_labels, checked, int_in
+from ._base import ArrayTrait, BaseWidget, Float, ImageView, Int, check_labels, checked, error_text, images_uint8, int_in
 from ._worker import LatestWorker
 from .selection import SelectionMixin
 
@@ -38,16 +38,6 @@ PATTERN_UPDATE_SECONDS = 0.25
 #: Weight of the diversity objective against the channel objective (Lucent's examples use a
 #: comparable weight: enough to pull the patterns apart, not enough to stop them growing).
 DIVERSITY_WEIGHT = 1.0
-
-
-def _error_text(exc: BaseException) -> str:
-    return str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
-
-
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    """B x C x H x W in [0, 1] -> uint8 B x H x W x C."""
-    a = images.detach().float().clamp(0, 1).mul(255).add(0.5).floor().to(torch.uint8)
-    return a.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 class _Either:
@@ -381,7 +371,7 @@ class ChannelCard(ImageView, SelectionMixin, BaseWidget):
             return  # a newer channel's pass follows
         except Exception as exc:  # noqa: BLE001 - shown on the card, where the images would be
             if not self._closed:
-                msg = _error_text(exc)
+                msg = error_text(exc)
                 with self.hold_sync():
                     self._top_meta = {"layer": layer, "channel": channel, "state": "failed", "error": msg}
                     self._stats_meta = {"layer": layer, "channel": channel, "state": "failed", "error": msg}
@@ -434,7 +424,7 @@ class ChannelCard(ImageView, SelectionMixin, BaseWidget):
             if now - last[0] < PATTERN_UPDATE_SECONDS and step + 1 < steps:
                 return
             last[0] = now
-            imgs = _to_uint8(image_fn())
+            imgs = images_uint8(image_fn())
             with self.hold_sync():
                 self._patterns = imgs
                 self._patterns_meta = {"layer": layer, "channel": channel, "state": "computing", "step": step + 1,
@@ -448,12 +438,12 @@ class ChannelCard(ImageView, SelectionMixin, BaseWidget):
         except Exception as exc:  # noqa: BLE001 - shown on the card, where the patterns would be
             if not self._closed and not stop.is_set():
                 self._patterns_meta = {"layer": layer, "channel": channel, "state": "failed",
-                                       "error": _error_text(exc)}
+                                       "error": error_text(exc)}
             return
         if self._closed or stop.is_set():
             return
         with self.hold_sync():
-            self._patterns = _to_uint8(res.images)
+            self._patterns = images_uint8(res.images)
             self._patterns_meta = {"layer": layer, "channel": channel, "state": "done", "step": res.steps_done,
                                    "steps": steps, "values": [float(v) for v in res.final_values]}
 

@@ -23,7 +23,8 @@ from ..core.optimize import InitName, ParamName, StepRule
 from ..core.optimize.scan import _pre_relu_hint
 from ..core.outputs import OutputSelector, check_output, class_names_for, describe_output
 from ..core.runner import Scores, capture_activations, softmax_notice_off
-from ._base import ArrayTrait, BaseWidget, Choice, Float, Int, bounded_int, checked, close_widgets, float_in, int_in
+from ._base import (ArrayTrait, BaseWidget, Choice, Float, Int, bounded_int, checked, close_widgets, float_in,
+                    images_uint8, int_in)
 from ._worker import start_thread
 from .selection import Selection, SelectionMixin
 
@@ -45,11 +46,6 @@ StatusKind = Literal["info", "warning", "error"]
 #: has none, which makes it build ".undefinedg" (invalid: an error per redraw, no labels).
 STEP_TICKS = "~g"
 VALUE_TICKS = "~g"
-
-
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    """B x C x H x W in [0, 1] -> uint8 B x H x W x C."""
-    return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 class OIPOptimizer(SelectionMixin, BaseWidget):
@@ -794,7 +790,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
 
     def _show(self, images: torch.Tensor, *, final: bool, predictions: list | None = None,
               dead: list[bool] | None = None) -> None:
-        arr = _to_uint8(images)
+        arr = images_uint8(images)
         b = arr.shape[0]
         info = {"step": self.step, "final": final, "channels": list(self.batch_channels) or [self.channel],
                 "labels": self._targets(b), "predictions": predictions or [None] * b,
@@ -973,7 +969,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             self._clear_snapshots()
             return
         with self.hold_sync():
-            self._snapshots = np.stack([_to_uint8(result.snapshots[s][:1])[0] for s in steps])
+            self._snapshots = np.stack([images_uint8(result.snapshots[s][:1])[0] for s in steps])
             self.snapshot_steps = [s + 1 for s in steps]  # the core's 0-based step k: k + 1 done
 
     def _clear_snapshots(self) -> None:

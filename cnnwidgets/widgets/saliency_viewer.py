@@ -29,7 +29,7 @@ from ..core.saliency.occlusion import default_window
 from ..core.saliency import (METHODS, REGISTRY, Baseline, Explanation, HeatmapMode, Method, explain, logits_only,
                              softmax_notice_off, to_heatmap)
 from ._base import (ArrayTrait, BaseWidget, Choice, Float, ImageView, Int, bounded_int, check_labels, checked,
-                    close_widgets, float_in, frontend_safe, int_in)
+                    close_widgets, error_text, float_in, frontend_safe, int_in)
 from ._worker import LatestWorker
 from .selection import Selection, SelectionMixin
 
@@ -142,12 +142,6 @@ def attribution_overlay(image: np.ndarray, codes: np.ndarray, table: np.ndarray,
     base = ((_gray(image) * BASE_LEVEL + 127) // 255)[..., None]
     out = (base * (255 - cover) + colour * cover + 127) // 255
     return out.astype(np.uint8)
-
-
-def _error_text(exc: BaseException) -> str:
-    """An exception as the view shows it: the message of a ValueError (written for users),
-    the type and message of anything else."""
-    return str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
 
 
 class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
@@ -936,7 +930,7 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
             return
         except Exception as exc:  # noqa: BLE001 - shown in the view, beside the button
             if not self._closed:
-                self._sanity_meta = dict(key, state="failed", error=_error_text(exc))
+                self._sanity_meta = dict(key, state="failed", error=error_text(exc))
             return
         with self.hold_sync():
             self._sanity = np.asarray(r.spearman, np.float32)
@@ -966,7 +960,7 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
         try:
             _, s, p = self._read(index)
         except Exception as exc:  # noqa: BLE001 - the image is still shown, the status says why there are no bars
-            error = _error_text(exc)
+            error = error_text(exc)
             self._set_status("image", f"image {index}: {error}", failed=True)
             pred, p = None, np.zeros(self._n_classes, np.float32)
         else:
@@ -1025,7 +1019,7 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
             kw = self._settings({})
             a, e = self._explain(index, method, cls if REGISTRY[method].targeted else None, kw)
         except Exception as exc:  # noqa: BLE001 - shown in the view: the status line and the caption
-            msg = _error_text(exc)
+            msg = error_text(exc)
             _, h, w = self._images.shape
             with self.hold_sync():
                 self._heat_lut = self._table()
@@ -1077,7 +1071,7 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
         index, method, cls, a = found
         _, h, w = self._images.shape
         key = {"index": index, "method": method, "target": cls, "target_name": self._images.class_name(cls),
-               "steps": min(self.evidence_steps, h * w)}
+               "steps": min(self.evidence_steps, h * w), "mode": self.mode}
         if not self.evidence:
             self._evidence_meta = dict(key, state="off", note="evidence is off")
             return
@@ -1099,7 +1093,7 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
             return  # a newer map's curves follow
         except Exception as exc:  # noqa: BLE001 - shown in the view, where the chart would be
             if not stale():
-                self._evidence_meta = dict(key, state="failed", error=_error_text(exc))
+                self._evidence_meta = dict(key, state="failed", error=error_text(exc))
             return
         if stale():
             return
@@ -1125,7 +1119,7 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
             self._fill_panels(view, index)
         except Exception as exc:  # noqa: BLE001 - not one method's failure (those stay in their panels)
             if not self._closed:
-                self.last_error = _error_text(exc)
+                self.last_error = error_text(exc)
                 self._set_status("panels", f"the {view} view failed: {self.last_error}", failed=True)
         finally:
             self.progress = -1.0
@@ -1159,7 +1153,7 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
                 if self._closed:
                     return
                 codes = np.zeros((h, w), np.uint8)
-                item["error"] = _error_text(exc)
+                item["error"] = error_text(exc)
                 failed += 1
             heats.append(codes)
             items.append(item)
@@ -1184,8 +1178,14 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
                 self._set_status("panels", "stopped")
                 return
             item = dict(items[k])
+            shown = self._evidence_meta  # the main map's curves, when they are this panel's: no second run
             if cls is None:
                 item["evidence"] = "explains no class"
+            elif shown.get("state") == "done" and all(
+                    shown.get(name) == value for name, value in
+                    (("index", i), ("method", items[k]["method"]), ("target", cls), ("mode", self.mode))) \
+                    and shown.get("steps") == min(steps, self._images.shape[1] * self._images.shape[2]):
+                item.update(deletion_auc=shown["deletion_auc"], insertion_auc=shown["insertion_auc"])
             else:
                 try:
                     f = self._curves(i, cls, a, steps, stop=lambda: self._closed or self._stop.is_set())
@@ -1193,7 +1193,7 @@ class SaliencyViewer(ImageView, SelectionMixin, BaseWidget):
                     self._set_status("panels", "stopped")
                     return
                 except Exception as exc:  # noqa: BLE001 - this method's row says why
-                    item["evidence"] = f"failed: {_error_text(exc)}"
+                    item["evidence"] = f"failed: {error_text(exc)}"
                 else:
                     item.update(deletion_auc=float(f.deletion_auc), insertion_auc=float(f.insertion_auc))
             items[k] = item

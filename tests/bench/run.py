@@ -1550,6 +1550,16 @@ def bench_occlusion(quick: bool) -> list[Row]:
     rows.append(Row(f"occlusion {win}x{win} stride {st}: cnnwidgets vs Captum (perturbations_per_eval={per_eval}), "
                     "ResNet-18-shaped, 1 x 3x224x224", o.median, b.median, 1 / r, "<= 1.05x baseline", 1 / r <= 1.05,
                     f"{o.repeats}/{b.repeats}"))
+    # the batch of the gradient methods (41 at 224 px) for the same occlusion: what the smaller
+    # forward-only batch (FORWARD_BATCH_VALUES) gains on this machine
+    from cnnwidgets.core.saliency._common import _batch_size
+
+    big = _batch_size(None, x)
+    o41, o10, r41 = _paired_ratio(lambda: occlusion(model, x, t, window=win, stride=st, batch_size=big),
+                                  lambda: occlusion(model, x, t, window=win, stride=st),
+                                  warmup=1, repeats=3 if quick else 5)
+    rows.append(Row(f"occlusion: batches of {per_eval} (forward-only default) vs {big} (the gradient methods')",
+                    o10.median, o41.median, r41, "information", None, f"{o10.repeats}/{o41.repeats}"))
     if not quick:
         default = measure(lambda: Occlusion(model).attribute(x, sliding_window_shapes=(3, win, win),
                                                              strides=(3, st, st), baselines=0.0, target=t),

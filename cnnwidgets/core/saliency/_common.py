@@ -27,9 +27,9 @@ Target = Union[int, Sequence[int], np.ndarray, torch.Tensor, None]
 BATCH_VALUES: int = 128 * 3 * 128 * 128
 #: The same for passes without gradients (occlusion, Score-CAM, Ablation-CAM, deletion and
 #: insertion): a quarter, 10 images of 3 x 224 x 224. With no activations kept for a backward
-#: pass, smaller batches stay in the CPU's caches: a ResNet-18-shaped forward at 224 px cost
-#: 0.020 s per image in batches of 8-10 and 0.024 s in batches of 41 (occlusion of 49 windows:
-#: 0.95 s against 1.19 s).
+#: pass, smaller batches stay in the CPU's caches: occlusion of 49 windows of a ResNet-18-shaped
+#: net at 224 px took 0.74x the time in batches of 10 as in batches of 41 (tests/bench/run.py
+#: --only occlusion prints it).
 FORWARD_BATCH_VALUES: int = BATCH_VALUES // 4
 
 
