@@ -546,6 +546,37 @@ class BaseWidget(anywidget.AnyWidget):
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
 
+    def _repr_mimebundle_(self, **kwargs):
+        """The widget, and beside it a static picture of what the view shows now (a PNG and an
+        HTML summary, :mod:`cnnwidgets.widgets._static`) for readers of the saved notebook that
+        cannot render widgets (GitHub, nbviewer, nbconvert, an editor before its kernel
+        starts); a live front end ranks the widget first and shows only it. marimo renders the
+        widget itself and needs no picture."""
+        return with_fallback(super()._repr_mimebundle_(**kwargs), self, [self])
+
+
+def in_marimo(widget) -> bool:
+    """Whether ``widget`` is shown by marimo (whose comm says so), not a Jupyter front end."""
+    return getattr(getattr(widget, "comm", None), "kernel", None) == "marimo"
+
+
+def with_fallback(bundle, widget, views: list):
+    """``bundle`` (a widget's display data, or anywidget's ``(data, metadata)``) plus the
+    static pictures of ``views`` (:func:`cnnwidgets.widgets._static.fallback`); unchanged under
+    marimo, for a closed widget, or when the pictures cannot be made (logged: a display never
+    fails for its picture)."""
+    data, metadata = bundle if isinstance(bundle, tuple) else (bundle, None)
+    if not isinstance(data, dict) or getattr(widget, "_closed", False) or in_marimo(widget):
+        return bundle
+    from ._static import fallback
+
+    try:
+        data = {**fallback(views), **data}
+    except Exception as exc:  # noqa: BLE001 - the widget itself still shows
+        log.warning("cnnwidgets: no static picture for %s: %s: %s", type(widget).__name__, type(exc).__name__, exc)
+        return bundle
+    return data if metadata is None else (data, metadata)
+
 
 class PageScheduled:
     """Updates asked for by the page run on the widget's ``_worker`` (latest request wins, the
