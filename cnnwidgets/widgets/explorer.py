@@ -21,7 +21,7 @@ from ..core.images import ImageSet
 from ..core.layers import view_defaults
 from ..core.model import check_model, model_dtype
 from ..core.outputs import OutputSelector, check_output
-from ._base import check_labels, close_widgets, held_widgets
+from ._base import check_labels, close_widgets, held_widgets, with_fallback
 from .activation_explorer import ActivationExplorer
 from .channel_card import ChannelCard
 from .filter_grid import FilterGrid
@@ -288,6 +288,11 @@ class Explorer(ipw.VBox):
         """The views shown, in their order (filters, feature maps, attribution, optimizer, t-SNE
         by default)."""
         return [getattr(self, spec.name) for spec in getattr(self, "_specs", ()) if getattr(self, spec.name, None) is not None]
+
+    def _repr_mimebundle_(self, **kwargs):
+        """The dashboard, and beside it the static picture of each view (see
+        :meth:`BaseWidget._repr_mimebundle_ <cnnwidgets.widgets._base.BaseWidget._repr_mimebundle_>`)."""
+        return with_fallback(super()._repr_mimebundle_(**kwargs), self, self.views)
 
     def save_html(self, path, *, images=None, title: str = "cnnwidgets explorer"):
         """Write the dashboard's views into one self-contained HTML file.
