@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -1875,6 +1875,59 @@ def bench_kernel_latency(quick: bool) -> list[Row]:
     finally:
         ae.close()
         sv.close()
+    return rows
+
+
+@benchmark("static_picture", notes=(
+    "static_picture: the picture a view's display carries for saved notebooks (a PNG and an HTML\n"
+    "summary, made when the view is displayed, on the kernel's thread) beside drawing the same\n"
+    "picture with matplotlib (imshow + savefig to PNG). Target: under 300 ms per view."))
+def bench_static_picture(quick: bool) -> list[Row]:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import cnnwidgets
+    from cnnwidgets.widgets._static import picture
+
+    def with_matplotlib(img: np.ndarray) -> bytes:
+        fig = plt.figure(figsize=(img.shape[1] / 100, img.shape[0] / 100), dpi=100)
+        fig.figimage(img)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        return buf.getvalue()
+
+    d = cnnwidgets.demo.mnist("val")
+    torch.manual_seed(0)
+    rgb = rgb_cnn().eval()
+    x128 = torch.rand(16, 3, 128, 128)
+    rows: list[Row] = []
+    views = {
+        "demo CNN": cnnwidgets.Explorer(d.model, d.images[:300], d.labels[:300], d.classes,
+                                        mean=d.mean, std=d.std, tsne_images=300),
+        "RGB CNN 3x128x128": cnnwidgets.Explorer(rgb, x128, tsne_images=16),
+    }
+    try:
+        for what, ex in views.items():
+            ex.tsne.wait()
+            ex.optimizer.run(steps=20)
+            for view in ex.views:
+                img, _ = picture(view)
+                if img is None:
+                    continue
+                ours = measure(view._repr_mimebundle_, repeats=3 if quick else 9)
+                base = measure(lambda img=img: with_matplotlib(img), repeats=3 if quick else 9)
+                row = ratio_row(f"{type(view).__name__} picture, {what} ({img.shape[1]}x{img.shape[0]} px)",
+                                ours, base, 1.0)
+                rows.append(replace(row, target=">= 1x matplotlib, < 300 ms",
+                                    met=row.met and ours.median < 0.3))
+    finally:
+        for ex in views.values():
+            ex.close()
     return rows
 
 
