@@ -60,7 +60,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(tmp_path_factory, app: str):
+def _start_server(tmp_path_factory, app: str, python: str = sys.executable, env: dict | None = None):
+    """Start ``jupyter <app>`` ("lab" or "notebook") on a free port and wait until it answers.
+
+    ``python`` runs the server (and so is the default kernel's interpreter: a kernelspec whose
+    command is ``python`` means the server's); ``env`` replaces the test process's environment
+    (JupyterLab's own settings variables are added to it). Returns (info, process, log file)."""
     root = tmp_path_factory.mktemp(app)
     port = _free_port()
     token = uuid.uuid4().hex
@@ -71,7 +76,7 @@ def _start_server(tmp_path_factory, app: str):
     notes = settings / "@jupyterlab" / "apputils-extension"
     notes.mkdir(parents=True)
     (notes / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", PYTHONUNBUFFERED="1",
+    env = dict(os.environ if env is None else env, JUPYTER_PLATFORM_DIRS="1", PYTHONUNBUFFERED="1",
                JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(root / "_workspaces"))
     if app == "lab":
         extra = ["--LabApp.news_url=", "--LabApp.expose_app_in_browser=True",
@@ -80,7 +85,7 @@ def _start_server(tmp_path_factory, app: str):
         extra = ["--JupyterNotebookApp.expose_app_in_browser=True"]
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "jupyter", app, "--no-browser", f"--port={port}",
+            python, "-m", "jupyter", app, "--no-browser", f"--port={port}",
             "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
             f"--ServerApp.root_dir={root}", "--allow-root", "--ServerApp.disable_check_xsrf=True", *extra,
         ],
