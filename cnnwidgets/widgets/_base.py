@@ -499,11 +499,6 @@ class BaseWidget(anywidget.AnyWidget):
     #: Traits that change with the image index, exported per image by :meth:`save_html`.
     _export_keys: tuple[str, ...] = ()
 
-    def _export_state(self) -> dict:
-        """Data only the exported page needs, beside the synced state: what the page draws
-        itself in place of child widgets it cannot render (none by default)."""
-        return {}
-
     def save_html(self, path, *, images=None, title: str | None = None):
         """Write this view into one self-contained HTML file (no kernel, no network needed).
 

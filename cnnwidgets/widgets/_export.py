@@ -6,8 +6,8 @@ for the widget model answers ``get``/``set``/``on``; a view whose state was prec
 several images (``frames``) switches between them when its ``index`` changes.
 
 Child widgets (the bqplot charts) need a live widget manager and are left out; the views draw
-static stand-ins from their own state instead (SaliencyViewer's ``_probs``, and the
-export-only data of ``_export_state``, e.g. OIPOptimizer's objective per step).
+SVG stand-ins from their own synced state instead (SaliencyViewer's ``_probs``, OIPOptimizer's
+``_curve``), as they do in marimo, whose pages cannot render child widgets either.
 """
 
 from __future__ import annotations
@@ -155,9 +155,6 @@ def export_html(
         if name not in modules:
             modules[name] = base64.b64encode(bundle(name).read_bytes()).decode("ascii")
         spec = {"bundle": name, "state": widget_state(v)}
-        # child widgets (bqplot charts) are dropped; the page draws them from this instead
-        extra = v._export_state() if hasattr(v, "_export_state") else {}
-        spec["state"].update({k: _encode(val) for k, val in extra.items()})
         fr = frames[i] if frames is not None else None
         if fr:
             spec["frames"] = {str(k): _encode(val) for k, val in fr.items()}

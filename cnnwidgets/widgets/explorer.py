@@ -174,7 +174,8 @@ class Explorer(ipw.VBox):
 
     Clicking a filter, a feature map, a point of the t-SNE map or a class bar updates the
     Selection, and every other view follows. The views sit in a grid that reflows with the
-    width: two columns on a wide notebook, one below about 1,150 px.
+    width: two columns on a wide notebook, one below about 1,150 px. In marimo, which renders
+    no ipywidgets boxes, they are shown one below the other (:meth:`_display_`).
 
     Parameters
     ----------
@@ -293,6 +294,18 @@ class Explorer(ipw.VBox):
         """The dashboard, and beside it the static picture of each view (see
         :meth:`BaseWidget._repr_mimebundle_ <cnnwidgets.widgets._base.BaseWidget._repr_mimebundle_>`)."""
         return with_fallback(super()._repr_mimebundle_(**kwargs), self, self.views)
+
+    def _display_(self):
+        """How marimo shows the dashboard (it calls ``_display_`` on what a cell outputs): the
+        Selection's line, then each view under its heading, one below the other. marimo renders
+        no ipywidgets boxes, only the anywidget views themselves, so the boxes of the Jupyter
+        dashboard are left out. Each view is wrapped by marimo's own formatter
+        (``mo.ui.anywidget``, one element per widget however often the dashboard is shown)."""
+        import marimo as mo
+
+        cells = [mo.vstack([mo.md(f"### {spec.title}\n\n{spec.about}"), getattr(self, spec.name)])
+                 for spec in self._specs]
+        return mo.vstack([self.selection, *cells], gap=1.5)
 
     def save_html(self, path, *, images=None, title: str = "cnnwidgets explorer"):
         """Write the dashboard's views into one self-contained HTML file.

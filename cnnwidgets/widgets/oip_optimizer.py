@@ -179,6 +179,11 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     snapshot_steps = t.List(Int()).tag(sync=True)
     probabilities = t.List(Float(), read_only=True).tag(sync=True)
     chart = t.Instance(bq.Figure).tag(sync=True, **ipw.widget_serialization)
+    #: The loss curve ``chart`` shows, float32 (2, n): the steps (1-based) and the objective at
+    #: each, updated with it (live during a run, :data:`CURVE_UPDATES_PER_SECOND`). The page
+    #: draws it itself where ``chart`` cannot be rendered: in marimo (no child views) and in
+    #: an exported page.
+    _curve = ArrayTrait()
 
     #: Live updates per second, at most.
     MAX_UPDATES_PER_SECOND = 15
@@ -360,8 +365,8 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         return fig
 
     def _set_curve(self, steps: np.ndarray, values: np.ndarray) -> None:
-        """Show ``values`` over ``steps``; with no point, the axes keep the domain 0..1 (an
-        empty domain gives bqplot no ticks to label)."""
+        """Show ``values`` over ``steps``, in the chart and in ``_curve``; with no point, the
+        chart's axes keep the domain 0..1 (an empty domain gives bqplot no ticks to label)."""
         xs, ys = self._scales
         empty = len(steps) == 0
         finite = values[np.isfinite(values)] if not empty else values
@@ -369,6 +374,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
             xs.min, xs.max = (0.0, 1.0) if empty else (None, None)
             ys.min, ys.max = (0.0, 1.0) if empty or len(finite) == 0 else (None, None)
             self._line.x, self._line.y = steps, values
+        self._curve = np.stack([steps, values]).astype(np.float32)
 
     @property
     def batch(self) -> int:
@@ -976,10 +982,6 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
         with self.hold_sync():
             self._snapshots = None
             self.snapshot_steps = []
-
-    def _export_state(self) -> dict[str, Any]:
-        """The objective per step as float32 bytes, for the exported page's static curve."""
-        return {"_history": np.asarray(self.history, dtype=np.float32).tobytes()}
 
     def __repr__(self) -> str:
         return f"OIPOptimizer(layer={self.layer!r}, channel={self._channels()!r}, steps={self.steps})"

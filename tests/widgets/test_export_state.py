@@ -1,6 +1,7 @@
 """What the standalone HTML export carries for the charts it cannot render as bqplot figures.
 
-Known answers: SaliencyViewer.probabilities (softmax of the logits) and OIPOptimizer.history.
+Known answers: SaliencyViewer.probabilities (softmax of the logits) and OIPOptimizer.history
+(the synced ``_curve`` the page draws).
 """
 
 from __future__ import annotations
@@ -25,10 +26,6 @@ def _page_data(path) -> dict:
     text = path.read_text(encoding="utf-8")
     m = re.search(r'<script type="application/json" id="cnnw-data">(.*?)</script>', text, re.S)
     return json.loads(m.group(1).replace("<\\/", "</"))
-
-
-def _f32(b64: dict) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(b64["$b64"]), np.float32)
 
 
 def _array(spec: dict) -> np.ndarray:
@@ -64,16 +61,17 @@ def test_saliency_export_has_probs_per_image(demo, tmp_path):
         np.testing.assert_array_equal(_array(spec["frames"][str(i)]["_probs"]), want[i])
 
 
-def test_oip_export_has_the_history_as_float32(demo, tmp_path):
+def test_oip_export_has_the_curve_as_float32(demo, tmp_path):
     oip = OIPOptimizer(demo.model, images=demo.images[:1], mean=demo.mean, std=demo.std)
     try:
-        assert oip._export_state()["_history"] == b""
+        assert oip._curve.shape == (2, 0)  # not optimized yet: an empty curve
         oip.run(steps=12)
         hist = oip.history
         data = _page_data(oip.save_html(tmp_path / "oip.html"))
     finally:
         oip.close()
-    assert "_history" not in oip.keys  # export only: nothing extra is synced to a live page
-    got = _f32(data["views"][0]["state"]["_history"])
-    np.testing.assert_array_equal(got, np.asarray(hist, np.float32))
-    assert len(got) == 12
+    # the synced curve the live chart shows, as the exported page draws it
+    got = _array(data["views"][0]["state"]["_curve"])
+    assert got.dtype == np.float32 and got.shape == (2, 12)
+    np.testing.assert_array_equal(got[0], np.arange(1, 13, dtype=np.float32))
+    np.testing.assert_array_equal(got[1], np.asarray(hist, np.float32))

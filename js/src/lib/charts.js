@@ -1,5 +1,7 @@
-// Static SVG charts for pages without a widget manager (the standalone HTML export), where the
-// bqplot child figures of the live widgets cannot be rendered. Read-only: no clicks, a hover title.
+// SVG charts drawn by the views themselves: their own curves and histograms, and the stand-ins
+// for the bqplot child figures wherever those cannot be rendered (an exported HTML page, marimo:
+// see hasWidgetManager in children.js). Redrawn whole from the model's state on each change; a
+// hover title, and with barChart's `pick` a click on a class.
 import { formatNumber } from "./dom.js";
 
 const NS = "http://www.w3.org/2000/svg";
@@ -42,10 +44,11 @@ function yAxis(root, ticks, toY, label) {
  * Bars of `values` (in [0, 1]) labelled with `labels`; the bar `highlight` is drawn in the
  * accent colour and the label of `marked` in bold. Where the bars are too narrow for every
  * label, only those of `highlight` and `marked` are shown, and with `ends` those of the first,
- * middle and last bar too (a histogram's axis). Replaces the content of `container`.
+ * middle and last bar too (a histogram's axis). With `pick`, a click anywhere in a bar's column
+ * (a bar near 0 has no height to click) calls `pick(i)`. Replaces the content of `container`.
  */
 export function barChart(container, values, labels, { highlight = -1, marked = -1, title = "", xLabel = "", yLabel = "",
-  ends = false } = {}) {
+  ends = false, pick = null } = {}) {
   const { width, height, top, bottom, left, right } = SIZE;
   const root = frame(title);
   const plotH = height - top - bottom;
@@ -60,9 +63,14 @@ export function barChart(container, values, labels, { highlight = -1, marked = -
     const y = toY(v);
     const name = labels[i] ?? String(i);
     const cls = "cnnw-bar" + (i === highlight ? " cnnw-bar-target" : "");
+    const tip = `class ${name}: ${(100 * values[i]).toFixed(1)}%`;
+    if (pick) {
+      root.append(s("rect", { class: "cnnw-bar-column", "data-class": i, x: fx(left + i * slot), y: top,
+        width: fx(slot), height: fx(plotH) }, [s("title", {}, [tip])]));
+    }
     root.append(s("rect", { class: cls, "data-class": i, x: fx(left + i * slot + gap / 2), y: fx(y),
       width: fx(Math.max(0.5, slot - gap)), height: fx(top + plotH - y) },
-    [s("title", {}, [`class ${name}: ${(100 * values[i]).toFixed(1)}%`])]));
+    [s("title", {}, [tip])]));
     const end = ends && (i === 0 || i === n - 1 || i === Math.floor((n - 1) / 2));
     if (showAll || i === highlight || i === marked || end) {
       const cl = "cnnw-tick" + (i === marked ? " cnnw-bar-predicted" : "");
@@ -76,6 +84,13 @@ export function barChart(container, values, labels, { highlight = -1, marked = -
   root.dataset.bars = String(n);
   root.dataset.highlight = String(highlight);
   root.dataset.marked = String(marked);
+  if (pick) {
+    root.classList.add("cnnw-pickable");
+    root.addEventListener("click", (ev) => {
+      const bar = ev.target.closest("[data-class]");
+      if (bar) pick(Number(bar.getAttribute("data-class")));
+    });
+  }
   container.replaceChildren(root);
   return root;
 }
@@ -150,12 +165,14 @@ export function curveChart(container, series, { xs = null, xTicks = null, yRange
 }
 
 /**
- * A line of `ys` over steps 1..n (`ys` a Float32Array or array). With no values, a note
- * `empty` instead. Replaces the content of `container`.
+ * A line of `ys` over whole steps: `xs` (default 1..n; a long run's curve keeps every k-th step),
+ * ticked at the first, middle and last (`ys`, `xs` Float32Arrays or arrays). With no values, a
+ * note `empty` instead. Replaces the content of `container`.
  */
-export function lineChart(container, ys, { title = "", xLabel = "", yLabel = "", empty = "no data" } = {}) {
+export function lineChart(container, ys, { xs = null, title = "", xLabel = "", yLabel = "", empty = "no data" } = {}) {
   const n = ys.length;
-  const ticks = [...new Set([1, Math.round((n + 1) / 2), n])].map((v) => [v, String(v)]);
-  return curveChart(container, [{ ys }], { xTicks: ticks, title, xLabel, yLabel, empty,
-    tip: () => `last value ${formatNumber(ys[n - 1])} at step ${n}` });
+  const xv = xs || Array.from({ length: n }, (_, i) => i + 1);
+  const ticks = n ? [...new Set([xv[0], xv[Math.floor((n - 1) / 2)], xv[n - 1]])].map((v) => [v, String(Math.round(v))]) : [];
+  return curveChart(container, [{ ys }], { xs: xv, xTicks: ticks, title, xLabel, yLabel, empty,
+    tip: () => `last value ${formatNumber(ys[n - 1])} at step ${Math.round(xv[n - 1])}` });
 }

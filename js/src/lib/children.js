@@ -1,9 +1,11 @@
 // Child widgets (e.g. a bqplot Figure) rendered inside an anywidget view.
 // The trait holds "IPY_MODEL_<id>" (ipywidgets' widget_serialization).
 
-/** True when a widget manager can render child widgets (false in an exported HTML page). */
+/** True when the page's widget manager can render child widgets: JupyterLab's and Notebook's
+ *  can (`create_view`); marimo's can only look models up (`get_model`), and an exported HTML
+ *  page has none. Where it cannot, the views draw their charts themselves (lib/charts.js). */
 export function hasWidgetManager(model) {
-  return !!(model && model.widget_manager);
+  return typeof model?.widget_manager?.create_view === "function";
 }
 
 export async function mountChild(model, trait, container) {

@@ -10,13 +10,6 @@ export function bytesView(v) {
   return new Uint8Array(0);
 }
 
-/** Float32Array over the same bytes (copied only when the offset is not 4-byte aligned). */
-export function float32View(v) {
-  const b = bytesView(v);
-  if (b.byteOffset % 4 === 0) return new Float32Array(b.buffer, b.byteOffset, Math.floor(b.byteLength / 4));
-  return new Float32Array(b.slice().buffer);
-}
-
 const TYPED = {
   uint8: Uint8Array, int8: Int8Array, uint16: Uint16Array, int16: Int16Array,
   uint32: Uint32Array, int32: Int32Array, float32: Float32Array, float64: Float64Array,

@@ -110,6 +110,12 @@ export function viewError(model) {
 
 // ---- keyboard
 
+/** Whether `node` has the keyboard focus, also inside a shadow root (marimo renders each view
+ *  in one, where `document.activeElement` is the host element, never the node). */
+export function hasFocus(node) {
+  return node.getRootNode().activeElement === node;
+}
+
 const KEYS = new Set(["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Enter", "Home", "End", "PageUp", "PageDown", " ", "Escape", "a", "b", "c", "d", "m", "y", "z", "x", "v"]);
 
 /** Keys pressed inside the view's controls and focusable canvases stay in the view: JupyterLab
@@ -127,7 +133,9 @@ export function keepKeys(root) {
   return () => root.removeEventListener("keydown", onKey);
 }
 
-/** Whether the page has a kernel behind it (false in an exported page). */
+/** Whether the page has a kernel behind it: true in Jupyter and marimo, false in an exported
+ *  page (whose stand-in model has no widget manager). Whether child widgets can be rendered is
+ *  another question: `hasWidgetManager` in lib/children.js. */
 export function live(model) {
   return !!(model && model.widget_manager);
 }

@@ -9,7 +9,7 @@
 // Enter (or Space) selects it (opts.onClick), Home/End jump to the first/last tile; the cursor
 // is kept in view. data-cursor-tile says where it is.
 import { gridSize, renderTiles, tileAt, tileOrigin } from "./tiles.js";
-import { h } from "./dom.js";
+import { h, hasFocus } from "./dom.js";
 import { onThemeChange, rgbOf, themeColors } from "./theme.js";
 
 
@@ -198,7 +198,7 @@ export class TileView {
       }
     };
     for (const t of this.highlight) ring(t, "#ffb000");
-    if (this.cursor >= 0 && document.activeElement === this.canvas) {
+    if (this.cursor >= 0 && hasFocus(this.canvas)) {
       c.setLineDash([3, 2]);
       ring(this.cursor, "#ffffff");
       c.setLineDash([]);

@@ -7,12 +7,13 @@
 //   steps done), steps_per_second, value, status, status_kind ("info" | "warning" | "error"),
 //   selection_note, probabilities, _image (array uint8 B x H x W x C) with _image_info
 //   ({step, final, channels, labels, predictions, dead}), _snapshots (array uint8 K x H x W x C)
-//   with snapshot_steps (1-based), chart (bqplot Figure child view). With no widget manager (a
-//   standalone HTML export) the objective curve is a static SVG drawn from _history (float32
-//   per step), which only the export writes (OIPOptimizer._export_state).
+//   with snapshot_steps (1-based), chart (bqplot Figure child view), _curve (array float32
+//   2 x n: the steps and the objective the chart shows). Where child views cannot be rendered
+//   (marimo, an exported page: hasWidgetManager) the view draws _curve itself as an SVG line,
+//   live while a run goes on.
 // Messages sent (cnnwidgets/widgets/messages.json): start, pause, resume, stop, reset.
 import { lineChart } from "../lib/charts.js";
-import { decodeArray, float32View } from "../lib/codecs.js";
+import { decodeArray } from "../lib/codecs.js";
 import { hasWidgetManager, mountChild } from "../lib/children.js";
 import { bindTraits } from "../lib/bind.js";
 import { boundCheck, boundNumber, boundSelect, h, labelled, section, viewShell } from "../lib/dom.js";
@@ -132,13 +133,17 @@ function render({ model, el }) {
     snaps,
   );
   let chartView = null;
-  const staticChart = !hasWidgetManager(model);
-  if (!staticChart) mountChild(model, "chart", chartBox).then((v) => { chartView = v; });
+  const charted = hasWidgetManager(model);
+  if (charted) mountChild(model, "chart", chartBox).then((v) => { chartView = v; });
 
+  // no child views here: the curve the bqplot chart shows, drawn from _curve
   function drawCurve() {
-    if (!staticChart) return;
-    lineChart(chartBox, float32View(model.get("_history")), {
-      title: "objective per step", xLabel: "step", yLabel: "objective", empty: "not optimized yet",
+    if (charted) return;
+    const curve = decodeArray(model.get("_curve"));
+    const n = curve.shape.length === 2 ? curve.shape[1] : 0;
+    lineChart(chartBox, curve.data.subarray(n, 2 * n), {
+      xs: curve.data.subarray(0, n), title: "objective per step", xLabel: "step", yLabel: "objective",
+      empty: "not optimized yet",
     });
   }
 
@@ -291,7 +296,7 @@ function render({ model, el }) {
   disposables.push(bindTraits(model, {
     "_image _image_info": drawMain,
     "_snapshots snapshot_steps": drawSnapshots,
-    _history: drawCurve,
+    _curve: drawCurve,
     "layers layer_labels": syncLayers,
     "objective batch_channels n_classes class_note classes class_index": syncObjective,
     "param init n_images blur_every clip_percentile": syncStart,

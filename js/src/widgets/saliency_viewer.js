@@ -6,8 +6,9 @@
 //   _image_meta, _heat_meta (vmin/vmax: the attribution at the ends of the colour scale; value:
 //   what it is; note; error), _panels_meta (kind, mode, failed, items[k]: index, method,
 //   target_name, vmin, vmax, value, note, error, deletion_auc, insertion_auc, evidence); chart (a
-//   bqplot Figure, rendered as a child view; in an exported page, with no widget manager, a static
-//   SVG bar chart from _probs); evidence, _evidence (3 x S+1: fractions, deletion, insertion),
+//   bqplot Figure, rendered as a child view; where child views cannot be rendered, in marimo and
+//   an exported page, an SVG bar chart from _probs, whose bars explain their class on a click
+//   while a kernel is behind the page); evidence, _evidence (3 x S+1: fractions, deletion, insertion),
 //   _evidence_meta (state, deletion_auc, insertion_auc, error, note), _sanity (L: Spearman per
 //   randomized layer), _sanity_meta (state, layers, done, total, error).
 // Traits written: index, method, target, layer, mode, opacity, view, grid_size, steps, samples,
@@ -15,7 +16,7 @@
 import { bindTraits } from "../lib/bind.js";
 import { barChart, curveChart } from "../lib/charts.js";
 import { decodeArray } from "../lib/codecs.js";
-import { mountChild } from "../lib/children.js";
+import { hasWidgetManager, mountChild } from "../lib/children.js";
 import { colorbar } from "../lib/colorbar.js";
 import { boundCheck, boundNumber, boundSelect, formatNumber, h, labelled, live, viewShell } from "../lib/dom.js";
 import { attributionOverlay, drawImage, fitScale } from "../lib/image.js";
@@ -138,16 +139,17 @@ function render({ model, el }) {
   );
   let chartView = null;
   let closed = false;
-  if (isLive) {
+  const charted = hasWidgetManager(model);
+  if (charted) {
     mountChild(model, "chart", chartBox).then((v) => {
       if (closed) v?.remove();
       else chartView = v;
     });
   }
 
-  // no widget manager (an exported page): the class probabilities as a static bar chart
+  // no child views here: the class probabilities the bqplot chart shows, as an SVG bar chart
   function drawBars() {
-    if (isLive) return;
+    if (charted) return;
     const im = model.get("_image_meta") || {};
     const hm = model.get("_heat_meta") || {};
     const probs = decodeArray(model.get("_probs")).data;
@@ -159,6 +161,7 @@ function render({ model, el }) {
       title: `${im.title || "class probabilities"} of image ${im.index}`,
       xLabel: "class",
       yLabel: im.probs_label || "probability",
+      pick: isLive ? (k) => set("target", k) : null,
     });
     root.dataset.chartIndex = String(im.index);
   }

@@ -11,7 +11,7 @@
 // data-scale, data-tx, data-ty (the browser tests and the exported page read them).
 import { decodeArray } from "../lib/codecs.js";
 import { bindTraits } from "../lib/bind.js";
-import { boundNumber, boundSelect, h, labelled, live, viewShell } from "../lib/dom.js";
+import { boundNumber, boundSelect, h, hasFocus, labelled, live, viewShell } from "../lib/dom.js";
 import { observeWidth } from "../lib/resize.js";
 import { luminance, onThemeChange, themeColors } from "../lib/theme.js";
 import { sender } from "../lib/messages.js";
@@ -331,7 +331,7 @@ function render({ model, el }) {
     };
     const cur = model.get("index");
     if (cur >= 0 && cur < n && visible(cur)) ring(cur, Math.max(6, 3 * r), theme.highlight || "#ff8c00", []);
-    if (cursor >= 0 && cursor < n && cursor !== cur && document.activeElement === canvas) ring(cursor, Math.max(6, 3 * r), theme.accent, [3, 2]);
+    if (cursor >= 0 && cursor < n && cursor !== cur && hasFocus(canvas)) ring(cursor, Math.max(6, 3 * r), theme.accent, [3, 2]);
     if (box) {
       const x = Math.min(box.x0, box.x1), y = Math.min(box.y0, box.y1), w = Math.abs(box.x1 - box.x0), bh = Math.abs(box.y1 - box.y0);
       ctx.fillStyle = theme.accent;

@@ -1,0 +1,227 @@
+"""The Explorer in a real marimo notebook (``marimo run``) and headless Chromium.
+
+marimo renders each anywidget view in a shadow root of its own (Playwright's CSS selectors pierce
+open shadow roots; ``DEEP`` finds a node for page-side JS), renders no ipywidgets boxes (the
+Explorer shows itself through ``_display_``) and no child widgets (its widget manager has no
+``create_view``): the saliency bars and the OIP loss curve are the views' own SVG charts, the
+curve live during a run. There is no kernel API from the page: expected pixels are computed in
+this process from the same demo model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from .conftest import ARTIFACTS, _free_port, _need
+from .test_activation_explorer_browser import _same
+
+pytestmark = pytest.mark.browser
+
+ROOTS = [".cnnw-filter-grid", ".cnnw-activation-explorer", ".cnnw-saliency-viewer", ".cnnw-tsne-scatter",
+         ".cnnw-oip-optimizer"]
+GRID, AE, SV, OIP, CARD = ".cnnw-filter-grid", ".cnnw-activation-explorer", ".cnnw-saliency-viewer", \
+    ".cnnw-oip-optimizer", ".cnnw-channel-card"
+SV_CHART = f"{SV} .cnnw-sv-chart svg.cnnw-static-chart"
+OIP_CHART = f"{OIP} .cnnw-chart svg.cnnw-static-chart"
+
+NOTEBOOK = '''import marimo
+
+app = marimo.App()
+
+
+@app.cell
+def _():
+    import cnnwidgets
+
+    demo = cnnwidgets.demo.mnist("val")
+    ex = cnnwidgets.Explorer(demo.model, demo.images[:300], demo.labels[:300], demo.classes,
+                             mean=demo.mean, std=demo.std, tsne_images=300)
+    ex.optimizer.steps = 100_000  # a run the test stops
+    ex
+    return
+
+
+if __name__ == "__main__":
+    app.run()
+'''
+
+#: The first node matching a selector in the page or in any (nested) open shadow root.
+DEEP = """(sel) => {
+  const walk = (root) => {
+    const hit = root.querySelector(sel);
+    if (hit) return hit;
+    for (const el of root.querySelectorAll("*")) {
+      if (el.shadowRoot) { const found = walk(el.shadowRoot); if (found) return found; }
+    }
+    return null;
+  };
+  return walk(document);
+}"""
+
+
+@pytest.fixture(scope="module")
+def marimo_server(tmp_path_factory):
+    """``marimo run`` of :data:`NOTEBOOK` on 127.0.0.1: yields its URL. Every page opened
+    gets a kernel of its own, which runs the notebook."""
+    _need("marimo", importlib.util.find_spec("marimo") is not None)
+    root = tmp_path_factory.mktemp("marimo")
+    nb = root / "explorer_nb.py"
+    nb.write_text(NOTEBOOK)
+    port = _free_port()
+    # marimo's settings and state in this run's folder, never the user's
+    env = dict(os.environ, PYTHONUNBUFFERED="1", XDG_CONFIG_HOME=str(root / "_config"),
+               XDG_STATE_HOME=str(root / "_state"))
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "marimo", "-y", "run", str(nb), "--host", "127.0.0.1", "--port", str(port),
+         "--headless", "--no-token", "--no-sandbox"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2).read()
+            break
+        except Exception:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                log.close()
+                raise RuntimeError("marimo did not start:\n" + (root / "server.log").read_text()[-3000:])
+            time.sleep(0.3)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+class _Page:
+    """The open marimo page, with the ``canvas_pixels`` of the JupyterLab tests' Notebook
+    (so their ``_same`` compares pixels here too), through shadow roots."""
+
+    def __init__(self, page):
+        self.page = page
+
+    def canvas_pixels(self, selector: str) -> np.ndarray:
+        data = self.page.locator(selector).first.evaluate(
+            "(c) => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height);"
+            " return { w: c.width, h: c.height, px: Array.from(d.data) }; }")
+        return np.asarray(data["px"], np.uint8).reshape(data["h"], data["w"], 4)
+
+    def attr(self, selector: str, name: str) -> str | None:
+        """``data-<name>`` (camelCase ``name``) of the first node matching ``selector``."""
+        return self.page.evaluate(f"([s, a]) => ({DEEP})(s)?.dataset[a] ?? null", [selector, name])
+
+    def wait_attr(self, selector: str, name: str, test: str, arg=None, timeout: float = 30_000) -> None:
+        """Wait until ``test`` (JS, of ``v``: the attribute, and ``arg``) holds."""
+        self.page.wait_for_function(
+            f"([s, a, arg]) => {{ const v = ({DEEP})(s)?.dataset[a]; return v !== undefined && ({test}); }}",
+            arg=[selector, name, arg], timeout=timeout, polling=200)
+
+
+def _ours(messages: list[str]) -> list[str]:
+    """The page's errors that come from cnnwidgets (its views' modules, or what they asked of
+    marimo, such as a child view); marimo's own warnings are not ours."""
+    return [m for m in messages if "cnnw" in m.lower() or "create_view" in m or "widget_manager" in m
+            or m.startswith("pageerror")]
+
+
+def test_explorer_in_marimo(marimo_server, browser):
+    import cnnwidgets
+
+    ctx = browser.new_context(viewport={"width": 1400, "height": 2400})
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}\n{getattr(e, 'stack', '')}"))
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    mp = _Page(page)
+    try:
+        page.goto(marimo_server, timeout=60_000)
+        # every view draws, and the channel card and the Selection's line are there
+        for root in [*ROOTS, CARD, ".cnnw-selection"]:
+            page.wait_for_selector(root, timeout=90_000)
+        page.wait_for_function(
+            f"(roots) => roots.every(r => Number(({DEEP})(r)?.dataset.frame || 0) > 0)",
+            arg=ROOTS, timeout=90_000, polling=250)
+        mp.wait_attr(CARD, "layer", "v !== ''")
+
+        # the filter grid shows Python's pixels: the same grid computed here from the same model
+        demo = cnnwidgets.demo.mnist("val")
+        layer = page.locator(f"{GRID} select.cnnw-layer").input_value()
+        zoom = int(page.locator(f"{GRID} input.cnnw-zoom").input_value())
+        gaps = tuple(int(v) for v in mp.attr(GRID, "background").split(","))
+        grid = cnnwidgets.FilterGrid(demo.model, layer, zoom=zoom, height=320)
+        try:
+            expected = grid.to_image(background=gaps)
+        finally:
+            grid.close()
+        _same(mp, f"{GRID} canvas.cnnw-canvas", expected, x0=int(mp.attr(GRID, "x0")), y0=int(mp.attr(GRID, "y0")))
+
+        # the keyboard cursor's ring is drawn while the canvas has the focus (inside a shadow
+        # root, where document.activeElement is the host)
+        canvas = page.locator(f"{GRID} canvas.cnnw-canvas")
+        canvas.focus()
+        page.keyboard.press("ArrowRight")
+        mp.wait_attr(GRID, "cursorTile", "v === '1'")
+        page.wait_for_timeout(300)  # drawn in the next animation frame
+        ring = mp.canvas_pixels(f"{GRID} canvas.cnnw-overlay")
+        assert (ring == 255).all(-1).any(), "no cursor ring on the focused filter grid"
+
+        # the saliency view's class bars and the OIP curve are SVG charts of their own, not an
+        # empty box where a bqplot figure cannot be mounted
+        page.wait_for_selector(SV_CHART, timeout=30_000)
+        assert mp.attr(SV_CHART, "bars") == "10"
+        assert page.locator(f"{SV} .cnnw-sv-chart rect.cnnw-bar").count() == 10
+        page.wait_for_selector(OIP_CHART, timeout=30_000)
+        assert mp.attr(OIP_CHART, "points") == "0"
+        assert "not optimized yet" in page.locator(OIP_CHART).text_content()
+
+        # one link through the Selection: the next image in the feature maps moves the
+        # attribution (its map and its bars) to image 1
+        page.click(f"{AE} button.cnnw-next")
+        mp.wait_attr(SV, "heatIndex", "v === '1'")
+        mp.wait_attr(SV, "chartIndex", "v === '1'")
+        page.wait_for_function(
+            f"() => ({DEEP})('.cnnw-selection-line')?.textContent.includes('image 1')", timeout=30_000)
+        # a click on a bar explains its class, as a click on the bqplot chart does
+        page.locator(f"{SV} .cnnw-sv-chart rect.cnnw-bar-column[data-class='3']").click()
+        mp.wait_attr(SV, "heatTarget", "v === '3'")
+        mp.wait_attr(SV_CHART, "highlight", "v === '3'")
+
+        # the OIP loss curve grows live during a run started from the page
+        page.click(f"{OIP} button.cnnw-start")
+        mp.wait_attr(OIP, "running", "v === 'true'")
+        counts = []
+        for _ in range(3):
+            last = counts[-1] if counts else 0
+            mp.wait_attr(OIP_CHART, "points", "Number(v) > arg", arg=last, timeout=30_000)
+            counts.append(int(mp.attr(OIP_CHART, "points")))
+        assert counts == sorted(set(counts)), counts
+        assert mp.attr(OIP, "running") == "true", "the curve grew while the run went on"
+        page.click(f"{OIP} button.cnnw-stop")
+        mp.wait_attr(OIP, "running", "v === 'false'")
+        mp.wait_attr(OIP, "final", "v === 'true'")
+        assert int(mp.attr(OIP_CHART, "points")) >= counts[-1]
+        assert page.locator(f"{OIP_CHART} polyline.cnnw-line").count() == 1
+
+        ours = _ours(errors)
+        assert not ours, ours
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        try:
+            page.screenshot(path=str(ARTIFACTS / "marimo_explorer.png"), full_page=True)
+        finally:
+            ctx.close()
