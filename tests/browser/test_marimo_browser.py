@@ -10,12 +10,14 @@ this process from the same demo model.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,21 +69,17 @@ DEEP = """(sel) => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def marimo_server(tmp_path_factory):
-    """``marimo run`` of :data:`NOTEBOOK` on 127.0.0.1: yields its URL. Every page opened
-    gets a kernel of its own, which runs the notebook."""
-    _need("marimo", importlib.util.find_spec("marimo") is not None)
-    root = tmp_path_factory.mktemp("marimo")
-    nb = root / "explorer_nb.py"
-    nb.write_text(NOTEBOOK)
+@contextlib.contextmanager
+def _marimo_run(root: Path, notebook: Path):
+    """``marimo run`` of ``notebook`` on 127.0.0.1, its settings and state under ``root``:
+    yields its URL. Every page opened gets a kernel of its own, which runs the notebook."""
     port = _free_port()
     # marimo's settings and state in this run's folder, never the user's
     env = dict(os.environ, PYTHONUNBUFFERED="1", XDG_CONFIG_HOME=str(root / "_config"),
                XDG_STATE_HOME=str(root / "_state"))
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "marimo", "-y", "run", str(nb), "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "marimo", "-y", "run", str(notebook), "--host", "127.0.0.1", "--port", str(port),
          "--headless", "--no-token", "--no-sandbox"],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
     )
@@ -106,6 +104,17 @@ def marimo_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def marimo_server(tmp_path_factory):
+    """``marimo run`` of :data:`NOTEBOOK`: yields its URL."""
+    _need("marimo", importlib.util.find_spec("marimo") is not None)
+    root = tmp_path_factory.mktemp("marimo")
+    nb = root / "explorer_nb.py"
+    nb.write_text(NOTEBOOK)
+    with _marimo_run(root, nb) as url:
+        yield url
 
 
 class _Page:
@@ -225,3 +234,48 @@ def test_explorer_in_marimo(marimo_server, browser):
             page.screenshot(path=str(ARTIFACTS / "marimo_explorer.png"), full_page=True)
         finally:
             ctx.close()
+
+
+def test_shipped_marimo_tour(tmp_path, browser):
+    """notebooks/marimo_tour.py, as a user opens it: every view of its Explorer and of its own
+    linked pair draws, and a click in the pair's feature maps moves the pair's attribution."""
+    _need("marimo", importlib.util.find_spec("marimo") is not None)
+    tour = Path(__file__).resolve().parents[2] / "notebooks" / "marimo_tour.py"
+    with _marimo_run(tmp_path, tour) as url:
+        ctx = browser.new_context(viewport={"width": 1400, "height": 2400})
+        page = ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+        page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+        try:
+            page.goto(url, timeout=60_000)
+            counts = {r: 2 if r in (AE, SV) else 1 for r in ROOTS}  # the Explorer's, and the pair's
+            page.wait_for_function(
+                """(counts) => {
+                  const all = (sel) => { const out = [];
+                    const walk = (root) => { out.push(...root.querySelectorAll(sel));
+                      for (const el of root.querySelectorAll("*")) if (el.shadowRoot) walk(el.shadowRoot); };
+                    walk(document); return out; };
+                  return Object.entries(counts).every(([sel, n]) => {
+                    const found = all(sel);
+                    return found.length === n && found.every(r => Number(r.dataset.frame || 0) > 0);
+                  });
+                }""", arg=counts, timeout=120_000, polling=500)
+            # the pair: the last feature maps and attribution of the page
+            page.locator(f"{AE} button.cnnw-next").last.click()
+            page.wait_for_function(
+                "(sel) => { const found = []; const walk = (root) => { found.push(...root.querySelectorAll(sel));"
+                " for (const el of root.querySelectorAll('*')) if (el.shadowRoot) walk(el.shadowRoot); };"
+                " walk(document); return found.length === 2 && found[1].dataset.heatIndex === '1'"
+                " && found[0].dataset.heatIndex === '0'; }",
+                arg=SV, timeout=60_000, polling=250)
+            # and the markdown cell that reads the attribution back in Python ran
+            assert page.get_by_text("The attribution of image #0 has its largest value at pixel").count() == 1
+            ours = _ours(errors)
+            assert not ours, ours
+        finally:
+            ARTIFACTS.mkdir(exist_ok=True)
+            try:
+                page.screenshot(path=str(ARTIFACTS / "marimo_tour.png"), full_page=True)
+            finally:
+                ctx.close()
