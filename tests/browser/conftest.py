@@ -280,7 +280,7 @@ CONTRAST_JS = """
 ([selector, minimum]) => {
   const parse = (c) => {
     // color-mix() computes to color(srgb r g b [/ a]) with channels in 0..1
-    const s = /color\\(srgb ([^)]+)\\)/.exec(c || '');
+    const s = /color\\((?:srgb|display-p3) ([^)]+)\\)/.exec(c || '');
     if (s) { const p = s[1].split(/[ \\/]+/).filter(Boolean).map(Number);
              return { r: p[0] * 255, g: p[1] * 255, b: p[2] * 255, a: p.length > 3 ? p[3] : 1 }; }
     const m = /rgba?\\(([^)]+)\\)/.exec(c || '');
@@ -292,9 +292,13 @@ CONTRAST_JS = """
                                    b: top.b * top.a + bottom.b * (1 - top.a), a: 1 });
   const lum = (c) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
                        return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b); };
+  // up the tree through shadow roots too (marimo renders each view in one)
+  const up = (n) => n.parentElement || (n.getRootNode() instanceof ShadowRoot ? n.getRootNode().host : null);
+  const deepAll = (sel, root = document) => [...root.querySelectorAll(sel),
+    ...[...root.querySelectorAll('*')].filter((e) => e.shadowRoot).flatMap((e) => deepAll(sel, e.shadowRoot))];
   const background = (el) => {
     const layers = [];
-    for (let n = el; n; n = n.parentElement) {
+    for (let n = el; n; n = up(n)) {
       const c = parse(getComputedStyle(n).backgroundColor);
       if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
     }
@@ -304,7 +308,7 @@ CONTRAST_JS = """
   };
   const ratio = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
   const failures = []; let checked = 0; const white = [];
-  for (const root of document.querySelectorAll(selector)) {
+  for (const root of deepAll(selector)) {
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
     const seen = new Set();
     for (let t = walker.nextNode(); t; t = walker.nextNode()) {

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import ARTIFACTS, _free_port, _need
+from .conftest import ARTIFACTS, CONTRAST_JS, _free_port, _need
 from .test_activation_explorer_browser import _same
 
 pytestmark = pytest.mark.browser
@@ -70,9 +70,13 @@ DEEP = """(sel) => {
 
 
 @contextlib.contextmanager
-def _marimo_run(root: Path, notebook: Path):
-    """``marimo run`` of ``notebook`` on 127.0.0.1, its settings and state under ``root``:
-    yields its URL. Every page opened gets a kernel of its own, which runs the notebook."""
+def _marimo_run(root: Path, notebook: Path, theme: str = "light"):
+    """``marimo run`` of ``notebook`` on 127.0.0.1, its settings (``theme``: marimo's display
+    theme, "light" or "dark") and state under ``root``: yields its URL. Every page opened gets
+    a kernel of its own, which runs the notebook."""
+    config = root / "_config" / "marimo"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "marimo.toml").write_text(f'[display]\ntheme = "{theme}"\n')
     port = _free_port()
     # marimo's settings and state in this run's folder, never the user's
     env = dict(os.environ, PYTHONUNBUFFERED="1", XDG_CONFIG_HOME=str(root / "_config"),
@@ -129,6 +133,11 @@ class _Page:
             "(c) => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height);"
             " return { w: c.width, h: c.height, px: Array.from(d.data) }; }")
         return np.asarray(data["px"], np.uint8).reshape(data["h"], data["w"], 4)
+
+    def contrast_report(self, selector: str = ".cnnw-root", minimum: float = 4.5) -> dict:
+        """The JupyterLab tests' contrast report (conftest's ``CONTRAST_JS``, which walks into
+        shadow roots and up through their hosts)."""
+        return self.page.evaluate(CONTRAST_JS, [selector, minimum])
 
     def attr(self, selector: str, name: str) -> str | None:
         """``data-<name>`` (camelCase ``name``) of the first node matching ``selector``."""
@@ -277,5 +286,47 @@ def test_shipped_marimo_tour(tmp_path, browser):
             ARTIFACTS.mkdir(exist_ok=True)
             try:
                 page.screenshot(path=str(ARTIFACTS / "marimo_tour.png"), full_page=True)
+            finally:
+                ctx.close()
+
+
+def test_explorer_in_marimo_dark(tmp_path, browser):
+    """marimo's dark theme reaches the views (its variables, inherited into their shadow roots):
+    dark backgrounds, legible text (WCAG 4.5:1 everywhere), no white canvas, and the filter
+    grid still shows Python's pixels with the dark gap colour the page reports."""
+    import cnnwidgets
+
+    _need("marimo", importlib.util.find_spec("marimo") is not None)
+    nb = tmp_path / "explorer_dark.py"
+    nb.write_text(NOTEBOOK)
+    with _marimo_run(tmp_path, nb, theme="dark") as url:
+        ctx = browser.new_context(viewport={"width": 1400, "height": 2400})
+        page = ctx.new_page()
+        mp = _Page(page)
+        try:
+            page.goto(url, timeout=60_000)
+            page.wait_for_function(
+                f"(roots) => roots.every(r => Number(({DEEP})(r)?.dataset.frame || 0) > 0)",
+                arg=ROOTS, timeout=90_000, polling=250)
+            page.wait_for_selector(SV_CHART, timeout=30_000)
+            gaps = tuple(int(v) for v in mp.attr(GRID, "background").split(","))
+            assert max(gaps) < 80, f"the filter grid's gaps are not dark: {gaps}"
+            report = mp.contrast_report()
+            assert report["checked"] > 50, report
+            assert not report["failures"], report["failures"][:10]
+            assert not report["white_canvases"], report["white_canvases"]
+            demo = cnnwidgets.demo.mnist("val")
+            layer = page.locator(f"{GRID} select.cnnw-layer").input_value()
+            zoom = int(page.locator(f"{GRID} input.cnnw-zoom").input_value())
+            grid = cnnwidgets.FilterGrid(demo.model, layer, zoom=zoom, height=320)
+            try:
+                expected = grid.to_image(background=gaps)
+            finally:
+                grid.close()
+            _same(mp, f"{GRID} canvas.cnnw-canvas", expected, x0=int(mp.attr(GRID, "x0")), y0=int(mp.attr(GRID, "y0")))
+        finally:
+            ARTIFACTS.mkdir(exist_ok=True)
+            try:
+                page.screenshot(path=str(ARTIFACTS / "marimo_explorer_dark.png"), full_page=True)
             finally:
                 ctx.close()

@@ -31,9 +31,10 @@ export function themeColors(node) {
 }
 
 /** [r, g, b] (0..255) of a computed CSS colour: "rgb(...)", "rgba(...)" or the
- *  "color(srgb r g b)" that color-mix() computes to; null if unreadable. */
+ *  "color(srgb r g b)" that color-mix() computes to (and marimo's "color(display-p3 r g b)",
+ *  read as sRGB: close enough to draw with); null if unreadable. */
 export function rgbOf(color) {
-  const s = /color\(srgb ([^)]+)\)/.exec(color || "");
+  const s = /color\((?:srgb|display-p3) ([^)]+)\)/.exec(color || "");
   if (s) return s[1].split(/[ /]+/).filter(Boolean).slice(0, 3).map((v) => Math.round(255 * Number(v)));
   const m = /rgba?\(([^)]+)\)/.exec(color || "");
   if (!m) return null;
