@@ -265,7 +265,10 @@ def html_block(kind: str, image: np.ndarray | None, data: str | None, text: str)
     """One view's fallback: its picture (``data``, the PNG in base64) as a data-URI ``<img>``
     and the summary below it."""
     alt = html.escape(f"{kind}: {text}", quote=True)
-    parts = [f'<div class="cnnw-fallback" data-view="{html.escape(kind)}" style="font: 13px sans-serif">']
+    # the view's kind in a class too: sanitizers (JupyterLab's, for an untrusted notebook) keep
+    # classes but drop data-* attributes
+    parts = [f'<div class="cnnw-fallback cnnw-fallback-{html.escape(kind)}" data-view="{html.escape(kind)}" '
+             'style="font: 13px sans-serif">']
     if image is not None:
         parts.append(f'<img src="data:image/png;base64,{data}" alt="{alt}" width="{image.shape[1]}" '
                      f'height="{image.shape[0]}" style="max-width: 100%; height: auto; image-rendering: pixelated">')

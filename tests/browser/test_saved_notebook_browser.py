@@ -9,6 +9,7 @@ import io
 import json
 import re
 import time
+import uuid
 
 import nbformat
 import numpy as np
@@ -84,7 +85,7 @@ def _shown(page, kind: str, index: int) -> np.ndarray:
     canvas at its natural size)."""
     d = page.evaluate(
         """async ([kind, i]) => {
-          const img = document.querySelectorAll(`.cnnw-fallback[data-view="${kind}"] img`)[i];
+          const img = document.querySelectorAll(`.cnnw-fallback-${kind} img`)[i];
           if (!img) return null;
           if (!img.complete) await new Promise((r) => { img.onload = r; img.onerror = r; });
           const c = document.createElement('canvas');
@@ -131,7 +132,7 @@ def test_nbconvert_html_shows_every_view_offline(browser, tmp_path):
         for kind, expected in explorer.items():
             np.testing.assert_array_equal(_shown(page, kind, 1), expected, err_msg=f"Explorer: {kind}")
         # and each says what it is: the summary under the picture
-        text = page.inner_text(".cnnw-fallback[data-view='OIPOptimizer']")
+        text = page.inner_text(".cnnw-fallback-OIPOptimizer")
         assert "channel 5 of 'features.6'" in text and "step 30" in text
     finally:
         ctx.close()
@@ -164,3 +165,41 @@ def test_jupyterlab_shows_the_widget_only_and_saves_the_pictures(open_notebook, 
         assert {WIDGET, "image/png", "text/html"} <= set(out["data"]), kind
         assert _pictures(out)[kind].std() > 10, kind
     assert not [e for e in nb.errors], nb.errors
+
+
+
+def test_jupyterlab_reopened_shows_the_pictures_until_the_cells_run(lab, browser):
+    """A notebook saved with its outputs and opened again: before its cells run, JupyterLab has
+    no widget model for the outputs and shows the pictures (its widget renderer falls back to
+    the next mime type); once they run, the live views replace them."""
+    from nbclient import NotebookClient
+
+    from .conftest import Notebook
+
+    path = write_notebook(lab["root"], "reopened.ipynb", [SETUP, VIEW_CELLS["FilterGrid"], VIEW_CELLS["SaliencyViewer"]])
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", store_widget_state=False).execute()
+    nbformat.write(nb, path)
+    saved = [_pictures(out) for out in _outputs(nb)]
+    ctx = browser.new_context(viewport={"width": 1300, "height": 1400})
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{lab['url']}/lab/workspaces/t{uuid.uuid4().hex[:10]}/tree/reopened.ipynb?reset&token={lab['token']}",
+                  timeout=90_000)
+        page.wait_for_selector(".cnnw-fallback img", timeout=60_000)
+        assert page.locator(".cnnw-root").count() == 0
+        for i, (kind, expected) in enumerate((k, v) for pics in saved for k, v in pics.items()):
+            np.testing.assert_array_equal(_shown(page, kind, 0), expected, err_msg=kind)
+        Notebook(page, lab, "reopened.ipynb").run_all()
+        page.wait_for_function(
+            "() => ['.cnnw-filter-grid', '.cnnw-saliency-viewer'].every(r => Number(document.querySelector(r)?.dataset.frame || 0) > 0)",
+            timeout=90_000)
+        page.wait_for_function("() => document.querySelectorAll('.cnnw-fallback').length === 0", timeout=30_000)
+        assert not errors, errors
+    finally:
+        try:
+            page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+        finally:
+            ctx.close()

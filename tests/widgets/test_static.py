@@ -152,7 +152,7 @@ def test_a_picture_that_fails_never_fails_the_display(demo, monkeypatch, caplog)
 def test_the_explorer_carries_every_view_picture(explorer):
     data = explorer._repr_mimebundle_()
     assert WIDGET in data
-    kinds = re.findall(r'class="cnnw-fallback" data-view="(\w+)"', data["text/html"])
+    kinds = re.findall(r'class="cnnw-fallback cnnw-fallback-\w+" data-view="(\w+)"', data["text/html"])
     assert kinds == [type(v).__name__ for v in explorer.views]
     # image/png: the pictures two by two, the first the filter grid's
     whole = _decode(data["image/png"])
