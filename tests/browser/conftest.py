@@ -60,6 +60,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_server(proc, log, probe: str, what: str, timeout: float) -> None:
+    """Poll ``probe`` (a URL of the server ``proc`` started, writing to the open file ``log``)
+    until it answers; if the process ends or ``timeout`` seconds pass first, kill it and raise
+    with the log's tail."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(probe, timeout=2).read()
+            return
+        except Exception:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                log.close()
+                raise RuntimeError(f"{what} did not start:\n" + Path(log.name).read_text()[-3000:]) from None
+            time.sleep(0.3)
+
+
 def _start_server(tmp_path_factory, app: str, python: str = sys.executable, env: dict | None = None):
     """Start ``jupyter <app>`` ("lab" or "notebook") on a free port and wait until it answers.
 
@@ -92,17 +109,7 @@ def _start_server(tmp_path_factory, app: str, python: str = sys.executable, env:
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api?token={token}", timeout=2).read()
-            break
-        except Exception:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                log.close()
-                raise RuntimeError("JupyterLab did not start:\n" + (root / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
+    wait_for_server(proc, log, f"{url}/api?token={token}", "JupyterLab", 90)
     return {"url": url, "token": token, "root": root, "app": app}, proc, log
 
 

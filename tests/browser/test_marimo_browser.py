@@ -15,14 +15,12 @@ import importlib.util
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .conftest import ARTIFACTS, CONTRAST_JS, _free_port, _need
+from .conftest import ARTIFACTS, CONTRAST_JS, _free_port, _need, wait_for_server
 from .test_activation_explorer_browser import _same
 
 pytestmark = pytest.mark.browser
@@ -67,6 +65,16 @@ DEEP = """(sel) => {
   };
   return walk(document);
 }"""
+#: Every node matching a selector in the page and in all (nested) open shadow roots, in order.
+DEEP_ALL = """(sel) => {
+  const out = [];
+  const walk = (root) => {
+    out.push(...root.querySelectorAll(sel));
+    for (const el of root.querySelectorAll("*")) if (el.shadowRoot) walk(el.shadowRoot);
+  };
+  walk(document);
+  return out;
+}"""
 
 
 @contextlib.contextmanager
@@ -88,17 +96,7 @@ def _marimo_run(root: Path, notebook: Path, theme: str = "light"):
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2).read()
-            break
-        except Exception:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                log.close()
-                raise RuntimeError("marimo did not start:\n" + (root / "server.log").read_text()[-3000:])
-            time.sleep(0.3)
+    wait_for_server(proc, log, f"{url}/health", "marimo", 60)
     try:
         yield url
     finally:
@@ -157,41 +155,70 @@ def _ours(messages: list[str]) -> list[str]:
             or m.startswith("pageerror")]
 
 
-def test_explorer_in_marimo(marimo_server, browser):
-    import cnnwidgets
-
+@contextlib.contextmanager
+def _opened(browser, url: str, shot: str):
+    """The marimo page at ``url`` in a new browser context: yields its :class:`_Page`, whose
+    ``errors`` collects page errors and console errors; a screenshot ``<shot>.png`` goes to the
+    artifacts when done."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 2400})
     page = ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}\n{getattr(e, 'stack', '')}"))
-    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
     mp = _Page(page)
+    mp.errors = []
+    page.on("pageerror", lambda e: mp.errors.append(f"pageerror: {e}\n{getattr(e, 'stack', '')}"))
+    page.on("console", lambda m: mp.errors.append(f"console: {m.text}") if m.type == "error" else None)
     try:
-        page.goto(marimo_server, timeout=60_000)
-        # every view draws, and the channel card and the Selection's line are there
-        for root in [*ROOTS, CARD, ".cnnw-selection"]:
-            page.wait_for_selector(root, timeout=90_000)
-        page.wait_for_function(
-            f"(roots) => roots.every(r => Number(({DEEP})(r)?.dataset.frame || 0) > 0)",
-            arg=ROOTS, timeout=90_000, polling=250)
-        mp.wait_attr(CARD, "layer", "v !== ''")
-
-        # the filter grid shows Python's pixels: the same grid computed here from the same model
-        demo = cnnwidgets.demo.mnist("val")
-        layer = page.locator(f"{GRID} select.cnnw-layer").input_value()
-        zoom = int(page.locator(f"{GRID} input.cnnw-zoom").input_value())
-        gaps = tuple(int(v) for v in mp.attr(GRID, "background").split(","))
-        grid = cnnwidgets.FilterGrid(demo.model, layer, zoom=zoom, height=320)
+        page.goto(url, timeout=60_000)
+        yield mp
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
         try:
-            expected = grid.to_image(background=gaps)
+            page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
         finally:
-            grid.close()
-        _same(mp, f"{GRID} canvas.cnnw-canvas", expected, x0=int(mp.attr(GRID, "x0")), y0=int(mp.attr(GRID, "y0")))
+            ctx.close()
+
+
+def _drawn(mp: _Page, counts: dict[str, int], timeout: float = 120_000) -> None:
+    """Wait until the page holds ``counts[selector]`` view roots of each selector (in any shadow
+    root), each drawn at least once (``data-frame`` > 0)."""
+    mp.page.wait_for_function(
+        f"""(counts) => Object.entries(counts).every(([sel, n]) => {{
+              const found = ({DEEP_ALL})(sel);
+              return found.length === n && found.every(r => Number(r.dataset.frame || 0) > 0);
+            }})""", arg=counts, timeout=timeout, polling=250)
+
+
+def _grid_is_pythons(mp: _Page) -> tuple[int, ...]:
+    """The filter grid's canvas shows the pixels ``FilterGrid.to_image`` computes in this
+    process from the same demo model, at the page's layer, zoom and gap colour (returned)."""
+    import cnnwidgets
+
+    page = mp.page
+    demo = cnnwidgets.demo.mnist("val")
+    layer = page.locator(f"{GRID} select.cnnw-layer").input_value()
+    zoom = int(page.locator(f"{GRID} input.cnnw-zoom").input_value())
+    gaps = tuple(int(v) for v in mp.attr(GRID, "background").split(","))
+    grid = cnnwidgets.FilterGrid(demo.model, layer, zoom=zoom, height=320)
+    try:
+        expected = grid.to_image(background=gaps)
+    finally:
+        grid.close()
+    _same(mp, f"{GRID} canvas.cnnw-canvas", expected, x0=int(mp.attr(GRID, "x0")), y0=int(mp.attr(GRID, "y0")))
+    return gaps
+
+
+def test_explorer_in_marimo(marimo_server, browser):
+    with _opened(browser, marimo_server, "marimo_explorer") as mp:
+        page = mp.page
+        # every view draws, and the channel card and the Selection's line are there
+        for root in [CARD, ".cnnw-selection"]:
+            page.wait_for_selector(root, timeout=90_000)
+        _drawn(mp, dict.fromkeys(ROOTS, 1))
+        mp.wait_attr(CARD, "layer", "v !== ''")
+        _grid_is_pythons(mp)
 
         # the keyboard cursor's ring is drawn while the canvas has the focus (inside a shadow
         # root, where document.activeElement is the host)
-        canvas = page.locator(f"{GRID} canvas.cnnw-canvas")
-        canvas.focus()
+        page.locator(f"{GRID} canvas.cnnw-canvas").focus()
         page.keyboard.press("ArrowRight")
         mp.wait_attr(GRID, "cursorTile", "v === '1'")
         page.wait_for_timeout(300)  # drawn in the next animation frame
@@ -235,14 +262,8 @@ def test_explorer_in_marimo(marimo_server, browser):
         assert int(mp.attr(OIP_CHART, "points")) >= counts[-1]
         assert page.locator(f"{OIP_CHART} polyline.cnnw-line").count() == 1
 
-        ours = _ours(errors)
+        ours = _ours(mp.errors)
         assert not ours, ours
-    finally:
-        ARTIFACTS.mkdir(exist_ok=True)
-        try:
-            page.screenshot(path=str(ARTIFACTS / "marimo_explorer.png"), full_page=True)
-        finally:
-            ctx.close()
 
 
 def test_shipped_marimo_tour(tmp_path, browser):
@@ -250,83 +271,34 @@ def test_shipped_marimo_tour(tmp_path, browser):
     linked pair draws, and a click in the pair's feature maps moves the pair's attribution."""
     _need("marimo", importlib.util.find_spec("marimo") is not None)
     tour = Path(__file__).resolve().parents[2] / "notebooks" / "marimo_tour.py"
-    with _marimo_run(tmp_path, tour) as url:
-        ctx = browser.new_context(viewport={"width": 1400, "height": 2400})
-        page = ctx.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-        page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
-        try:
-            page.goto(url, timeout=60_000)
-            counts = {r: 2 if r in (AE, SV) else 1 for r in ROOTS}  # the Explorer's, and the pair's
-            page.wait_for_function(
-                """(counts) => {
-                  const all = (sel) => { const out = [];
-                    const walk = (root) => { out.push(...root.querySelectorAll(sel));
-                      for (const el of root.querySelectorAll("*")) if (el.shadowRoot) walk(el.shadowRoot); };
-                    walk(document); return out; };
-                  return Object.entries(counts).every(([sel, n]) => {
-                    const found = all(sel);
-                    return found.length === n && found.every(r => Number(r.dataset.frame || 0) > 0);
-                  });
-                }""", arg=counts, timeout=120_000, polling=500)
-            # the pair: the last feature maps and attribution of the page
-            page.locator(f"{AE} button.cnnw-next").last.click()
-            page.wait_for_function(
-                "(sel) => { const found = []; const walk = (root) => { found.push(...root.querySelectorAll(sel));"
-                " for (const el of root.querySelectorAll('*')) if (el.shadowRoot) walk(el.shadowRoot); };"
-                " walk(document); return found.length === 2 && found[1].dataset.heatIndex === '1'"
-                " && found[0].dataset.heatIndex === '0'; }",
-                arg=SV, timeout=60_000, polling=250)
-            # and the markdown cell that reads the attribution back in Python ran
-            assert page.get_by_text("The attribution of image #0 has its largest value at pixel").count() == 1
-            ours = _ours(errors)
-            assert not ours, ours
-        finally:
-            ARTIFACTS.mkdir(exist_ok=True)
-            try:
-                page.screenshot(path=str(ARTIFACTS / "marimo_tour.png"), full_page=True)
-            finally:
-                ctx.close()
+    with _marimo_run(tmp_path, tour) as url, _opened(browser, url, "marimo_tour") as mp:
+        page = mp.page
+        _drawn(mp, {r: 2 if r in (AE, SV) else 1 for r in ROOTS})  # the Explorer's, and the pair's
+        # the pair: the last feature maps and attribution of the page
+        page.locator(f"{AE} button.cnnw-next").last.click()
+        page.wait_for_function(
+            f"(sel) => {{ const found = ({DEEP_ALL})(sel);"
+            " return found.length === 2 && found[1].dataset.heatIndex === '1' && found[0].dataset.heatIndex === '0'; }",
+            arg=SV, timeout=60_000, polling=250)
+        # and the markdown cell that reads the attribution back in Python ran
+        assert page.get_by_text("The attribution of image #0 has its largest value at pixel").count() == 1
+        ours = _ours(mp.errors)
+        assert not ours, ours
 
 
 def test_explorer_in_marimo_dark(tmp_path, browser):
     """marimo's dark theme reaches the views (its variables, inherited into their shadow roots):
     dark backgrounds, legible text (WCAG 4.5:1 everywhere), no white canvas, and the filter
     grid still shows Python's pixels with the dark gap colour the page reports."""
-    import cnnwidgets
-
     _need("marimo", importlib.util.find_spec("marimo") is not None)
     nb = tmp_path / "explorer_dark.py"
     nb.write_text(NOTEBOOK)
-    with _marimo_run(tmp_path, nb, theme="dark") as url:
-        ctx = browser.new_context(viewport={"width": 1400, "height": 2400})
-        page = ctx.new_page()
-        mp = _Page(page)
-        try:
-            page.goto(url, timeout=60_000)
-            page.wait_for_function(
-                f"(roots) => roots.every(r => Number(({DEEP})(r)?.dataset.frame || 0) > 0)",
-                arg=ROOTS, timeout=90_000, polling=250)
-            page.wait_for_selector(SV_CHART, timeout=30_000)
-            gaps = tuple(int(v) for v in mp.attr(GRID, "background").split(","))
-            assert max(gaps) < 80, f"the filter grid's gaps are not dark: {gaps}"
-            report = mp.contrast_report()
-            assert report["checked"] > 50, report
-            assert not report["failures"], report["failures"][:10]
-            assert not report["white_canvases"], report["white_canvases"]
-            demo = cnnwidgets.demo.mnist("val")
-            layer = page.locator(f"{GRID} select.cnnw-layer").input_value()
-            zoom = int(page.locator(f"{GRID} input.cnnw-zoom").input_value())
-            grid = cnnwidgets.FilterGrid(demo.model, layer, zoom=zoom, height=320)
-            try:
-                expected = grid.to_image(background=gaps)
-            finally:
-                grid.close()
-            _same(mp, f"{GRID} canvas.cnnw-canvas", expected, x0=int(mp.attr(GRID, "x0")), y0=int(mp.attr(GRID, "y0")))
-        finally:
-            ARTIFACTS.mkdir(exist_ok=True)
-            try:
-                page.screenshot(path=str(ARTIFACTS / "marimo_explorer_dark.png"), full_page=True)
-            finally:
-                ctx.close()
+    with _marimo_run(tmp_path, nb, theme="dark") as url, _opened(browser, url, "marimo_explorer_dark") as mp:
+        _drawn(mp, dict.fromkeys(ROOTS, 1))
+        mp.page.wait_for_selector(SV_CHART, timeout=30_000)
+        gaps = _grid_is_pythons(mp)
+        assert max(gaps) < 80, f"the filter grid's gaps are not dark: {gaps}"
+        report = mp.contrast_report()
+        assert report["checked"] > 50, report
+        assert not report["failures"], report["failures"][:10]
+        assert not report["white_canvases"], report["white_canvases"]
