@@ -55,15 +55,18 @@ def _(cnnwidgets, demo, kw, mo):
                                          layer="features.3", selection=sel, **kw)
     sal = cnnwidgets.SaliencyViewer(demo.model, demo.images[:100], demo.labels[:100], demo.classes,
                                     method="integrated_gradients", selection=sel, **kw)
-    mo.vstack([maps, sal])
-    return (sal,)
+    # mo.ui.anywidget makes the view's state a value other cells react to
+    sal_view = mo.ui.anywidget(sal)
+    mo.vstack([maps, sal_view])
+    return maps, sal, sal_view, sel
 
 
 @app.cell
-def _(mo, sal):
-    # the same numbers in Python: the attribution the view shows, as an array
-    heat = sal.heatmap()
-    mo.md(f"The attribution of image #{sal.index} has its largest value at pixel "
+def _(mo, sal, sal_view):
+    # marimo runs this cell again when you step to another image in the attribution view
+    index = sal_view.value["index"]
+    heat = sal.heatmap(index)
+    mo.md(f"The attribution of image #{index} has its largest value at pixel "
           f"{tuple(int(v) for v in divmod(int(heat.argmax()), heat.shape[1]))}.")
     return
 

@@ -268,20 +268,25 @@ def test_explorer_in_marimo(marimo_server, browser):
 
 def test_shipped_marimo_tour(tmp_path, browser):
     """notebooks/marimo_tour.py, as a user opens it: every view of its Explorer and of its own
-    linked pair draws, and a click in the pair's feature maps moves the pair's attribution."""
+    linked pair draws, a click in the pair's attribution moves the pair's feature maps, and the
+    cell that reads the attribution's image through ``mo.ui.anywidget`` runs again."""
     _need("marimo", importlib.util.find_spec("marimo") is not None)
     tour = Path(__file__).resolve().parents[2] / "notebooks" / "marimo_tour.py"
     with _marimo_run(tmp_path, tour) as url, _opened(browser, url, "marimo_tour") as mp:
         page = mp.page
         _drawn(mp, {r: 2 if r in (AE, SV) else 1 for r in ROOTS})  # the Explorer's, and the pair's
-        # the pair: the last feature maps and attribution of the page
-        page.locator(f"{AE} button.cnnw-next").last.click()
+        # the pair: the last feature maps and attribution of the page; the next image in the
+        # attribution moves the pair's feature maps (and not the Explorer's views)
+        page.locator(f"{SV} button.cnnw-next").last.click()
         page.wait_for_function(
-            f"(sel) => {{ const found = ({DEEP_ALL})(sel);"
-            " return found.length === 2 && found[1].dataset.heatIndex === '1' && found[0].dataset.heatIndex === '0'; }",
-            arg=SV, timeout=60_000, polling=250)
-        # and the markdown cell that reads the attribution back in Python ran
-        assert page.get_by_text("The attribution of image #0 has its largest value at pixel").count() == 1
+            f"([sv, ae]) => {{ const s = ({DEEP_ALL})(sv), a = ({DEEP_ALL})(ae);"
+            " return s.length === 2 && s[1].dataset.heatIndex === '1' && s[0].dataset.heatIndex === '0'"
+            " && a[1].dataset.mapsIndex === '1' && a[0].dataset.mapsIndex === '0'; }",
+            arg=[SV, AE], timeout=60_000, polling=250)
+        # and the cell that reads the attribution back in Python ran again for the new image
+        # (marimo's reactivity on a view wrapped in mo.ui.anywidget)
+        page.get_by_text("The attribution of image #1 has its largest value at pixel").wait_for(timeout=60_000)
+        assert page.get_by_text("The attribution of image #0").count() == 0
         ours = _ours(mp.errors)
         assert not ours, ours
 
