@@ -33,6 +33,25 @@ def _fresh_pass_cache(tmp_path, monkeypatch):
     passes._memory.clear()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module of small passes (``pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")``): two threads fighting over the machine's
+    shared cores only cost time there. Restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """The shipped MNIST demo (``cnnwidgets.demo.mnist("val")``), once per module."""
+    import cnnwidgets
+
+    return cnnwidgets.demo.mnist("val")
+
+
 HOOK_DICTS = (
     "_forward_hooks",
     "_forward_pre_hooks",

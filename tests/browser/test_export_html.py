@@ -12,11 +12,6 @@ from .conftest import OVERFLOW_JS
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
-
-
 def _open(browser, path):
     ctx = browser.new_context(offline=True, viewport={"width": 1300, "height": 1100})
     requests = []

@@ -372,11 +372,6 @@ def test_saliency_viewer_round_trips(open_notebook):
 
 
 # ---------------------------------------------------------------- the exported page
-@pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
-
-
 def test_saliency_export_shows_what_was_exported(browser, demo, tmp_path):
     """No kernel: the menus that would need one are hidden (so they cannot disagree with the
     picture), the stepper visits the exported images only, each with its colour scale."""

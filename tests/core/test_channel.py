@@ -230,11 +230,6 @@ LAYER = "features.6"
 
 
 @pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
-
-
-@pytest.fixture(scope="module")
 def brute(demo):
     """The maps of LAYER on every image, from a deep copy with a plain forward hook."""
     net = copy.deepcopy(demo.model).eval()

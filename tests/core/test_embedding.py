@@ -25,14 +25,8 @@ from cnnwidgets.core.embedding import (
     tsne,
     umap_2d,
 )
-from cnnwidgets.demo import mnist
 
 from ..conftest import hook_count, requires_grad_flags, training_flags
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return mnist("val")
 
 
 def clusters(n_per: int = 100, d: int = 50, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

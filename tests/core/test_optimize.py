@@ -38,26 +38,12 @@ from cnnwidgets.core.optimize import (
     scale,
     total_variation,
 )
-from cnnwidgets.demo import mnist
 
 from ..conftest import hook_count, requires_grad_flags, training_flags
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small passes: one intra-op thread
+
 SHAPE = (1, 28, 28)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These runs are tiny: one intra-op thread is faster than two fighting over shared cores
-    (and leaves the other core to the rest of the machine). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return mnist("val")
 
 
 @pytest.fixture

@@ -26,23 +26,10 @@ from cnnwidgets.core.optimize import (
     optimize,
 )
 from cnnwidgets.core.optimize.param import _spectrum_scale
-from cnnwidgets.demo import mnist
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small passes: one intra-op thread
 
 SHAPE = (1, 28, 28)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small runs: one intra-op thread (the machine's cores are shared). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return mnist("val")
 
 
 # ------------------------------------------------------------ lucent's definitions, transcribed

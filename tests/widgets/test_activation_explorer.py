@@ -36,11 +36,6 @@ DEMO_SHAPES = {
 
 # ---------------------------------------------------------------- fixtures and helpers
 @pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
-
-
-@pytest.fixture(scope="module")
 def predictions(demo):
     with torch.no_grad():
         return demo.model(demo.images).argmax(1).numpy()

@@ -4,25 +4,18 @@ and its threads stop."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import pytest
 import torch
 
-import cnnwidgets
 from cnnwidgets import ActivationExplorer, ChannelCard, Selection
 from cnnwidgets.core.channel import channel_card
 from cnnwidgets.core.images import ImageSet
 from tests.conftest import hook_count, requires_grad_flags, training_flags
 
 N = 120
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
 
 
 @pytest.fixture

@@ -4,23 +4,16 @@ randomization check run from the page; in plain Python (no browser)."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import pytest
 import torch
 
-import cnnwidgets
 from cnnwidgets import SaliencyViewer
 from cnnwidgets.core.faithfulness import deletion_insertion, randomization_check
 
 N = 6
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import cnnwidgets
 from cnnwidgets import (
     ActivationExplorer,
     ChannelCard,
@@ -22,22 +21,9 @@ from cnnwidgets import (
 )
 from cnnwidgets.core.layers import view_defaults
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small passes: one intra-op thread
+
 N, N_TSNE = 300, 200
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small passes: torch's intra-op thread pool only costs time here (much more so on a busy
-    machine). Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
 
 
 @pytest.fixture(scope="module")

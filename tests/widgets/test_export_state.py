@@ -11,15 +11,8 @@ import json
 import re
 
 import numpy as np
-import pytest
 
-import cnnwidgets
 from cnnwidgets import OIPOptimizer, SaliencyViewer
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
 
 
 def _page_data(path) -> dict:

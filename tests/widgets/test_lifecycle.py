@@ -20,20 +20,12 @@ import weakref
 
 import ipywidgets
 import pytest
-import torch
 from torch import nn
 
 import cnnwidgets
 from cnnwidgets import ActivationExplorer, ChannelCard, Explorer, FilterGrid, OIPOptimizer, SaliencyViewer, TSNEScatter
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small passes: torch's intra-op thread pool only costs time here. Restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small passes: one intra-op thread
 
 
 # ---------------------------------------------------------------- helpers

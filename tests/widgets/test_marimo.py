@@ -12,27 +12,13 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-import cnnwidgets
 from cnnwidgets import Explorer, OIPOptimizer
 from cnnwidgets.widgets.explorer import VIEWS
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small passes: one intra-op thread
+
 marimo = pytest.importorskip("marimo")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small passes: torch's intra-op thread pool only costs time here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
 
 
 @pytest.fixture

@@ -22,11 +22,6 @@ from cnnwidgets.core import as_batch, extract_features, top_images
 from tests.conftest import hook_count, view_pre_hook
 
 
-@pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
-
-
 @pytest.fixture
 def model(demo):
     return copy.deepcopy(demo.model).eval()

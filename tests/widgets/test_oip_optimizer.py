@@ -22,25 +22,12 @@ from cnnwidgets import OIPOptimizer, Selection
 from cnnwidgets.core import optimize as opt
 from cnnwidgets.core.layers import optimizer_layer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small passes: one intra-op thread
+
 SHAPE = (1, 28, 28)
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Single-image steps: torch's intra-op thread pool only costs time here (much more so on a
-    busy machine). Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
-
-
 @pytest.fixture
 def oip(demo):
     """On the last conv layer, features.6 (128 channels), which the known answers below use."""

@@ -20,28 +20,15 @@ import traitlets as t
 from ipywidgets.widgets.widget import _remove_buffers
 from torch import nn
 
-import cnnwidgets
 from cnnwidgets import ActivationExplorer, ChannelCard, FilterGrid, OIPOptimizer, SaliencyViewer, Selection, TSNEScatter
 from cnnwidgets.widgets._base import BaseWidget
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small passes: one intra-op thread
 
 N = 20  # images per view: enough for every view, quick to build
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Single-image passes: torch's thread pool only costs time here. Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
-
-
 def _kw(demo):
     return {"mean": demo.mean, "std": demo.std}
 

@@ -26,6 +26,8 @@ from cnnwidgets.core.colormaps import heat_codes, lut
 from cnnwidgets.core.saliency import REGISTRY
 from cnnwidgets.widgets.saliency_viewer import BASE_LEVEL, METHOD_TIPS as SV_TIPS, attribution_overlay
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small passes: one intra-op thread
+
 #: Grad-CAM and its family: they read a layer's feature maps for a class score.
 CAMS = [m for m, spec in REGISTRY.items() if spec.takes_layer and spec.targeted]
 
@@ -48,21 +50,6 @@ PAGE_BAD = [
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny single-image passes: torch's intra-op thread pool only costs time here (much more
-    so on a busy machine). Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
-
-
 @pytest.fixture(scope="module")
 def logits(demo):
     with torch.no_grad():

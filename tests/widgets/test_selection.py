@@ -5,13 +5,7 @@ from __future__ import annotations
 import pytest
 import traitlets
 
-import cnnwidgets
 from cnnwidgets import ActivationExplorer, FilterGrid, OIPOptimizer, Selection
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
 
 
 @pytest.fixture

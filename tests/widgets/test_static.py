@@ -31,11 +31,6 @@ def _html_images(text: str) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
-
-
-@pytest.fixture(scope="module")
 def explorer(demo):
     ex = cnnwidgets.Explorer(demo.model, demo.images[:120], demo.labels[:120], demo.classes,
                              mean=demo.mean, std=demo.std, tsne_images=120)

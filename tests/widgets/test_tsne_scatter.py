@@ -19,33 +19,19 @@ import torch
 import traitlets
 from torch import nn
 
-import cnnwidgets
 from cnnwidgets import Selection, TSNEScatter
 from cnnwidgets.core import extract_features, mosaic, pca_2d, to_display
 from cnnwidgets.core.embedding import EmbeddingMethod
 from cnnwidgets.widgets._base import array_to_json
 from cnnwidgets.widgets.tsne_scatter import ColorBy, Phase
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small passes: one intra-op thread
+
 N = 400  # digits in the PCA map
 FEATURE_LAYER = "classifier.3"  # the 70-d input of the demo's last Linear
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small passes: torch's intra-op thread pool only costs time here (much more so on a busy
-    machine). Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return cnnwidgets.demo.mnist("val")
-
-
 @pytest.fixture(scope="module")
 def sel():
     s = Selection()
