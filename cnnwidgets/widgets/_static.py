@@ -18,7 +18,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import logging
+import pathlib
 from typing import Any, Callable
 
 import numpy as np
@@ -32,14 +34,11 @@ MAX_WIDTH = 960
 #: Between the panels of one picture.
 GAP = 8
 BACKGROUND = (255, 255, 255)
-INK = (60, 60, 60)
 MUTED = (200, 200, 200)
-#: The point colours of the t-SNE page (js/src/widgets/tsne_scatter.js), by class.
-PALETTE = np.array([
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-    (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (57, 59, 121), (99, 121, 57),
-    (140, 109, 49), (132, 60, 57), (123, 65, 115), (49, 130, 189), (230, 85, 13), (49, 163, 84),
-    (117, 107, 177), (99, 99, 99)], np.uint8)
+#: The point colours of the t-SNE page, by class: the table js/src/widgets/tsne_scatter.js
+#: imports too (palette.json).
+PALETTE = np.array([[int(c[i: i + 2], 16) for i in (1, 3, 5)]
+                    for c in json.loads(pathlib.Path(__file__).with_name("palette.json").read_text())], np.uint8)
 NO_CLASS = np.array((153, 153, 153), np.uint8)
 
 

@@ -180,7 +180,7 @@ class OIPOptimizer(SelectionMixin, BaseWidget):
     probabilities = t.List(Float(), read_only=True).tag(sync=True)
     chart = t.Instance(bq.Figure).tag(sync=True, **ipw.widget_serialization)
     #: The loss curve ``chart`` shows, float32 (2, n): the steps (1-based) and the objective at
-    #: each, updated with it (live during a run, :data:`CURVE_UPDATES_PER_SECOND`). The page
+    #: each, updated with it (live during a run, at most ``CURVE_UPDATES_PER_SECOND`` times a second). The page
     #: draws it itself where ``chart`` cannot be rendered: in marimo (no child views) and in
     #: an exported page.
     _curve = ArrayTrait()

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import ARTIFACTS, CONTRAST_JS, _free_port, _need, wait_for_server
+from .conftest import ARTIFACTS, CONTRAST_JS, _free_port, _need, _stop_server, wait_for_server
 from .test_activation_explorer_browser import _same
 
 pytestmark = pytest.mark.browser
@@ -100,12 +100,7 @@ def _marimo_run(root: Path, notebook: Path, theme: str = "light"):
     try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        _stop_server(proc, log)
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,9 @@ import { luminance, onThemeChange, themeColors } from "../lib/theme.js";
 import { sender } from "../lib/messages.js";
 import { pointLayer } from "../lib/points.js";
 
-const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-  "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"];
+// the colour of each class (one table, cnnwidgets/widgets/palette.json, which the picture a
+// saved notebook keeps of the map uses too: cnnwidgets/widgets/_static.py)
+import PALETTE from "../../../cnnwidgets/widgets/palette.json";
 /** Least contrast of a point colour against the canvas background (WCAG's for graphics). */
 const MIN_CONTRAST = 3;
 const BUCKETS = 64;
